@@ -1,0 +1,325 @@
+//! Verifying a received webhook.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use subtle::ConstantTimeEq as _;
+
+use crate::{
+    scheme::{self, Parsed},
+    ConfigError, Headers, Scheme, Secret, VerifyError,
+};
+
+/// Default timestamp tolerance: 5 minutes either way.
+pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
+/// Default bound on how many signatures one header may carry.
+pub const DEFAULT_MAX_SIGNATURES: usize = 16;
+
+/// Current Unix time in seconds.
+#[must_use]
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Where the event id comes from, when the scheme's default is not wanted.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum IdSource {
+    /// The scheme's own: the id header, or Stripe's JSON body `id`; none for Slack.
+    #[default]
+    Scheme,
+    /// The value of this request header (for example Slack's `X-Slack-Retry-Num`-free
+    /// custom id header). Not covered by the signature.
+    Header(String),
+    /// This top-level string field of a JSON body (for example Slack's
+    /// `event_id`). Covered by the signature, since the body is.
+    JsonField(String),
+}
+
+/// A webhook that passed verification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Verified {
+    /// The scheme it was verified with.
+    pub scheme: Scheme,
+    /// The event id, when the scheme (or [`IdSource`]) provides one.
+    pub id: Option<String>,
+    /// The signed timestamp (Unix seconds), for schemes that sign one.
+    pub timestamp: Option<i64>,
+    /// Index, in the verifier's list, of the secret whose signature matched.
+    pub key_index: usize,
+}
+
+/// Headers that passed the syntax check, ready for the timestamp check and
+/// the MAC. Produced by [`Verifier::parse_headers`]; lets a server reject a
+/// malformed or stale request before reading its body.
+#[derive(Debug, Clone)]
+pub struct ParsedHeaders {
+    inner: Parsed,
+    header_id: Option<String>,
+}
+
+impl ParsedHeaders {
+    /// The signed timestamp, for schemes that sign one.
+    #[must_use]
+    pub fn timestamp(&self) -> Option<i64> {
+        self.inner.timestamp.as_ref().map(|(t, _)| *t)
+    }
+
+    /// The id read from the headers (the scheme's id header, or the
+    /// [`IdSource::Header`] one), if any. Stripe's id is only known after the
+    /// body is verified.
+    #[must_use]
+    pub fn header_id(&self) -> Option<&str> {
+        self.header_id.as_deref()
+    }
+
+    /// How many signatures the header carried (of the verified version).
+    #[must_use]
+    pub fn signature_count(&self) -> usize {
+        self.inner.signatures.len()
+    }
+}
+
+/// Verifies webhooks of one scheme against one or more active secrets.
+///
+/// ```
+/// use hookgate_core::{Scheme, Signer, Verifier};
+///
+/// let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+/// let body = br#"{"type":"order.paid"}"#;
+/// let signer = Signer::new(Scheme::StandardWebhooks, Scheme::StandardWebhooks.secret(secret)?);
+/// let headers = signer.sign("msg_1", 1_700_000_000, body);
+///
+/// let verifier = Verifier::new(Scheme::StandardWebhooks, [Scheme::StandardWebhooks.secret(secret)?])?;
+/// let ok = verifier.verify_at(&headers, body, 1_700_000_010)?;
+/// assert_eq!(ok.id.as_deref(), Some("msg_1"));
+///
+/// // Ten minutes later the same request is stale.
+/// assert!(verifier.verify_at(&headers, body, 1_700_000_600).is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Security
+/// MACs are compared in constant time on decoded bytes. The timestamp is
+/// checked before any MAC is computed, and at most
+/// [`max_signatures`](Self::with_max_signatures) signatures are examined.
+#[derive(Debug, Clone)]
+pub struct Verifier {
+    scheme: Scheme,
+    secrets: Vec<Secret>,
+    tolerance: Duration,
+    max_signatures: usize,
+    id_source: IdSource,
+}
+
+impl Verifier {
+    /// A verifier for `scheme` accepting a signature by any of `secrets`.
+    ///
+    /// # Errors
+    /// [`ConfigError::NoSecrets`] when `secrets` is empty.
+    pub fn new(
+        scheme: Scheme,
+        secrets: impl IntoIterator<Item = Secret>,
+    ) -> Result<Self, ConfigError> {
+        let secrets: Vec<Secret> = secrets.into_iter().collect();
+        if secrets.is_empty() {
+            return Err(ConfigError::NoSecrets);
+        }
+        Ok(Self {
+            scheme,
+            secrets,
+            tolerance: DEFAULT_TOLERANCE,
+            max_signatures: DEFAULT_MAX_SIGNATURES,
+            id_source: IdSource::Scheme,
+        })
+    }
+
+    /// Parse each secret string the way `scheme`'s provider does, then [`new`](Self::new).
+    ///
+    /// # Errors
+    /// An invalid secret, or none.
+    pub fn from_secret_strings<S: AsRef<str>>(
+        scheme: Scheme,
+        secrets: impl IntoIterator<Item = S>,
+    ) -> Result<Self, ConfigError> {
+        let secrets = secrets
+            .into_iter()
+            .map(|s| scheme.secret(s.as_ref()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::new(scheme, secrets)
+    }
+
+    /// Accept timestamps at most this far from now, in either direction
+    /// (default 300 s). Whole seconds; sub-second parts are ignored.
+    #[must_use]
+    pub fn with_tolerance(mut self, tolerance: Duration) -> Self {
+        self.tolerance = tolerance;
+        self
+    }
+
+    /// Reject headers carrying more than `max` signatures (default 16, at least 1).
+    #[must_use]
+    pub fn with_max_signatures(mut self, max: usize) -> Self {
+        self.max_signatures = max.max(1);
+        self
+    }
+
+    /// Take the event id from somewhere other than the scheme's default.
+    #[must_use]
+    pub fn with_id_source(mut self, source: IdSource) -> Self {
+        self.id_source = source;
+        self
+    }
+
+    /// The scheme.
+    #[must_use]
+    pub fn scheme(&self) -> Scheme {
+        self.scheme
+    }
+
+    /// The timestamp tolerance.
+    #[must_use]
+    pub fn tolerance(&self) -> Duration {
+        self.tolerance
+    }
+
+    /// Whether the event id this verifier reports is covered by the signature.
+    #[must_use]
+    pub fn id_is_signed(&self) -> bool {
+        match self.id_source {
+            IdSource::Scheme => self.scheme.id_is_signed(),
+            IdSource::Header(_) => false,
+            IdSource::JsonField(_) => true,
+        }
+    }
+
+    /// Step 1: the scheme's headers are present and well formed.
+    ///
+    /// # Errors
+    /// [`VerifyError::MissingHeader`] or [`VerifyError::MalformedHeader`].
+    pub fn parse_headers(
+        &self,
+        headers: &(impl Headers + ?Sized),
+    ) -> Result<ParsedHeaders, VerifyError> {
+        let inner = self.scheme.parse(headers, self.max_signatures)?;
+        let header_id = match &self.id_source {
+            IdSource::Scheme => inner.id.clone(),
+            IdSource::Header(name) => match headers.header(name) {
+                Some(raw) => Some(
+                    std::str::from_utf8(raw)
+                        .ok()
+                        .filter(|s| {
+                            !s.is_empty()
+                                && s.len() <= scheme::MAX_ID_LEN
+                                && s.bytes().all(|b| (0x21..=0x7e).contains(&b))
+                        })
+                        .ok_or(VerifyError::MalformedHeader {
+                            name: "id",
+                            reason: crate::Malformed::NotText,
+                        })?
+                        .to_owned(),
+                ),
+                None => None,
+            },
+            IdSource::JsonField(_) => None,
+        };
+        Ok(ParsedHeaders { inner, header_id })
+    }
+
+    /// Step 2: the signed timestamp is within tolerance of `now` (Unix seconds).
+    /// Schemes without a timestamp always pass.
+    ///
+    /// # Errors
+    /// [`VerifyError::TimestampTooOld`] or [`VerifyError::TimestampInFuture`].
+    pub fn check_timestamp(&self, parsed: &ParsedHeaders, now: i64) -> Result<(), VerifyError> {
+        let Some(timestamp) = parsed.timestamp() else {
+            return Ok(());
+        };
+        let tolerance = self.tolerance.as_secs();
+        let tol = i64::try_from(tolerance).unwrap_or(i64::MAX);
+        if timestamp < now.saturating_sub(tol) {
+            return Err(VerifyError::TimestampTooOld {
+                timestamp,
+                now,
+                tolerance,
+            });
+        }
+        if timestamp > now.saturating_add(tol) {
+            return Err(VerifyError::TimestampInFuture {
+                timestamp,
+                now,
+                tolerance,
+            });
+        }
+        Ok(())
+    }
+
+    /// Step 3: some signature matches some active secret over `body`.
+    ///
+    /// Call [`check_timestamp`](Self::check_timestamp) first;
+    /// [`verify_at`](Self::verify_at) does all three steps.
+    ///
+    /// # Errors
+    /// [`VerifyError::NoMatchingSignature`].
+    pub fn verify_parsed(
+        &self,
+        parsed: &ParsedHeaders,
+        body: &[u8],
+    ) -> Result<Verified, VerifyError> {
+        let p = &parsed.inner;
+        let id = p.id.as_deref().unwrap_or("");
+        let ts = p.timestamp.as_ref().map_or("", |(_, s)| s.as_str());
+        let key_index = self
+            .secrets
+            .iter()
+            .position(|secret| {
+                let expected = self.scheme.mac(secret, id, ts, body);
+                // No early exit inside one secret's comparisons.
+                p.signatures
+                    .iter()
+                    .fold(subtle::Choice::from(0), |acc, sig| acc | expected.ct_eq(sig))
+                    .into()
+            })
+            .ok_or(VerifyError::NoMatchingSignature)?;
+        let id = match &self.id_source {
+            IdSource::Scheme if self.scheme == Scheme::Stripe => scheme::json_id(body),
+            IdSource::JsonField(field) => scheme::json_string_field(body, field),
+            IdSource::Scheme | IdSource::Header(_) => parsed.header_id.clone(),
+        };
+        Ok(Verified {
+            scheme: self.scheme,
+            id,
+            timestamp: parsed.timestamp(),
+            key_index,
+        })
+    }
+
+    /// Verify `headers` and the raw `body` as of `now` (Unix seconds).
+    ///
+    /// # Errors
+    /// Any [`VerifyError`], cheapest check first: headers, timestamp, MAC.
+    pub fn verify_at(
+        &self,
+        headers: &(impl Headers + ?Sized),
+        body: &[u8],
+        now: i64,
+    ) -> Result<Verified, VerifyError> {
+        let parsed = self.parse_headers(headers)?;
+        self.check_timestamp(&parsed, now)?;
+        self.verify_parsed(&parsed, body)
+    }
+
+    /// [`verify_at`](Self::verify_at) with the system clock.
+    ///
+    /// # Errors
+    /// Any [`VerifyError`].
+    pub fn verify(
+        &self,
+        headers: &(impl Headers + ?Sized),
+        body: &[u8],
+    ) -> Result<Verified, VerifyError> {
+        self.verify_at(headers, body, unix_now())
+    }
+}
