@@ -1,1 +1,65 @@
-fn main() {}
+//! The `hookgate` command: demo, sign, verify, serve, send, dlq.
+//!
+//! Exit codes: 0 success; 1 the operation's own failure (invalid signature,
+//! delivery dead-lettered, ...); 2 usage or configuration errors.
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+
+/// Make webhooks safe to receive and reliable to send.
+#[derive(Debug, Parser)]
+#[command(name = "hookgate", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the whole story on embedded defaults: sign, send, retry, verify, dedup, dead-letter, replay.
+    Demo(cmd::demo::Args),
+    /// Print the headers that sign a body, ready for `curl -H`.
+    Sign(cmd::sign::Args),
+    /// Verify a signed body; prints the event id (exit 0) or the reason (exit 1).
+    Verify(cmd::verify::Args),
+    /// Run a verifying, deduplicating receiver that prints each accepted event as a JSON line.
+    Serve(cmd::serve::Args),
+    /// Deliver one signed message with retries.
+    Send(cmd::send::Args),
+    /// Inspect, replay and purge dead letters.
+    Dlq(cmd::dlq::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // clap prints help/version to stdout with exit 0, usage errors to stderr with 2.
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let result = match cli.command {
+        Command::Demo(args) => cmd::demo::run(args),
+        Command::Sign(args) => cmd::sign::run(args),
+        Command::Verify(args) => cmd::verify::run(args),
+        Command::Serve(args) => cmd::serve::run(args),
+        Command::Send(args) => cmd::send::run(args),
+        Command::Dlq(args) => cmd::dlq::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("hookgate: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -96,13 +96,7 @@ impl Scheme {
     }
 
     /// HMAC-SHA256 of the bytes this scheme signs.
-    pub(crate) fn mac(
-        self,
-        key: &Secret,
-        id: &str,
-        timestamp: &str,
-        body: &[u8],
-    ) -> [u8; MAC_LEN] {
+    pub(crate) fn mac(self, key: &Secret, id: &str, timestamp: &str, body: &[u8]) -> [u8; MAC_LEN] {
         // `new_from_slice` accepts keys of any length for HMAC.
         let mut mac = Hmac::<Sha256>::new_from_slice(key.expose_bytes())
             .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
@@ -320,7 +314,10 @@ fn lookup<'h>(
     for &name in names {
         if let Some(raw) = headers.header(name) {
             // Visible ASCII plus space/tab; anything else is not a valid value here.
-            if !raw.iter().all(|&b| b == b' ' || b == b'\t' || (0x21..=0x7e).contains(&b)) {
+            if !raw
+                .iter()
+                .all(|&b| b == b' ' || b == b'\t' || (0x21..=0x7e).contains(&b))
+            {
                 return Err(malformed(name, Malformed::NotText));
             }
             let value = std::str::from_utf8(raw)
@@ -395,7 +392,12 @@ fn decode_base64(name: &'static str, s: &str) -> Result<[u8; MAC_LEN], VerifyErr
     // 32 bytes are 44 base64 characters; anything much longer cannot be a
     // SHA-256 MAC, so don't decode it.
     if s.len() > 64 {
-        return Err(malformed(name, Malformed::WrongLength { len: s.len() * 3 / 4 }));
+        return Err(malformed(
+            name,
+            Malformed::WrongLength {
+                len: s.len() * 3 / 4,
+            },
+        ));
     }
     let mut buf = [0u8; 48];
     let len = base64::engine::general_purpose::STANDARD

@@ -279,7 +279,9 @@ impl Verifier {
                 // No early exit inside one secret's comparisons.
                 p.signatures
                     .iter()
-                    .fold(subtle::Choice::from(0), |acc, sig| acc | expected.ct_eq(sig))
+                    .fold(subtle::Choice::from(0), |acc, sig| {
+                        acc | expected.ct_eq(sig)
+                    })
                     .into()
             })
             .ok_or(VerifyError::NoMatchingSignature)?;

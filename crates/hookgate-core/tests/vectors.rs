@@ -9,7 +9,10 @@ fn standard_webhooks_spec_vector() {
     let headers = [
         ("webhook-id", "msg_p5jXN8AQM9LWM0D4loKWxJek"),
         ("webhook-timestamp", "1614265330"),
-        ("webhook-signature", "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="),
+        (
+            "webhook-signature",
+            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
+        ),
     ];
     let v = Verifier::from_secret_strings(Scheme::StandardWebhooks, [secret]).unwrap();
     let ok = v.verify_at(&headers[..], body, 1_614_265_330).unwrap();

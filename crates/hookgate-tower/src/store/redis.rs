@@ -1,0 +1,5 @@
+//! Placeholder until the store work lands.
+
+/// Placeholder.
+#[derive(Debug)]
+pub struct RedisStore {}
