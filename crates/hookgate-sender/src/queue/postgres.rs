@@ -1,0 +1,5 @@
+//! Placeholder.
+
+/// Postgres queue (placeholder until the Postgres backend lands).
+#[derive(Debug)]
+pub struct PostgresQueue {}
