@@ -1,0 +1,449 @@
+//! [`VerifyWebhook`]: the middleware service.
+
+use std::{
+    fmt,
+    panic::AssertUnwindSafe,
+    sync::Arc,
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use futures_util::FutureExt as _;
+use hookgate_core::VerifyError;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
+use sha2::{Digest as _, Sha256};
+use tower_service::Service;
+
+use super::{
+    layer::{Shared, STORE_RETRY_AFTER_SECS},
+    ResponseFuture, VerifiedWebhook, VerifyWebhookLayer,
+};
+use crate::{
+    body::{BoxError, ResponseBody},
+    rejection::{
+        problem_response, BodyReadFailed, ConflictingDuplicate, DuplicateInFlight,
+        InvalidSignature, MalformedWebhook, PayloadTooLarge, StoreUnavailable,
+        TimestampOutOfTolerance, WebhookRejection,
+    },
+    store::{Claim, ClaimToken, DedupStore, Digest, DoneRecord},
+};
+
+/// Name of the header marking an answer replayed from the store.
+pub(crate) const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+
+/// Middleware that verifies webhooks and runs the inner service once per
+/// event. See the [module docs](super) for the steps and status codes.
+///
+/// Build it with [`VerifyWebhookLayer`] (or [`VerifyWebhook::layer`]).
+pub struct VerifyWebhook<Svc, S> {
+    inner: Svc,
+    shared: Arc<Shared<S>>,
+}
+
+impl<Svc, S> VerifyWebhook<Svc, S> {
+    pub(crate) fn from_shared(inner: Svc, shared: Arc<Shared<S>>) -> Self {
+        Self { inner, shared }
+    }
+
+    /// A layer wrapping services with this middleware: the same as
+    /// [`VerifyWebhookLayer::new`].
+    #[must_use]
+    pub fn layer(verifier: hookgate_core::Verifier) -> VerifyWebhookLayer {
+        VerifyWebhookLayer::new(verifier)
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &Svc {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut Svc {
+        &mut self.inner
+    }
+
+    /// Consume the middleware, returning the inner service.
+    pub fn into_inner(self) -> Svc {
+        self.inner
+    }
+}
+
+impl<Svc: Clone, S> Clone for VerifyWebhook<Svc, S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<Svc: fmt::Debug, S: fmt::Debug> fmt::Debug for VerifyWebhook<Svc, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifyWebhook")
+            .field("inner", &self.inner)
+            .field("shared", &self.shared)
+            .finish()
+    }
+}
+
+impl<Svc, S, ReqB, ResB> Service<Request<ReqB>> for VerifyWebhook<Svc, S>
+where
+    Svc: Service<Request<Full<Bytes>>, Response = Response<ResB>> + Clone + Send + 'static,
+    Svc::Future: Send + 'static,
+    Svc::Error: Send + 'static,
+    ResB: Body<Data = Bytes> + Send + 'static,
+    ResB::Error: Into<BoxError>,
+    ReqB: Body + Send + 'static,
+    ReqB::Data: Send,
+    ReqB::Error: Into<BoxError>,
+    S: DedupStore,
+{
+    type Response = Response<ResponseBody<ResB>>;
+    type Error = Svc::Error;
+    type Future = ResponseFuture<ResB, Svc::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+        // The ready service goes into the future; `self` keeps a fresh clone.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        ResponseFuture::new(handle(Arc::clone(&self.shared), inner, req))
+    }
+}
+
+fn layer_response<B>(res: Response<Full<Bytes>>) -> Response<ResponseBody<B>> {
+    res.map(ResponseBody::layer)
+}
+
+fn reject<B>(
+    scheme: &'static str,
+    rejection: impl Into<WebhookRejection>,
+) -> Response<ResponseBody<B>> {
+    let rejection = rejection.into();
+    match &rejection {
+        WebhookRejection::DuplicateInFlight(_) => {
+            tracing::debug!(scheme, kind = rejection.kind(), reason = %rejection, "webhook rejected");
+        }
+        WebhookRejection::ConflictingDuplicate(_) => {
+            tracing::warn!(scheme, kind = rejection.kind(), reason = %rejection, "webhook rejected: event id reused with a different body");
+        }
+        WebhookRejection::StoreUnavailable(_) => {
+            tracing::error!(scheme, kind = rejection.kind(), reason = %rejection, "webhook rejected: dedup store unavailable");
+        }
+        _ => {
+            tracing::info!(scheme, kind = rejection.kind(), reason = %rejection, "webhook rejected");
+        }
+    }
+    layer_response(rejection.into_response())
+}
+
+fn verification_failed<B>(scheme: &'static str, err: VerifyError) -> Response<ResponseBody<B>> {
+    let kind = err.kind();
+    metrics::counter!("hookgate_receiver_verifications_total", "scheme" => scheme, "result" => kind)
+        .increment(1);
+    let detail = err.to_string();
+    match kind {
+        "malformed_webhook" => reject(scheme, MalformedWebhook::new(detail).with_source(err)),
+        "timestamp_out_of_tolerance" => reject(
+            scheme,
+            TimestampOutOfTolerance::new(detail).with_source(err),
+        ),
+        _ => reject(scheme, InvalidSignature::new(detail).with_source(err)),
+    }
+}
+
+fn too_large<B>(scheme: &'static str, limit: usize) -> Response<ResponseBody<B>> {
+    metrics::counter!("hookgate_receiver_verifications_total", "scheme" => scheme, "result" => "payload_too_large")
+        .increment(1);
+    reject(
+        scheme,
+        PayloadTooLarge::new(format!("body is larger than {limit} bytes")),
+    )
+}
+
+fn retry_after_secs(remaining: Duration) -> u64 {
+    let secs = remaining.as_secs() + u64::from(remaining.subsec_nanos() > 0);
+    secs.max(1)
+}
+
+fn is_cacheable(status: StatusCode) -> bool {
+    status.is_success()
+        || (status.is_client_error()
+            && status != StatusCode::REQUEST_TIMEOUT
+            && status != StatusCode::TOO_MANY_REQUESTS)
+}
+
+/// Releases a claim in the background if the request future is dropped
+/// while it owns one (the client went away mid-handler).
+struct ClaimGuard<S: DedupStore> {
+    store: Arc<S>,
+    key: String,
+    token: Option<ClaimToken>,
+}
+
+impl<S: DedupStore> ClaimGuard<S> {
+    fn take(&mut self) -> Option<ClaimToken> {
+        self.token.take()
+    }
+}
+
+impl<S: DedupStore> Drop for ClaimGuard<S> {
+    fn drop(&mut self) {
+        let Some(token) = self.token.take() else {
+            return;
+        };
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let store = Arc::clone(&self.store);
+            let key = std::mem::take(&mut self.key);
+            handle.spawn(async move {
+                if let Err(e) = store.release(&key, &token).await {
+                    tracing::warn!(key, error = %e, "could not release an abandoned claim; its lease will expire");
+                }
+            });
+        }
+    }
+}
+
+async fn handle<Svc, S, ReqB, ResB>(
+    shared: Arc<Shared<S>>,
+    mut inner: Svc,
+    req: Request<ReqB>,
+) -> Result<Response<ResponseBody<ResB>>, Svc::Error>
+where
+    Svc: Service<Request<Full<Bytes>>, Response = Response<ResB>>,
+    ReqB: Body,
+    ReqB::Error: Into<BoxError>,
+    S: DedupStore,
+{
+    let verifier = &shared.verifier;
+    let scheme = verifier.scheme().name();
+
+    // 1. Headers.
+    let parsed = match verifier.parse_headers(req.headers()) {
+        Ok(p) => p,
+        Err(e) => return Ok(verification_failed(scheme, e)),
+    };
+    // 2. Timestamp.
+    if let Err(e) = verifier.check_timestamp(&parsed, shared.clock.now()) {
+        return Ok(verification_failed(scheme, e));
+    }
+    // 3. Body, up to the limit; Content-Length first.
+    let limit = shared.body_limit;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_big = |n: u64| usize::try_from(n).map_or(true, |n| n > limit);
+    if declared.is_some_and(too_big) || too_big(req.body().size_hint().lower()) {
+        return Ok(too_large(scheme, limit));
+    }
+    let (mut parts, body) = req.into_parts();
+    let bytes = match Limited::new(body, limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<LengthLimitError>() => return Ok(too_large(scheme, limit)),
+        Err(e) => {
+            metrics::counter!("hookgate_receiver_verifications_total", "scheme" => scheme, "result" => "body_read_failed")
+                .increment(1);
+            return Ok(reject(
+                scheme,
+                BodyReadFailed::new("the request body could not be read").with_source(e),
+            ));
+        }
+    };
+    // 4. Signature.
+    let verified = match verifier.verify_parsed(&parsed, &bytes) {
+        Ok(v) => v,
+        Err(e) => return Ok(verification_failed(scheme, e)),
+    };
+    metrics::counter!("hookgate_receiver_verifications_total", "scheme" => scheme, "result" => "ok")
+        .increment(1);
+
+    // 5. Dedup claim.
+    let digest: Digest = Sha256::digest(&bytes).into();
+    let key = match (&verified.id, verifier.id_is_signed()) {
+        (Some(id), true) => format!("{}:{scheme}:{id}", shared.prefix),
+        _ => format!("{}:{scheme}:sha256:{}", shared.prefix, hex::encode(digest)),
+    };
+    let mut webhook = VerifiedWebhook {
+        scheme: verified.scheme,
+        id: verified.id,
+        timestamp: verified.timestamp,
+        key_index: verified.key_index,
+        dedup_key: key,
+        deduplicated: true,
+    };
+
+    let claim = shared
+        .store
+        .claim(&webhook.dedup_key, &digest, shared.lease)
+        .await;
+    let token = match claim {
+        Ok(Claim::Acquired(token)) => Some(token),
+        Ok(Claim::InFlight {
+            remaining,
+            digest: held,
+        }) => {
+            if held != digest {
+                return Ok(conflicting(scheme, &webhook));
+            }
+            metrics::counter!("hookgate_receiver_duplicates_total", "scheme" => scheme, "kind" => "in_flight")
+                .increment(1);
+            return Ok(reject(
+                scheme,
+                DuplicateInFlight::new("this event is being handled; retry later")
+                    .with_retry_after(retry_after_secs(remaining)),
+            ));
+        }
+        Ok(Claim::Done(record)) => {
+            if record.digest != digest {
+                return Ok(conflicting(scheme, &webhook));
+            }
+            metrics::counter!("hookgate_receiver_duplicates_total", "scheme" => scheme, "kind" => "replayed")
+                .increment(1);
+            tracing::debug!(scheme, key = %webhook.dedup_key, status = record.status, "duplicate of a handled event; replaying its status");
+            let status = StatusCode::from_u16(record.status).unwrap_or_else(|_| {
+                tracing::error!(key = %webhook.dedup_key, status = record.status, "store holds an invalid status");
+                StatusCode::INTERNAL_SERVER_ERROR
+            });
+            let mut res = Response::new(ResponseBody::layer(Full::new(Bytes::new())));
+            *res.status_mut() = status;
+            res.headers_mut()
+                .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+            return Ok(res);
+        }
+        Err(e) => {
+            metrics::counter!("hookgate_receiver_store_errors_total", "scheme" => scheme, "op" => "claim")
+                .increment(1);
+            if !shared.fail_open {
+                return Ok(reject(
+                    scheme,
+                    StoreUnavailable::new("the dedup store is unavailable; retry later")
+                        .with_retry_after(STORE_RETRY_AFTER_SECS)
+                        .with_source(e),
+                ));
+            }
+            tracing::warn!(scheme, key = %webhook.dedup_key, error = %e, "dedup store unavailable; fail-open: running the handler without deduplication");
+            webhook.deduplicated = false;
+            None
+        }
+    };
+
+    let mut guard = ClaimGuard {
+        store: Arc::clone(&shared.store),
+        key: webhook.dedup_key.clone(),
+        token,
+    };
+    let key = webhook.dedup_key.clone();
+    parts.extensions.insert(webhook);
+    let req = Request::from_parts(parts, Full::new(bytes));
+
+    let started = Instant::now();
+    let result = match std::panic::catch_unwind(AssertUnwindSafe(|| inner.call(req))) {
+        Ok(fut) => AssertUnwindSafe(fut).catch_unwind().await,
+        Err(panic) => Err(panic),
+    };
+    metrics::histogram!("hookgate_receiver_handler_duration_seconds", "scheme" => scheme)
+        .record(started.elapsed().as_secs_f64());
+
+    let token = guard.take();
+    let outcome = match (&result, &token) {
+        (_, None) => "undeduplicated",
+        (Ok(Ok(res)), Some(_)) if is_cacheable(res.status()) => "completed",
+        (Ok(Ok(_)), Some(_)) => "released",
+        (Ok(Err(_)), Some(_)) => "error",
+        (Err(_), Some(_)) => "panic",
+    };
+    metrics::counter!("hookgate_receiver_handled_total", "scheme" => scheme, "outcome" => outcome)
+        .increment(1);
+    if let Some(token) = token {
+        if outcome == "completed" {
+            let status = match &result {
+                Ok(Ok(res)) => res.status().as_u16(),
+                _ => unreachable!("completed implies a response"),
+            };
+            let record = DoneRecord { status, digest };
+            match shared.store.complete(&key, &token, record, shared.retention).await {
+                Ok(true) => {}
+                Ok(false) => tracing::warn!(scheme, key, "claim was lost before completion (lease expired?); the event may be handled again"),
+                Err(e) => {
+                    metrics::counter!("hookgate_receiver_store_errors_total", "scheme" => scheme, "op" => "complete")
+                        .increment(1);
+                    tracing::error!(scheme, key, error = %e, "could not mark the event done; a retry may run the handler again");
+                }
+            }
+        } else {
+            match shared.store.release(&key, &token).await {
+                Ok(_) => {}
+                Err(e) => {
+                    metrics::counter!("hookgate_receiver_store_errors_total", "scheme" => scheme, "op" => "release")
+                        .increment(1);
+                    tracing::error!(scheme, key, error = %e, "could not release the claim; a retry must wait for the lease");
+                }
+            }
+        }
+    }
+
+    match result {
+        Ok(Ok(res)) => Ok(res.map(ResponseBody::inner)),
+        Ok(Err(e)) => {
+            tracing::warn!(scheme, key, "handler returned an error; claim released");
+            Err(e)
+        }
+        Err(_) => {
+            tracing::error!(
+                scheme,
+                key,
+                "handler panicked; claim released, answering 500"
+            );
+            Ok(layer_response(problem_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "handler_panicked",
+                "Handler failed",
+                "the handler failed; retry later",
+                None,
+            )))
+        }
+    }
+}
+
+fn conflicting<B>(scheme: &'static str, webhook: &VerifiedWebhook) -> Response<ResponseBody<B>> {
+    metrics::counter!("hookgate_receiver_duplicates_total", "scheme" => scheme, "kind" => "conflicting")
+        .increment(1);
+    reject(
+        scheme,
+        ConflictingDuplicate::new(format!(
+            "event {} was already received with a different body",
+            webhook.id.as_deref().unwrap_or("(no id)")
+        )),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_rounds_up_and_is_at_least_one() {
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1001)), 2);
+        assert_eq!(retry_after_secs(Duration::from_secs(30)), 30);
+    }
+
+    #[test]
+    fn cacheable_statuses() {
+        for s in [200, 201, 204, 400, 404, 410, 422] {
+            assert!(is_cacheable(StatusCode::from_u16(s).unwrap()), "{s}");
+        }
+        for s in [301, 408, 429, 500, 502, 503] {
+            assert!(!is_cacheable(StatusCode::from_u16(s).unwrap()), "{s}");
+        }
+    }
+}
