@@ -1,0 +1,310 @@
+//! Shared harness for the layer tests: real axum servers on 127.0.0.1:0,
+//! a reqwest client, signing helpers, the stores to run against, and a store
+//! wrapper that counts round trips.
+#![allow(dead_code, unreachable_pub)]
+
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use axum::{http::StatusCode, response::IntoResponse, routing, Router};
+use hookgate_core::{unix_now, Scheme, Signer, Verifier};
+use hookgate_tower::{
+    extract::Webhook,
+    store::{
+        BoxFuture, Claim, ClaimToken, DedupStore, Digest, DoneRecord, Result, StoreError,
+        StoreErrorKind,
+    },
+    MemoryStore, VerifyWebhookLayer,
+};
+
+/// Secret strings per scheme, as the providers hand them out.
+pub fn secret_for(scheme: Scheme) -> &'static str {
+    match scheme {
+        Scheme::StandardWebhooks => "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        Scheme::Stripe => "whsec_stripe_test_secret",
+        _ => "a shared secret",
+    }
+}
+
+pub fn verifier(scheme: Scheme) -> Verifier {
+    Verifier::from_secret_strings(scheme, [secret_for(scheme)]).expect("valid secret")
+}
+
+pub fn signer(scheme: Scheme) -> Signer {
+    Signer::new(
+        scheme,
+        scheme.secret(secret_for(scheme)).expect("valid secret"),
+    )
+}
+
+/// Headers signing `body` as event `id`, now.
+pub fn sign(scheme: Scheme, id: &str, body: &[u8]) -> Vec<(&'static str, String)> {
+    signer(scheme).sign(id, unix_now(), body)
+}
+
+pub fn random_id(prefix: &str) -> String {
+    format!("{prefix}_{:016x}", rand::random::<u64>())
+}
+
+/// A key prefix no other test run shares.
+pub fn test_prefix() -> String {
+    format!("hgtest{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
+}
+
+/// What the test handler does on its n-th call (0-based).
+#[derive(Debug, Clone, Copy)]
+pub enum Action {
+    Status(u16),
+    SleepThen(Duration, u16),
+    Panic,
+}
+
+/// What the handler saw: (event id, body) per call.
+pub type Seen = Arc<std::sync::Mutex<Vec<(Option<String>, Vec<u8>)>>>;
+
+/// A running server; the handler counts its calls and records what it saw.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub calls: Arc<AtomicUsize>,
+    pub seen: Seen,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    pub fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Serve `POST /hook` behind `layer`; the handler follows `script` (the
+/// last action repeats). `POST /unlayered` uses the extractor without the layer.
+pub async fn serve<S: DedupStore>(layer: VerifyWebhookLayer<S>, script: Vec<Action>) -> Server {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (c, s) = (Arc::clone(&calls), Arc::clone(&seen));
+    let script = Arc::new(script);
+    let handler = move |webhook: Webhook| {
+        let (calls, seen, script) = (Arc::clone(&c), Arc::clone(&s), Arc::clone(&script));
+        async move {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            seen.lock()
+                .unwrap()
+                .push((webhook.verified.id.clone(), webhook.body.to_vec()));
+            let action = script
+                .get(n)
+                .or(script.last())
+                .copied()
+                .unwrap_or(Action::Status(200));
+            let status = match action {
+                Action::Status(s) => s,
+                Action::SleepThen(d, s) => {
+                    tokio::time::sleep(d).await;
+                    s
+                }
+                Action::Panic => panic!("handler panics on purpose"),
+            };
+            (
+                StatusCode::from_u16(status).unwrap(),
+                format!("handled {n}"),
+            )
+                .into_response()
+        }
+    };
+    let app = Router::new()
+        .route("/hook", routing::post(handler))
+        .route_layer(layer)
+        .route(
+            "/unlayered",
+            routing::post(|w: Webhook| async move { w.body }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    Server {
+        addr,
+        calls,
+        seen,
+        task,
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+pub async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> reqwest::Response {
+    let mut req = client.post(url).body(body.to_vec());
+    for (k, v) in headers {
+        req = req.header(*k, v.as_str());
+    }
+    req.send().await.expect("request sent")
+}
+
+/// The problem `type` of a rejection response.
+pub async fn problem_type(res: reqwest::Response) -> String {
+    assert_eq!(
+        res.headers()["content-type"],
+        "application/problem+json",
+        "rejections are problem documents"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
+    v["type"].as_str().unwrap().to_owned()
+}
+
+/// Counts store round trips and forwards them to `inner`.
+#[derive(Debug, Default)]
+pub struct Counting<S> {
+    pub inner: S,
+    pub claims: AtomicUsize,
+    pub completes: AtomicUsize,
+    pub releases: AtomicUsize,
+}
+
+impl<S> Counting<S> {
+    pub fn new(inner: S) -> Self {
+        Self {
+            inner,
+            claims: AtomicUsize::new(0),
+            completes: AtomicUsize::new(0),
+            releases: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn total(&self) -> usize {
+        self.claims.load(Ordering::SeqCst)
+            + self.completes.load(Ordering::SeqCst)
+            + self.releases.load(Ordering::SeqCst)
+    }
+}
+
+impl<S: DedupStore> DedupStore for Counting<S> {
+    fn claim<'a>(
+        &'a self,
+        key: &'a str,
+        digest: &'a Digest,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<Claim>> {
+        self.claims.fetch_add(1, Ordering::SeqCst);
+        self.inner.claim(key, digest, lease)
+    }
+
+    fn complete<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a ClaimToken,
+        record: DoneRecord,
+        retention: Duration,
+    ) -> BoxFuture<'a, Result<bool>> {
+        self.completes.fetch_add(1, Ordering::SeqCst);
+        self.inner.complete(key, token, record, retention)
+    }
+
+    fn release<'a>(&'a self, key: &'a str, token: &'a ClaimToken) -> BoxFuture<'a, Result<bool>> {
+        self.releases.fetch_add(1, Ordering::SeqCst);
+        self.inner.release(key, token)
+    }
+}
+
+/// A store whose backend is never reachable.
+#[derive(Debug, Default)]
+pub struct DownStore;
+
+impl DedupStore for DownStore {
+    fn claim<'a>(&'a self, _: &'a str, _: &'a Digest, _: Duration) -> BoxFuture<'a, Result<Claim>> {
+        Box::pin(async {
+            Err(StoreError::new(
+                StoreErrorKind::Unavailable,
+                "connection refused",
+            ))
+        })
+    }
+
+    fn complete<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a ClaimToken,
+        _: DoneRecord,
+        _: Duration,
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async {
+            Err(StoreError::new(
+                StoreErrorKind::Unavailable,
+                "connection refused",
+            ))
+        })
+    }
+
+    fn release<'a>(&'a self, _: &'a str, _: &'a ClaimToken) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async {
+            Err(StoreError::new(
+                StoreErrorKind::Unavailable,
+                "connection refused",
+            ))
+        })
+    }
+}
+
+/// A shared store to run a test against, or `None` (with a "skipping"
+/// message) when its server is unreachable and `CI` is not `true`.
+pub type SharedStore = Arc<dyn DedupStore>;
+
+fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+pub fn skip_or_fail(what: &str, err: &dyn std::fmt::Display) -> Option<SharedStore> {
+    assert!(!ci(), "{what} unreachable under CI=true: {err}");
+    eprintln!("skipping {what}: unreachable ({err})");
+    None
+}
+
+pub async fn memory_store() -> Option<SharedStore> {
+    Some(Arc::new(MemoryStore::default()))
+}
+
+/// Run `test` once per store. Adding a store is one line here.
+pub async fn for_each_store<F, Fut>(test: F)
+where
+    F: Fn(&'static str, SharedStore) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let stores: Vec<(&'static str, Option<SharedStore>)> = vec![("memory", memory_store().await)];
+    for (name, store) in stores {
+        if let Some(store) = store {
+            eprintln!("store: {name}");
+            test(name, store).await;
+        }
+    }
+}
+
+/// Stores whose backend cannot be reached.
+pub async fn unreachable_stores() -> Vec<(&'static str, SharedStore)> {
+    vec![("down", Arc::new(DownStore) as SharedStore)]
+}
