@@ -113,6 +113,9 @@ pub enum StoreErrorKind {
     Unavailable,
     /// The backend answered with an error or with data it should not hold.
     Backend,
+    /// The store was set up wrongly (a malformed URL, an invalid table
+    /// name); reported when building it, not per request.
+    Config,
 }
 
 /// A store failed. Boxes the backend's own error as its [`source`](std::error::Error::source).
@@ -152,6 +155,7 @@ impl StoreError {
         match self.kind {
             StoreErrorKind::Unavailable => "unavailable",
             StoreErrorKind::Backend => "error",
+            StoreErrorKind::Config => "configuration error",
         }
     }
 }

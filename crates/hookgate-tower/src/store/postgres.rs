@@ -1,5 +1,667 @@
-//! Placeholder until the store work lands.
+//! PostgreSQL store: one autocommit statement per operation.
+//!
+//! ```no_run
+//! use hookgate_tower::store::PostgresStore;
+//! use std::time::Duration;
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), hookgate_tower::store::StoreError> {
+//! // Creates the table `hookgate_dedup` if it is missing.
+//! let store = PostgresStore::connect("postgres://postgres@127.0.0.1:5432/test").await?;
+//! // Delete rows past their retention every five minutes.
+//! let _sweeper = store.spawn_sweeper(Duration::from_secs(300));
+//!
+//! // Or: another table (schema-qualified), set up explicitly.
+//! let other = PostgresStore::new("postgres://postgres@127.0.0.1:5432/test")?
+//!     .with_table("webhooks.dedup")?;
+//! other.migrate().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Table
+//! ```sql
+//! CREATE TABLE IF NOT EXISTS hookgate_dedup (
+//!     key        text PRIMARY KEY,
+//!     token      text,                 -- the claim's fencing token, NULL once done
+//!     status     integer NOT NULL,     -- 0 while claimed, else the stored HTTP status
+//!     digest     bytea NOT NULL,       -- SHA-256 of the body
+//!     expires_at timestamptz NOT NULL  -- lease end (claim) or retention end (done)
+//! );
+//! CREATE INDEX IF NOT EXISTS hookgate_dedup_expires_at_idx ON hookgate_dedup (expires_at);
+//! ```
+//! [`migrate`](PostgresStore::migrate) (run by [`connect`](PostgresStore::connect))
+//! creates both, under an advisory lock so that replicas starting together do
+//! not race. Times are always the database's clock (`now()`), never the
+//! receiver's.
+//!
+//! # One round trip per operation
+//! [`claim`](DedupStore::claim) is a single autocommit statement:
+//!
+//! ```sql
+//! WITH cur AS (SELECT status, digest, expires_at FROM t WHERE key = $1 AND expires_at > now()),
+//! ins AS (
+//!   INSERT INTO t AS d (key, token, status, digest, expires_at)
+//!   SELECT $1, $2, 0, $3, now() + $4 * interval '1 millisecond' WHERE NOT EXISTS (SELECT 1 FROM cur)
+//!   ON CONFLICT (key) DO UPDATE SET token = EXCLUDED.token, status = 0, ...
+//!     WHERE d.expires_at <= now()          -- only an expired claim or done record
+//!   RETURNING 1)
+//! SELECT <acquired> FROM ins UNION ALL SELECT <in flight | done> FROM cur
+//! ```
+//!
+//! A duplicate (a live claim or done record in the statement's snapshot)
+//! inserts nothing, so it takes no row lock and writes nothing: one read-only
+//! round trip. A new key, an expired claim and a done record past its
+//! retention are all taken by the `INSERT .. ON CONFLICT`, which the unique
+//! key makes atomic. In one race only — another claim committed between this
+//! statement's snapshot and its insert — the statement returns no row; it is
+//! then rerun once (the new snapshot sees that claim). `complete` and
+//! `release` are one `UPDATE` / `DELETE .. WHERE key = $1 AND token = $2 AND
+//! status = 0 AND expires_at > now()`. Statements are prepared once per
+//! pooled connection (`prepare_cached`).
+//!
+//! # Sweeping
+//! Expired rows are harmless (they are claimable again) but take space. Call
+//! [`sweep`](PostgresStore::sweep) periodically, or run
+//! [`spawn_sweeper`](PostgresStore::spawn_sweeper) in one replica (several
+//! are harmless too).
+//!
+//! # Availability
+//! Connection refused, connect/pool timeouts, a closed connection and the
+//! server's "shutting down"/"too many connections" errors map to
+//! [`StoreErrorKind::Unavailable`]. Each call is bounded by
+//! [`with_timeout`](PostgresStore::with_timeout) (default
+//! [`PostgresStore::DEFAULT_TIMEOUT`]).
+//!
+//! # Durability
+//! By default each new event costs two commits (claim, complete), each
+//! flushed to disk under the server's `synchronous_commit` setting.
+//! [`with_synchronous_commit_off`](PostgresStore::with_synchronous_commit_off)
+//! trades that for throughput: after a database crash the last few hundred
+//! milliseconds of claims and done records may be lost, so a retry arriving
+//! then could run its handler a second time. Nothing is corrupted.
 
-/// Placeholder.
-#[derive(Debug)]
-pub struct PostgresStore {}
+use super::{
+    BoxFuture, Claim, ClaimToken, DedupStore, Digest, DoneRecord, Result, StoreError,
+    StoreErrorKind,
+};
+use deadpool_postgres::{
+    Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime, Timeouts,
+};
+use std::{fmt, str::FromStr, sync::Arc, time::Duration};
+use tokio_postgres::{Config, NoTls};
+
+/// Longest lease or retention passed to the database (ten years).
+const MAX_MS: i64 = 10 * 365 * 24 * 3600 * 1000;
+
+/// How many times a claim reruns after losing the snapshot race (see the
+/// module docs); each rerun sees the winner, so one is enough in practice.
+const CLAIM_ATTEMPTS: usize = 3;
+
+/// Rows deleted per statement by [`PostgresStore::sweep`].
+const SWEEP_BATCH: i64 = 10_000;
+
+/// The SQL for one table.
+struct Sql {
+    table: String,
+    migrate: String,
+    claim: String,
+    complete: String,
+    release: String,
+    sweep: String,
+}
+
+impl Sql {
+    /// `table` is validated: `name` or `schema.name`, each part an unquoted
+    /// SQL identifier of at most 63 bytes.
+    fn new(table: &str) -> Result<Self> {
+        let parts: Vec<&str> = table.split('.').collect();
+        if parts.is_empty() || parts.len() > 2 || !parts.iter().all(|p| valid_ident(p)) {
+            return Err(StoreError::new(
+                StoreErrorKind::Config,
+                format!(
+                    "invalid table name {table:?}: expected `name` or `schema.name`, each \
+                     [A-Za-z_][A-Za-z0-9_]* and at most 63 bytes"
+                ),
+            ));
+        }
+        let quoted: Vec<String> = parts.iter().map(|p| format!("\"{p}\"")).collect();
+        let t = quoted.join(".");
+        let name = parts[parts.len() - 1];
+        let index = format!("\"{}\"", truncate_ident(&format!("{name}_expires_at_idx")));
+        let schema = if parts.len() == 2 {
+            format!("CREATE SCHEMA IF NOT EXISTS {};", quoted[0])
+        } else {
+            String::new()
+        };
+        let lock_name = table.replace('\'', "");
+        Ok(Self {
+            table: table.to_owned(),
+            migrate: format!(
+                "BEGIN;
+                 SELECT pg_advisory_xact_lock(hashtext('hookgate_dedup_migrate:{lock_name}'));
+                 {schema}
+                 CREATE TABLE IF NOT EXISTS {t} (
+                     key text PRIMARY KEY,
+                     token text,
+                     status integer NOT NULL,
+                     digest bytea NOT NULL,
+                     expires_at timestamptz NOT NULL
+                 );
+                 CREATE INDEX IF NOT EXISTS {index} ON {t} (expires_at);
+                 COMMIT;"
+            ),
+            claim: format!(
+                "WITH cur AS (
+                     SELECT status, digest, expires_at FROM {t}
+                     WHERE key = $1 AND expires_at > now()
+                 ), ins AS (
+                     INSERT INTO {t} AS d (key, token, status, digest, expires_at)
+                     SELECT $1, $2, 0, $3, now() + $4::int8 * interval '1 millisecond'
+                     WHERE NOT EXISTS (SELECT 1 FROM cur)
+                     ON CONFLICT (key) DO UPDATE
+                         SET token = EXCLUDED.token, status = 0, digest = EXCLUDED.digest,
+                             expires_at = EXCLUDED.expires_at
+                         WHERE d.expires_at <= now()
+                     RETURNING 1
+                 )
+                 SELECT 0::int4, 0::int8, 0::int4, NULL::bytea FROM ins
+                 UNION ALL
+                 SELECT CASE WHEN status = 0 THEN 1 ELSE 2 END::int4,
+                        GREATEST(0, CEIL(EXTRACT(EPOCH FROM (expires_at - now())) * 1000))::int8,
+                        status::int4, digest
+                 FROM cur"
+            ),
+            complete: format!(
+                "UPDATE {t} SET token = NULL, status = $3, digest = $4,
+                     expires_at = now() + $5::int8 * interval '1 millisecond'
+                 WHERE key = $1 AND token = $2 AND status = 0 AND expires_at > now()"
+            ),
+            release: format!(
+                "DELETE FROM {t} WHERE key = $1 AND token = $2 AND status = 0 AND expires_at > now()"
+            ),
+            sweep: format!(
+                "DELETE FROM {t} WHERE ctid = ANY(ARRAY(
+                     SELECT ctid FROM {t} WHERE expires_at <= now() LIMIT $1))"
+            ),
+        })
+    }
+}
+
+fn valid_ident(s: &str) -> bool {
+    let mut bytes = s.bytes();
+    matches!(bytes.next(), Some(b'a'..=b'z' | b'A'..=b'Z' | b'_'))
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && s.len() <= 63
+}
+
+fn truncate_ident(s: &str) -> &str {
+    // ASCII only (validated), so any byte index is a char boundary.
+    &s[..s.len().min(63)]
+}
+
+/// A [`DedupStore`] on PostgreSQL (feature `postgres`), through a
+/// deadpool-postgres connection pool. Cheap to clone: clones share the pool.
+#[derive(Clone)]
+pub struct PostgresStore {
+    config: Config,
+    pool: Pool,
+    sql: Arc<Sql>,
+    pool_size: usize,
+    timeout: Duration,
+    synchronous_commit_off: bool,
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let status = self.pool.status();
+        f.debug_struct("PostgresStore")
+            .field("table", &self.sql.table)
+            .field("pool_size", &self.pool_size)
+            .field("pool_connections", &status.size)
+            .field("timeout", &self.timeout)
+            .field("synchronous_commit_off", &self.synchronous_commit_off)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresStore {
+    /// Table used unless [`with_table`](Self::with_table) says otherwise.
+    pub const DEFAULT_TABLE: &'static str = "hookgate_dedup";
+    /// Bound on each call, on connecting and on waiting for a pooled
+    /// connection, unless changed with [`with_timeout`](Self::with_timeout).
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+    /// Pooled connections unless changed with
+    /// [`with_pool_size`](Self::with_pool_size).
+    pub const DEFAULT_POOL_SIZE: usize = 16;
+
+    /// Connect to `url` (`postgres://user@host:port/db`) and create the
+    /// default table if it is missing.
+    ///
+    /// # Errors
+    /// [`StoreErrorKind::Config`] for a malformed URL;
+    /// [`StoreErrorKind::Unavailable`] when the server cannot be reached
+    /// within [`Self::DEFAULT_TIMEOUT`]; [`StoreErrorKind::Backend`] if the
+    /// table cannot be created.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let store = Self::new(url)?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// A store for `url` without any I/O: connections are opened on first
+    /// use, and the table is not created (call [`migrate`](Self::migrate)).
+    ///
+    /// # Errors
+    /// [`StoreErrorKind::Config`] for a malformed URL.
+    pub fn new(url: &str) -> Result<Self> {
+        let config = Config::from_str(url).map_err(|e| {
+            StoreError::new(StoreErrorKind::Config, "invalid PostgreSQL URL").with_source(e)
+        })?;
+        let mut store = Self {
+            config,
+            pool: placeholder_pool()?,
+            sql: Arc::new(Sql::new(Self::DEFAULT_TABLE)?),
+            pool_size: Self::DEFAULT_POOL_SIZE,
+            timeout: Self::DEFAULT_TIMEOUT,
+            synchronous_commit_off: false,
+        };
+        store.rebuild_pool()?;
+        Ok(store)
+    }
+
+    /// Use `table` (`name` or `schema.name`) instead of
+    /// [`Self::DEFAULT_TABLE`]. Call [`migrate`](Self::migrate) afterwards to
+    /// create it.
+    ///
+    /// # Errors
+    /// [`StoreErrorKind::Config`] unless each part is an unquoted SQL
+    /// identifier (`[A-Za-z_][A-Za-z0-9_]*`, at most 63 bytes).
+    pub fn with_table(mut self, table: &str) -> Result<Self> {
+        self.sql = Arc::new(Sql::new(table)?);
+        Ok(self)
+    }
+
+    /// Bound each call, each connection attempt and each wait for a pooled
+    /// connection by `timeout`.
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self.rebuild_pool_or_keep();
+        self
+    }
+
+    /// Keep at most `size` connections (at least 1).
+    #[must_use]
+    pub fn with_pool_size(mut self, size: usize) -> Self {
+        self.pool_size = size.max(1);
+        self.rebuild_pool_or_keep();
+        self
+    }
+
+    /// Run this store's sessions with `synchronous_commit = off`: commits
+    /// return before their WAL reaches disk. Faster; after a database crash
+    /// the most recent claims and done records (up to about three times
+    /// `wal_writer_delay`) may be lost, so a retry of such an event could run
+    /// its handler again. See the module docs.
+    #[must_use]
+    pub fn with_synchronous_commit_off(mut self) -> Self {
+        self.synchronous_commit_off = true;
+        self.rebuild_pool_or_keep();
+        self
+    }
+
+    /// The table this store uses, as given.
+    #[must_use]
+    pub fn table(&self) -> &str {
+        &self.sql.table
+    }
+
+    fn rebuild_pool_or_keep(&mut self) {
+        // Building a pool does no I/O and fails only on a missing runtime
+        // setting, which `rebuild_pool` always provides; keep the old pool
+        // rather than panic if that ever changes.
+        if let Err(e) = self.rebuild_pool() {
+            tracing::error!(error = %e, "cannot rebuild the Postgres pool; keeping the old one");
+        }
+    }
+
+    fn rebuild_pool(&mut self) -> Result<()> {
+        let mut config = self.config.clone();
+        config.connect_timeout(self.timeout);
+        if self.synchronous_commit_off {
+            config.options("-c synchronous_commit=off");
+        }
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        self.pool = Pool::builder(manager)
+            .max_size(self.pool_size)
+            .runtime(Runtime::Tokio1)
+            .timeouts(Timeouts {
+                wait: Some(self.timeout),
+                create: Some(self.timeout),
+                recycle: Some(self.timeout),
+            })
+            .build()
+            .map_err(|e| {
+                StoreError::new(StoreErrorKind::Config, "cannot build the Postgres pool")
+                    .with_source(e)
+            })?;
+        Ok(())
+    }
+
+    /// Create the table (and its schema and index) if missing. Safe to run
+    /// concurrently from several replicas.
+    ///
+    /// # Errors
+    /// [`StoreErrorKind::Unavailable`] if the server cannot be reached,
+    /// [`StoreErrorKind::Backend`] if the statements fail.
+    pub async fn migrate(&self) -> Result<()> {
+        self.bounded(async {
+            let client = self.client().await?;
+            client
+                .batch_execute(&self.sql.migrate)
+                .await
+                .map_err(map_pg)
+        })
+        .await
+    }
+
+    /// Delete every row whose lease or retention has passed; returns how
+    /// many. Run it periodically (see [`spawn_sweeper`](Self::spawn_sweeper)).
+    /// Deletes in batches of 10,000 rows, each its own statement.
+    ///
+    /// # Errors
+    /// As [`migrate`](Self::migrate); rows deleted by earlier batches stay
+    /// deleted.
+    pub async fn sweep(&self) -> Result<u64> {
+        let mut total = 0;
+        loop {
+            let n = self
+                .bounded(async {
+                    let client = self.client().await?;
+                    let stmt = client
+                        .prepare_cached(&self.sql.sweep)
+                        .await
+                        .map_err(map_pg)?;
+                    client.execute(&stmt, &[&SWEEP_BATCH]).await.map_err(map_pg)
+                })
+                .await?;
+            total += n;
+            if n < u64::try_from(SWEEP_BATCH).unwrap_or(u64::MAX) {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Run [`sweep`](Self::sweep) every `interval` on the current Tokio
+    /// runtime until the handle is aborted. Errors are logged and retried at
+    /// the next tick.
+    ///
+    /// # Panics
+    /// Outside a Tokio runtime, or if `interval` is zero.
+    pub fn spawn_sweeper(&self, interval: Duration) -> tokio::task::JoinHandle<()> {
+        let store = self.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                match store.sweep().await {
+                    Ok(n) => tracing::debug!(table = %store.sql.table, rows = n, "dedup sweep"),
+                    Err(e) => {
+                        tracing::warn!(table = %store.sql.table, error = %e, "dedup sweep failed");
+                    }
+                }
+            }
+        })
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object> {
+        self.pool.get().await.map_err(|e| match e {
+            PoolError::Timeout(_) => StoreError::new(
+                StoreErrorKind::Unavailable,
+                "timed out waiting for a Postgres connection",
+            )
+            .with_source(e),
+            PoolError::Backend(e) => map_pg(e),
+            PoolError::Closed => {
+                StoreError::new(StoreErrorKind::Unavailable, "the Postgres pool is closed")
+            }
+            other => StoreError::new(StoreErrorKind::Backend, "cannot get a Postgres connection")
+                .with_source(other),
+        })
+    }
+
+    async fn bounded<T>(&self, fut: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        match tokio::time::timeout(self.timeout, fut).await {
+            Ok(r) => r,
+            Err(elapsed) => Err(StoreError::new(
+                StoreErrorKind::Unavailable,
+                format!("Postgres did not answer within {:?}", self.timeout),
+            )
+            .with_source(elapsed)),
+        }
+    }
+
+    async fn claim_impl(&self, key: &str, digest: &Digest, lease: Duration) -> Result<Claim> {
+        let token = ClaimToken::generate();
+        let lease_ms = millis(lease);
+        self.bounded(async {
+            let client = self.client().await?;
+            let stmt = client
+                .prepare_cached(&self.sql.claim)
+                .await
+                .map_err(map_pg)?;
+            for _ in 0..CLAIM_ATTEMPTS {
+                let rows = client
+                    .query(
+                        &stmt,
+                        &[&key, &token.as_str(), &digest.as_slice(), &lease_ms],
+                    )
+                    .await
+                    .map_err(map_pg)?;
+                if let Some(row) = rows.first() {
+                    return parse_claim(row, &token);
+                }
+                // Lost the snapshot race: another claim committed after this
+                // statement's snapshot. Rerun; the next snapshot sees it.
+            }
+            Err(StoreError::new(
+                StoreErrorKind::Backend,
+                "claim returned no row after retries",
+            ))
+        })
+        .await
+    }
+
+    async fn complete_impl(
+        &self,
+        key: &str,
+        token: &ClaimToken,
+        record: DoneRecord,
+        retention: Duration,
+    ) -> Result<bool> {
+        let status = i32::from(record.status.max(1));
+        let retention_ms = millis(retention);
+        self.bounded(async {
+            let client = self.client().await?;
+            let stmt = client
+                .prepare_cached(&self.sql.complete)
+                .await
+                .map_err(map_pg)?;
+            let n = client
+                .execute(
+                    &stmt,
+                    &[
+                        &key,
+                        &token.as_str(),
+                        &status,
+                        &record.digest.as_slice(),
+                        &retention_ms,
+                    ],
+                )
+                .await
+                .map_err(map_pg)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn release_impl(&self, key: &str, token: &ClaimToken) -> Result<bool> {
+        self.bounded(async {
+            let client = self.client().await?;
+            let stmt = client
+                .prepare_cached(&self.sql.release)
+                .await
+                .map_err(map_pg)?;
+            let n = client
+                .execute(&stmt, &[&key, &token.as_str()])
+                .await
+                .map_err(map_pg)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+}
+
+/// A pool that is replaced before use (the struct needs one to exist).
+fn placeholder_pool() -> Result<Pool> {
+    let manager = Manager::from_config(
+        Config::new(),
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(1)
+        .runtime(Runtime::Tokio1)
+        .build()
+        .map_err(|e| {
+            StoreError::new(StoreErrorKind::Config, "cannot build the Postgres pool").with_source(e)
+        })
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX).min(MAX_MS)
+}
+
+fn parse_claim(row: &tokio_postgres::Row, token: &ClaimToken) -> Result<Claim> {
+    let get = |e: tokio_postgres::Error| {
+        StoreError::new(StoreErrorKind::Backend, "unexpected claim row").with_source(e)
+    };
+    let kind: i32 = row.try_get(0).map_err(get)?;
+    if kind == 0 {
+        return Ok(Claim::Acquired(token.clone()));
+    }
+    let remaining: i64 = row.try_get(1).map_err(get)?;
+    let status: i32 = row.try_get(2).map_err(get)?;
+    let digest: Option<&[u8]> = row.try_get(3).map_err(get)?;
+    let digest = digest
+        .and_then(|d| Digest::try_from(d).ok())
+        .ok_or_else(|| StoreError::new(StoreErrorKind::Backend, "stored digest is not 32 bytes"))?;
+    match kind {
+        1 => Ok(Claim::InFlight {
+            remaining: Duration::from_millis(u64::try_from(remaining).unwrap_or(0)),
+            digest,
+        }),
+        2 => Ok(Claim::Done(DoneRecord {
+            status: u16::try_from(status).map_err(|_| {
+                StoreError::new(StoreErrorKind::Backend, "stored status out of range")
+            })?,
+            digest,
+        })),
+        _ => Err(StoreError::new(
+            StoreErrorKind::Backend,
+            "unknown claim outcome",
+        )),
+    }
+}
+
+fn map_pg(e: tokio_postgres::Error) -> StoreError {
+    let unavailable = match e.as_db_error() {
+        // 08: connection exception; 53300 too many connections; 53400
+        // configuration limit exceeded; 57P01-57P03 shutdown / cannot connect now.
+        Some(db) => {
+            let code = db.code().code();
+            code.starts_with("08")
+                || matches!(code, "53300" | "53400" | "57P01" | "57P02" | "57P03")
+        }
+        // No server error: refused, closed, I/O or connect timeout.
+        None => true,
+    };
+    if unavailable {
+        StoreError::new(StoreErrorKind::Unavailable, "PostgreSQL is unreachable").with_source(e)
+    } else {
+        StoreError::new(StoreErrorKind::Backend, "PostgreSQL returned an error").with_source(e)
+    }
+}
+
+impl DedupStore for PostgresStore {
+    fn claim<'a>(
+        &'a self,
+        key: &'a str,
+        digest: &'a Digest,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<Claim>> {
+        Box::pin(self.claim_impl(key, digest, lease))
+    }
+
+    fn complete<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a ClaimToken,
+        record: DoneRecord,
+        retention: Duration,
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(self.complete_impl(key, token, record, retention))
+    }
+
+    fn release<'a>(&'a self, key: &'a str, token: &'a ClaimToken) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(self.release_impl(key, token))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_names_are_validated() {
+        for ok in ["hookgate_dedup", "s.t", "_x1", "Webhooks.Dedup"] {
+            assert!(Sql::new(ok).is_ok(), "{ok}");
+        }
+        let long = "a".repeat(64);
+        for bad in [
+            "",
+            "1abc",
+            "a.b.c",
+            "a;drop table x",
+            "a\"b",
+            ".t",
+            "s.",
+            "a b",
+            long.as_str(),
+        ] {
+            let err = Sql::new(bad).err().expect(bad);
+            assert_eq!(err.kind(), StoreErrorKind::Config, "{bad}");
+        }
+    }
+
+    #[test]
+    fn bad_url_is_a_config_error() {
+        let err = PostgresStore::new("postgres://host:notaport/db").unwrap_err();
+        assert_eq!(err.kind(), StoreErrorKind::Config);
+    }
+
+    #[test]
+    fn durations_are_clamped() {
+        assert_eq!(millis(Duration::from_millis(1500)), 1500);
+        assert_eq!(millis(Duration::MAX), MAX_MS);
+    }
+}

@@ -1,0 +1,579 @@
+//! The `DedupStore` conformance suite, written once and run against every
+//! store: `MemoryStore`, `RedisStore` (feature `redis`) and `PostgresStore`
+//! (feature `postgres`), the latter two against the real servers.
+//!
+//! Servers come from `HOOKGATE_REDIS_URL` (default `redis://127.0.0.1:6379`)
+//! and `HOOKGATE_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/test`). An unreachable server skips
+//! its tests with a message, except under `CI=true`, where they fail. Each
+//! test writes under a random Redis key prefix or into fresh random Postgres
+//! tables, and removes them afterwards (also when the test fails).
+//!
+//! Leases here are short (300 ms) and the sleeps that outwait them are
+//! bounded; nothing asserts on timing beyond "the lease has passed".
+
+use futures_util::FutureExt;
+use hookgate_tower::store::{Claim, ClaimToken, DedupStore, Digest, DoneRecord};
+use std::{future::Future, panic::AssertUnwindSafe, pin::Pin, sync::Arc, time::Duration};
+
+/// A short lease, outwaited by [`PAST_LEASE`].
+const SHORT: Duration = Duration::from_millis(300);
+/// Long enough past [`SHORT`] that every backend has expired it.
+const PAST_LEASE: Duration = Duration::from_millis(800);
+/// A lease no test outlives.
+const LONG: Duration = Duration::from_secs(60);
+/// Retention no test outlives.
+const KEEP: Duration = Duration::from_secs(3600);
+/// Bound on one case, sleeps included.
+const CASE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Concurrent claimers of one key.
+const CONCURRENCY: usize = 64;
+
+type Cleanup = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A store under test and a second store on the same backend in another
+/// namespace (prefix or table).
+struct Fixture {
+    store: Arc<dyn DedupStore>,
+    other: Arc<dyn DedupStore>,
+}
+
+fn digest(n: u8) -> Digest {
+    [n; 32]
+}
+
+fn key(name: &str) -> String {
+    format!("test:standard:{name}_{:016x}", rand::random::<u64>())
+}
+
+/// Run `case` on a fresh fixture from `setup` (or skip), then clean up,
+/// whether the case passed or not.
+async fn run<Fut>(
+    setup: impl Future<Output = Option<(Fixture, Cleanup)>>,
+    case: fn(Arc<Fixture>) -> Fut,
+) where
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let Some((fixture, cleanup)) = setup.await else {
+        return;
+    };
+    let fixture = Arc::new(fixture);
+    let outcome = AssertUnwindSafe(tokio::time::timeout(CASE_TIMEOUT, case(fixture)))
+        .catch_unwind()
+        .await;
+    cleanup.await;
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => panic!("case did not finish within {CASE_TIMEOUT:?}"),
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+async fn acquire(store: &dyn DedupStore, key: &str, d: &Digest, lease: Duration) -> ClaimToken {
+    match store.claim(key, d, lease).await.expect("claim") {
+        Claim::Acquired(t) => t,
+        other => panic!("expected Acquired for {key}, got {other:?}"),
+    }
+}
+
+async fn claim(store: &dyn DedupStore, key: &str) -> Claim {
+    store.claim(key, &digest(0xee), LONG).await.expect("claim")
+}
+
+fn record(status: u16, d: u8) -> DoneRecord {
+    DoneRecord {
+        status,
+        digest: digest(d),
+    }
+}
+
+/// The cases, each a function of a fixture.
+mod cases {
+    use super::*;
+
+    pub(crate) async fn fresh_claim_acquires(f: Arc<Fixture>) {
+        let k = key("fresh");
+        let t = acquire(&*f.store, &k, &digest(1), LONG).await;
+        assert!(!t.as_str().is_empty());
+    }
+
+    pub(crate) async fn second_claim_is_in_flight(f: Arc<Fixture>) {
+        let k = key("inflight");
+        let _t = acquire(&*f.store, &k, &digest(1), LONG).await;
+        match f.store.claim(&k, &digest(2), LONG).await.expect("claim") {
+            Claim::InFlight {
+                remaining,
+                digest: d,
+            } => {
+                assert!(
+                    remaining > Duration::ZERO && remaining <= LONG,
+                    "{remaining:?}"
+                );
+                assert_eq!(d, digest(1), "the first claim's digest is reported");
+            }
+            other => panic!("expected InFlight, got {other:?}"),
+        }
+    }
+
+    pub(crate) async fn complete_then_done(f: Arc<Fixture>) {
+        let k = key("done");
+        let t = acquire(&*f.store, &k, &digest(1), LONG).await;
+        assert!(f
+            .store
+            .complete(&k, &t, record(201, 3), KEEP)
+            .await
+            .unwrap());
+        assert_eq!(claim(&*f.store, &k).await, Claim::Done(record(201, 3)));
+        // Asking again changes nothing.
+        assert_eq!(claim(&*f.store, &k).await, Claim::Done(record(201, 3)));
+        // A stored 4xx is kept as is.
+        let k4 = key("done404");
+        let t4 = acquire(&*f.store, &k4, &digest(4), LONG).await;
+        assert!(f
+            .store
+            .complete(&k4, &t4, record(404, 4), KEEP)
+            .await
+            .unwrap());
+        assert_eq!(claim(&*f.store, &k4).await, Claim::Done(record(404, 4)));
+    }
+
+    pub(crate) async fn wrong_token_changes_nothing(f: Arc<Fixture>) {
+        let k = key("wrong");
+        let t = acquire(&*f.store, &k, &digest(1), LONG).await;
+        let wrong = ClaimToken::generate();
+        let empty = ClaimToken::from_string(String::new());
+        for bad in [&wrong, &empty] {
+            assert!(!f
+                .store
+                .complete(&k, bad, record(200, 1), KEEP)
+                .await
+                .unwrap());
+            assert!(!f.store.release(&k, bad).await.unwrap());
+        }
+        assert!(matches!(
+            claim(&*f.store, &k).await,
+            Claim::InFlight { digest: d, .. } if d == digest(1)
+        ));
+        // The owner still can.
+        assert!(f
+            .store
+            .complete(&k, &t, record(200, 1), KEEP)
+            .await
+            .unwrap());
+        // A token no longer owns a done record: a second complete or a
+        // release fails and leaves the record as it was.
+        assert!(!f
+            .store
+            .complete(&k, &t, record(500, 9), KEEP)
+            .await
+            .unwrap());
+        assert!(!f.store.release(&k, &t).await.unwrap());
+        assert_eq!(claim(&*f.store, &k).await, Claim::Done(record(200, 1)));
+        // Tokens on keys never claimed.
+        let none = key("never");
+        assert!(!f
+            .store
+            .complete(&none, &t, record(200, 1), KEEP)
+            .await
+            .unwrap());
+        assert!(!f.store.release(&none, &t).await.unwrap());
+        assert!(matches!(claim(&*f.store, &none).await, Claim::Acquired(_)));
+    }
+
+    pub(crate) async fn release_frees_the_key(f: Arc<Fixture>) {
+        let k = key("release");
+        let t1 = acquire(&*f.store, &k, &digest(1), LONG).await;
+        assert!(f.store.release(&k, &t1).await.unwrap());
+        let t2 = acquire(&*f.store, &k, &digest(2), LONG).await;
+        assert_ne!(t1, t2, "every claim gets a fresh token");
+        // The released token no longer owns anything.
+        assert!(!f.store.release(&k, &t1).await.unwrap());
+        assert!(!f
+            .store
+            .complete(&k, &t1, record(200, 1), KEEP)
+            .await
+            .unwrap());
+        assert!(matches!(
+            claim(&*f.store, &k).await,
+            Claim::InFlight { digest: d, .. } if d == digest(2)
+        ));
+    }
+
+    pub(crate) async fn expired_lease_fences_the_old_token(f: Arc<Fixture>) {
+        let k = key("fence");
+        let old = acquire(&*f.store, &k, &digest(1), SHORT).await;
+        tokio::time::sleep(PAST_LEASE).await;
+        let new = acquire(&*f.store, &k, &digest(2), LONG).await;
+        assert_ne!(old, new);
+        assert!(!f
+            .store
+            .complete(&k, &old, record(200, 1), KEEP)
+            .await
+            .unwrap());
+        assert!(!f.store.release(&k, &old).await.unwrap());
+        assert!(matches!(
+            claim(&*f.store, &k).await,
+            Claim::InFlight { digest: d, .. } if d == digest(2)
+        ));
+        assert!(f
+            .store
+            .complete(&k, &new, record(202, 2), KEEP)
+            .await
+            .unwrap());
+        assert_eq!(claim(&*f.store, &k).await, Claim::Done(record(202, 2)));
+    }
+
+    pub(crate) async fn expired_lease_cannot_complete(f: Arc<Fixture>) {
+        let k = key("late");
+        let t = acquire(&*f.store, &k, &digest(1), SHORT).await;
+        tokio::time::sleep(PAST_LEASE).await;
+        // Nobody re-claimed, but the lease is over: the token owns nothing.
+        assert!(!f
+            .store
+            .complete(&k, &t, record(200, 1), KEEP)
+            .await
+            .unwrap());
+        assert!(!f.store.release(&k, &t).await.unwrap());
+        assert!(matches!(claim(&*f.store, &k).await, Claim::Acquired(_)));
+    }
+
+    pub(crate) async fn retention_expiry_frees_the_key(f: Arc<Fixture>) {
+        let k = key("retention");
+        let t = acquire(&*f.store, &k, &digest(1), LONG).await;
+        assert!(f
+            .store
+            .complete(&k, &t, record(200, 1), SHORT)
+            .await
+            .unwrap());
+        assert_eq!(claim(&*f.store, &k).await, Claim::Done(record(200, 1)));
+        tokio::time::sleep(PAST_LEASE).await;
+        let t2 = acquire(&*f.store, &k, &digest(5), LONG).await;
+        assert!(f
+            .store
+            .complete(&k, &t2, record(204, 5), KEEP)
+            .await
+            .unwrap());
+        assert_eq!(claim(&*f.store, &k).await, Claim::Done(record(204, 5)));
+    }
+
+    /// `CONCURRENCY` claims of one key at once: exactly one wins, the rest
+    /// see the winner's claim. Repeated over fresh keys, over a key whose
+    /// claim expired and over a key whose done record expired.
+    pub(crate) async fn concurrent_claims_have_one_winner(f: Arc<Fixture>) {
+        for round in 0..3 {
+            let k = key(&format!("race{round}"));
+            race(&f, &k).await;
+        }
+        let k = key("race_expired_claim");
+        let _t = acquire(&*f.store, &k, &digest(1), SHORT).await;
+        tokio::time::sleep(PAST_LEASE).await;
+        race(&f, &k).await;
+
+        let k = key("race_expired_done");
+        let t = acquire(&*f.store, &k, &digest(1), LONG).await;
+        assert!(f
+            .store
+            .complete(&k, &t, record(200, 1), SHORT)
+            .await
+            .unwrap());
+        tokio::time::sleep(PAST_LEASE).await;
+        race(&f, &k).await;
+    }
+
+    async fn race(f: &Arc<Fixture>, k: &str) {
+        let start = Arc::new(tokio::sync::Barrier::new(CONCURRENCY));
+        let tasks: Vec<_> = (0..CONCURRENCY)
+            .map(|i| {
+                let store = Arc::clone(&f.store);
+                let start = Arc::clone(&start);
+                let k = k.to_owned();
+                tokio::spawn(async move {
+                    start.wait().await;
+                    // Each claimer offers its own digest, to see whose wins.
+                    let d = [u8::try_from(i).unwrap(); 32];
+                    (d, store.claim(&k, &d, LONG).await.expect("claim"))
+                })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        let mut seen = Vec::new();
+        for task in tasks {
+            match task.await.expect("task") {
+                (d, Claim::Acquired(t)) => winners.push((d, t)),
+                (_, Claim::InFlight { digest: d, .. }) => seen.push(d),
+                (_, other) => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "exactly one of {CONCURRENCY} claims wins");
+        let (winner_digest, token) = &winners[0];
+        assert!(
+            seen.iter().all(|d| d == winner_digest),
+            "losers see the winner's claim"
+        );
+        assert!(f
+            .store
+            .complete(k, token, record(200, 7), KEEP)
+            .await
+            .unwrap());
+    }
+
+    pub(crate) async fn keys_are_independent(f: Arc<Fixture>) {
+        let (a, b) = (key("a"), key("b"));
+        let ta = acquire(&*f.store, &a, &digest(1), LONG).await;
+        let tb = acquire(&*f.store, &b, &digest(2), LONG).await;
+        // A token is bound to its key.
+        assert!(!f
+            .store
+            .complete(&b, &ta, record(200, 1), KEEP)
+            .await
+            .unwrap());
+        assert!(!f.store.release(&a, &tb).await.unwrap());
+        assert!(f
+            .store
+            .complete(&a, &ta, record(200, 1), KEEP)
+            .await
+            .unwrap());
+        assert!(matches!(claim(&*f.store, &b).await, Claim::InFlight { .. }));
+        assert!(f.store.release(&b, &tb).await.unwrap());
+        assert_eq!(claim(&*f.store, &a).await, Claim::Done(record(200, 1)));
+        // Namespaced keys (`prefix:scheme:id`) that share an id are distinct.
+        let id = format!("msg_{:016x}", rand::random::<u64>());
+        for prefix in ["tenant-a", "tenant-b"] {
+            let k = format!("{prefix}:standard:{id}");
+            let _ = acquire(&*f.store, &k, &digest(1), LONG).await;
+        }
+    }
+
+    pub(crate) async fn namespaces_isolate(f: Arc<Fixture>) {
+        let k = key("ns");
+        let t = acquire(&*f.store, &k, &digest(1), LONG).await;
+        let t_other = acquire(&*f.other, &k, &digest(2), LONG).await;
+        assert!(f
+            .store
+            .complete(&k, &t, record(200, 1), KEEP)
+            .await
+            .unwrap());
+        assert!(!f
+            .other
+            .complete(&k, &t, record(200, 1), KEEP)
+            .await
+            .unwrap());
+        assert!(matches!(
+            claim(&*f.other, &k).await,
+            Claim::InFlight { digest: d, .. } if d == digest(2)
+        ));
+        assert!(f.other.release(&k, &t_other).await.unwrap());
+        assert_eq!(claim(&*f.store, &k).await, Claim::Done(record(200, 1)));
+    }
+}
+
+/// One `#[tokio::test]` per case for the store that `$setup` builds.
+macro_rules! conformance {
+    ($setup:path) => {
+        conformance!(@cases $setup;
+            fresh_claim_acquires,
+            second_claim_is_in_flight,
+            complete_then_done,
+            wrong_token_changes_nothing,
+            release_frees_the_key,
+            expired_lease_fences_the_old_token,
+            expired_lease_cannot_complete,
+            retention_expiry_frees_the_key,
+            concurrent_claims_have_one_winner,
+            keys_are_independent,
+            namespaces_isolate,
+        );
+    };
+    (@cases $setup:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                $crate::run($setup(), $crate::cases::$case).await;
+            }
+        )*
+    };
+}
+
+/// Whether an unreachable server fails the test (`CI=true`) or skips it.
+#[allow(dead_code)]
+fn unreachable_server(what: &str, err: &dyn std::error::Error) {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{what} is unreachable under CI=true: {err}");
+    }
+    eprintln!("skipping: {what} is unreachable ({err}); set CI=true to fail instead");
+}
+
+mod memory {
+    use super::*;
+    use hookgate_tower::store::MemoryStore;
+
+    async fn setup() -> Option<(Fixture, Cleanup)> {
+        let fixture = Fixture {
+            store: Arc::new(MemoryStore::new()),
+            other: Arc::new(MemoryStore::new()),
+        };
+        Some((fixture, Box::pin(async {})))
+    }
+
+    conformance!(setup);
+}
+
+#[cfg(feature = "redis")]
+mod redis_store {
+    use super::*;
+    use hookgate_tower::store::{RedisStore, StoreErrorKind};
+    use redis::AsyncCommands;
+
+    fn url() -> String {
+        std::env::var("HOOKGATE_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+    }
+
+    async fn setup() -> Option<(Fixture, Cleanup)> {
+        let url = url();
+        let store = match RedisStore::connect(&url).await {
+            Ok(s) => s,
+            Err(e) if e.kind() == StoreErrorKind::Unavailable => {
+                unreachable_server(&format!("Redis at {url}"), &e);
+                return None;
+            }
+            Err(e) => panic!("cannot set up RedisStore: {e}"),
+        };
+        let run = format!("hookgate-test:{:016x}", rand::random::<u64>());
+        let a = store.clone().with_prefix(format!("{run}:a:"));
+        let b = store.with_prefix(format!("{run}:b:"));
+        let fixture = Fixture {
+            store: Arc::new(a),
+            other: Arc::new(b),
+        };
+        Some((fixture, Box::pin(delete_prefix(url, format!("{run}:*")))))
+    }
+
+    async fn delete_prefix(url: String, pattern: String) {
+        let client = redis::Client::open(url).expect("url");
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("cleanup connection");
+        let keys: Vec<String> = {
+            let mut iter = conn.scan_match::<_, String>(&pattern).await.expect("scan");
+            let mut keys = Vec::new();
+            while let Some(k) = iter.next_item().await {
+                keys.push(k);
+            }
+            keys
+        };
+        if !keys.is_empty() {
+            let _: i64 = conn.del(keys).await.expect("cleanup del");
+        }
+    }
+
+    conformance!(setup);
+}
+
+#[cfg(feature = "postgres")]
+mod postgres_store {
+    use super::*;
+    use hookgate_tower::store::{PostgresStore, StoreErrorKind};
+
+    fn url() -> String {
+        std::env::var("HOOKGATE_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    }
+
+    async fn setup() -> Option<(Fixture, Cleanup)> {
+        let url = url();
+        let run = format!("hookgate_test_{:016x}", rand::random::<u64>());
+        let (ta, tb) = (format!("{run}_a"), format!("{run}_b"));
+        let mut stores = Vec::new();
+        for table in [&ta, &tb] {
+            let store = PostgresStore::new(&url)
+                .expect("url")
+                .with_table(table)
+                .expect("table name")
+                .with_pool_size(8)
+                .with_timeout(Duration::from_secs(10));
+            match store.migrate().await {
+                Ok(()) => stores.push(store),
+                Err(e) if e.kind() == StoreErrorKind::Unavailable => {
+                    unreachable_server(&format!("PostgreSQL at {url}"), &e);
+                    return None;
+                }
+                Err(e) => panic!("cannot set up PostgresStore: {e}"),
+            }
+        }
+        let b = stores.pop().expect("two stores");
+        let a = stores.pop().expect("two stores");
+        let fixture = Fixture {
+            store: Arc::new(a),
+            other: Arc::new(b),
+        };
+        Some((fixture, Box::pin(drop_tables(url, vec![ta, tb]))))
+    }
+
+    async fn drop_tables(url: String, tables: Vec<String>) {
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .expect("cleanup connection");
+        let conn = tokio::spawn(conn);
+        client
+            .batch_execute(&format!("DROP TABLE IF EXISTS {}", tables.join(", ")))
+            .await
+            .expect("drop test tables");
+        drop(client);
+        let _ = conn.await;
+    }
+
+    /// `sweep` removes exactly the rows past their lease or retention.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sweep_deletes_only_expired_rows() {
+        let url = url();
+        let table = format!("hookgate_test_{:016x}_sweep", rand::random::<u64>());
+        let store = PostgresStore::new(&url)
+            .expect("url")
+            .with_table(&table)
+            .expect("table name");
+        match store.migrate().await {
+            Ok(()) => {}
+            Err(e) if e.kind() == StoreErrorKind::Unavailable => {
+                unreachable_server(&format!("PostgreSQL at {url}"), &e);
+                return;
+            }
+            Err(e) => panic!("cannot set up PostgresStore: {e}"),
+        }
+        let body = async {
+            let live = key("live");
+            let _ = acquire(&store, &live, &digest(1), LONG).await;
+            let kept = key("kept");
+            let t = acquire(&store, &kept, &digest(1), LONG).await;
+            assert!(store
+                .complete(&kept, &t, record(200, 1), KEEP)
+                .await
+                .unwrap());
+            for name in ["c1", "c2"] {
+                let _ = acquire(&store, &key(name), &digest(1), SHORT).await;
+            }
+            let gone = key("gone");
+            let t = acquire(&store, &gone, &digest(1), LONG).await;
+            assert!(store
+                .complete(&gone, &t, record(200, 1), SHORT)
+                .await
+                .unwrap());
+            tokio::time::sleep(PAST_LEASE).await;
+            assert_eq!(store.sweep().await.unwrap(), 3);
+            assert_eq!(store.sweep().await.unwrap(), 0);
+            assert!(matches!(claim(&store, &live).await, Claim::InFlight { .. }));
+            assert_eq!(claim(&store, &kept).await, Claim::Done(record(200, 1)));
+        };
+        let outcome = AssertUnwindSafe(tokio::time::timeout(CASE_TIMEOUT, body))
+            .catch_unwind()
+            .await;
+        drop_tables(url, vec![table]).await;
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => panic!("sweep test timed out"),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+
+    conformance!(setup);
+}
