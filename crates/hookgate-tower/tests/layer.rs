@@ -470,6 +470,7 @@ async fn missing_or_malformed_headers_are_400() {
     assert_eq!(srv.calls(), 0);
 }
 
+#[cfg(any(feature = "redis", feature = "postgres"))]
 #[tokio::test]
 async fn store_unreachable_is_503_with_retry_after_and_fail_open_lets_it_through() {
     for (name, store) in unreachable_stores().await {

@@ -17,10 +17,7 @@ use axum::{http::StatusCode, response::IntoResponse, routing, Router};
 use hookgate_core::{unix_now, Scheme, Signer, Verifier};
 use hookgate_tower::{
     extract::Webhook,
-    store::{
-        BoxFuture, Claim, ClaimToken, DedupStore, Digest, DoneRecord, Result, StoreError,
-        StoreErrorKind,
-    },
+    store::{BoxFuture, Claim, ClaimToken, DedupStore, Digest, DoneRecord, Result},
     MemoryStore, VerifyWebhookLayer,
 };
 
@@ -232,45 +229,6 @@ impl<S: DedupStore> DedupStore for Counting<S> {
     }
 }
 
-/// A store whose backend is never reachable.
-#[derive(Debug, Default)]
-pub struct DownStore;
-
-impl DedupStore for DownStore {
-    fn claim<'a>(&'a self, _: &'a str, _: &'a Digest, _: Duration) -> BoxFuture<'a, Result<Claim>> {
-        Box::pin(async {
-            Err(StoreError::new(
-                StoreErrorKind::Unavailable,
-                "connection refused",
-            ))
-        })
-    }
-
-    fn complete<'a>(
-        &'a self,
-        _: &'a str,
-        _: &'a ClaimToken,
-        _: DoneRecord,
-        _: Duration,
-    ) -> BoxFuture<'a, Result<bool>> {
-        Box::pin(async {
-            Err(StoreError::new(
-                StoreErrorKind::Unavailable,
-                "connection refused",
-            ))
-        })
-    }
-
-    fn release<'a>(&'a self, _: &'a str, _: &'a ClaimToken) -> BoxFuture<'a, Result<bool>> {
-        Box::pin(async {
-            Err(StoreError::new(
-                StoreErrorKind::Unavailable,
-                "connection refused",
-            ))
-        })
-    }
-}
-
 /// A shared store to run a test against, or `None` (with a "skipping"
 /// message) when its server is unreachable and `CI` is not `true`.
 pub type SharedStore = Arc<dyn DedupStore>;
@@ -279,14 +237,107 @@ fn ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")
 }
 
-pub fn skip_or_fail(what: &str, err: &dyn std::fmt::Display) -> Option<SharedStore> {
+pub fn skip_or_fail<T>(what: &str, err: &dyn std::fmt::Display) -> Option<T> {
     assert!(!ci(), "{what} unreachable under CI=true: {err}");
     eprintln!("skipping {what}: unreachable ({err})");
     None
 }
 
-pub async fn memory_store() -> Option<SharedStore> {
-    Some(Arc::new(MemoryStore::default()))
+pub async fn memory_store() -> Option<Fixture> {
+    Some(Fixture {
+        store: Arc::new(MemoryStore::default()),
+        cleanup: Cleanup::None,
+    })
+}
+
+fn redis_url() -> String {
+    std::env::var("HOOKGATE_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+fn postgres_url() -> String {
+    std::env::var("HOOKGATE_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// A store and what to remove after the test.
+pub struct Fixture {
+    pub store: SharedStore,
+    cleanup: Cleanup,
+}
+
+enum Cleanup {
+    None,
+    #[cfg(feature = "redis")]
+    RedisPrefix(String),
+    #[cfg(feature = "postgres")]
+    PostgresTable(String),
+}
+
+impl Fixture {
+    async fn cleanup(self) {
+        match self.cleanup {
+            Cleanup::None => {}
+            #[cfg(feature = "redis")]
+            Cleanup::RedisPrefix(prefix) => {
+                let client = redis::Client::open(redis_url()).unwrap();
+                let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+                let keys: Vec<String> = redis::cmd("KEYS")
+                    .arg(format!("{prefix}*"))
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                if !keys.is_empty() {
+                    let _: () = redis::cmd("DEL")
+                        .arg(&keys)
+                        .query_async(&mut conn)
+                        .await
+                        .unwrap();
+                }
+            }
+            #[cfg(feature = "postgres")]
+            Cleanup::PostgresTable(table) => {
+                let (client, conn) =
+                    tokio_postgres::connect(&postgres_url(), tokio_postgres::NoTls)
+                        .await
+                        .unwrap();
+                tokio::spawn(conn);
+                client
+                    .batch_execute(&format!("DROP TABLE IF EXISTS {table}"))
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+}
+
+#[cfg(feature = "redis")]
+pub async fn redis_store() -> Option<Fixture> {
+    let prefix = format!("{}:", test_prefix());
+    match hookgate_tower::store::RedisStore::connect(&redis_url()).await {
+        Ok(store) => Some(Fixture {
+            store: Arc::new(store.with_prefix(prefix.clone())),
+            cleanup: Cleanup::RedisPrefix(prefix),
+        }),
+        Err(e) => skip_or_fail("Redis", &e),
+    }
+}
+
+#[cfg(feature = "postgres")]
+pub async fn postgres_store() -> Option<Fixture> {
+    let table = format!("hookgate_layer_{}", test_prefix());
+    let store = hookgate_tower::store::PostgresStore::new(&postgres_url())
+        .and_then(|s| s.with_table(&table));
+    let store = match store {
+        Ok(s) => s,
+        Err(e) => return skip_or_fail("PostgreSQL", &e),
+    };
+    match store.migrate().await {
+        Ok(()) => Some(Fixture {
+            store: Arc::new(store),
+            cleanup: Cleanup::PostgresTable(table),
+        }),
+        Err(e) => skip_or_fail("PostgreSQL", &e),
+    }
 }
 
 /// Run `test` once per store. Adding a store is one line here.
@@ -295,16 +346,51 @@ where
     F: Fn(&'static str, SharedStore) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let stores: Vec<(&'static str, Option<SharedStore>)> = vec![("memory", memory_store().await)];
-    for (name, store) in stores {
-        if let Some(store) = store {
+    let stores: Vec<(&'static str, Option<Fixture>)> = vec![
+        ("memory", memory_store().await),
+        #[cfg(feature = "redis")]
+        ("redis", redis_store().await),
+        #[cfg(feature = "postgres")]
+        ("postgres", postgres_store().await),
+    ];
+    for (name, fixture) in stores {
+        if let Some(fixture) = fixture {
             eprintln!("store: {name}");
-            test(name, store).await;
+            test(name, Arc::clone(&fixture.store)).await;
+            fixture.cleanup().await;
         }
     }
 }
 
-/// Stores whose backend cannot be reached.
+/// A loopback port where nothing listens.
+pub fn dead_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// Real stores pointed at a port where nothing listens.
 pub async fn unreachable_stores() -> Vec<(&'static str, SharedStore)> {
-    vec![("down", Arc::new(DownStore) as SharedStore)]
+    let mut stores: Vec<(&'static str, SharedStore)> = Vec::new();
+    #[cfg(feature = "redis")]
+    stores.push((
+        "redis",
+        Arc::new(
+            hookgate_tower::store::RedisStore::lazy(&format!("redis://127.0.0.1:{}", dead_port()))
+                .unwrap()
+                .with_timeout(Duration::from_millis(500)),
+        ),
+    ));
+    #[cfg(feature = "postgres")]
+    stores.push((
+        "postgres",
+        Arc::new(
+            hookgate_tower::store::PostgresStore::new(&format!(
+                "postgres://postgres@127.0.0.1:{}/test",
+                dead_port()
+            ))
+            .unwrap()
+            .with_timeout(Duration::from_millis(500)),
+        ),
+    ));
+    stores
 }
