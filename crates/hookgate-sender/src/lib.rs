@@ -1,12 +1,45 @@
 //! Sending webhooks reliably: durable queue, signed delivery, retries with
 //! jitter, dead-letter queue and replay.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::{sync::Arc, time::Duration};
+//! use hookgate_core::Scheme;
+//! use hookgate_sender::{Endpoint, MemoryQueue, Message, Queue, Sender, Worker};
+//!
+//! let queue: Arc<dyn Queue> = Arc::new(MemoryQueue::new());
+//! let sender = Sender::new(queue.clone());
+//! sender.add_endpoint(Endpoint::new("orders", "https://example.com/hook",
+//!     Scheme::StandardWebhooks, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")?).await?;
+//! sender.enqueue("orders", Message::new("order.paid", r#"{"id":42}"#)).await?;
+//!
+//! let worker = Worker::builder(queue).build()?.spawn();
+//! // ...
+//! worker.shutdown(Duration::from_secs(10)).await;
+//! # Ok(()) }
+//! ```
+//!
+//! - [`Sender`] stores endpoints and enqueues messages (returns once stored).
+//! - [`Worker`] leases due deliveries and attempts them: signed afresh each
+//!   time ([`delivery`]), classified ([`outcome`]), retried with backoff and
+//!   full jitter ([`retry`]), dead-lettered when exhausted or permanent.
+//! - [`ssrf`] keeps deliveries out of private networks, on by default.
+//! - [`queue`]: the storage contract and its backends.
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod delivery;
 mod endpoint;
 mod message;
+pub mod outcome;
 pub mod queue;
+pub mod retry;
+mod sender;
+pub mod ssrf;
+pub mod worker;
 
-pub use endpoint::{Endpoint, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT};
+pub use endpoint::{Endpoint, EndpointError, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT};
 pub use message::{new_message_id, now_ms, Message};
 pub use queue::{MemoryQueue, Queue};
+pub use sender::{SendError, Sender};
+pub use worker::{Worker, WorkerBuilder, WorkerHandle};

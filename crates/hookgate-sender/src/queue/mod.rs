@@ -37,6 +37,74 @@ mod redis;
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis::RedisQueue;
 
+/// Open the queue a store URL names: `memory://` (a fresh, empty
+/// [`MemoryQueue`]), `postgres://` / `postgresql://` (feature `postgres`) or
+/// `redis://` / `rediss://` (feature `redis`).
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let queue = hookgate_sender::queue::open("memory://").await?;
+/// assert_eq!(queue.stats().await?.pending, 0);
+/// assert!(hookgate_sender::queue::open("ftp://x").await.is_err());
+/// # Ok::<(), hookgate_sender::queue::QueueError>(())
+/// # }).unwrap();
+/// ```
+///
+/// # Errors
+/// [`QueueErrorKind::Config`] for an unsupported scheme or a backend not
+/// compiled in; the backend's connection error otherwise. The error never
+/// contains the URL (which may hold a password).
+pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Queue>> {
+    let scheme = url.split_once("://").map_or("", |(s, _)| s);
+    match scheme {
+        "memory" => Ok(std::sync::Arc::new(MemoryQueue::new())),
+        "postgres" | "postgresql" => open_postgres(url).await,
+        "redis" | "rediss" => open_redis(url).await,
+        _ => Err(QueueError::new(
+            QueueErrorKind::Config,
+            format!(
+                "unsupported store URL scheme {scheme:?} (expected memory://, postgres:// or redis://)"
+            ),
+        )),
+    }
+}
+
+#[cfg(feature = "postgres")]
+#[allow(clippy::unused_async)]
+async fn open_postgres(_url: &str) -> Result<std::sync::Arc<dyn Queue>> {
+    Err(QueueError::new(
+        QueueErrorKind::Config,
+        "the Postgres queue backend is not available yet",
+    ))
+}
+
+#[cfg(not(feature = "postgres"))]
+#[allow(clippy::unused_async)]
+async fn open_postgres(_url: &str) -> Result<std::sync::Arc<dyn Queue>> {
+    Err(QueueError::new(
+        QueueErrorKind::Config,
+        "postgres:// needs hookgate-sender's `postgres` feature",
+    ))
+}
+
+#[cfg(feature = "redis")]
+#[allow(clippy::unused_async)]
+async fn open_redis(_url: &str) -> Result<std::sync::Arc<dyn Queue>> {
+    Err(QueueError::new(
+        QueueErrorKind::Config,
+        "the Redis queue backend is not available yet",
+    ))
+}
+
+#[cfg(not(feature = "redis"))]
+#[allow(clippy::unused_async)]
+async fn open_redis(_url: &str) -> Result<std::sync::Arc<dyn Queue>> {
+    Err(QueueError::new(
+        QueueErrorKind::Config,
+        "redis:// needs hookgate-sender's `redis` feature",
+    ))
+}
+
 /// A boxed future, as the queue methods return (keeps [`Queue`] usable as `dyn Queue`).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -150,6 +218,8 @@ pub enum QueueErrorKind {
     Backend,
     /// No such endpoint / delivery.
     NotFound,
+    /// The store URL or a setting is invalid (e.g. an unsupported URL scheme).
+    Config,
 }
 
 /// A queue operation failed. Boxes the backend's error as its source.
