@@ -1,0 +1,11 @@
+//! Arbitrary bytes as Stripe header values: the parser may return an error,
+//! never panic, and random input never verifies.
+#![no_main]
+
+use hookgate_core::Scheme;
+use hookgate_fuzz::{fuzz_headers, HeaderInput};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|input: HeaderInput<'_>| {
+    fuzz_headers(Scheme::Stripe, &input);
+});
