@@ -1,0 +1,103 @@
+//! A webhook receiver on axum: verified, deduplicated, printed.
+//!
+//! ```text
+//! cargo run --example axum_receiver
+//! ```
+//!
+//! Settings come from the environment:
+//! - `HOOKGATE_LISTEN`: address to listen on (default `127.0.0.1:3000`; loopback only by default);
+//! - `HOOKGATE_SECRET`: the Standard Webhooks secret (default a test secret);
+//! - `HOOKGATE_STORE`: `memory` (default), `redis://..` or `postgres://..`;
+//! - `HOOKGATE_QUIET=1`: do not print each event (for load runs);
+//! - `HOOKGATE_BARE=1`: serve the same handler without the layer (the load
+//!   run's baseline; never do this in production).
+//!
+//! Send it an event with `hookgate sign` + curl, or with the load script
+//! `scripts/load-receiver.sh`.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{routing::post, Router};
+use bytes::Bytes;
+use hookgate::{
+    tower::{extract::Webhook, store::DedupStore, MemoryStore, VerifyWebhookLayer},
+    Scheme, Verifier,
+};
+
+const DEFAULT_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+fn env_flag(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| v == "1" || v == "true")
+}
+
+async fn open_store(url: &str) -> anyhow::Result<Arc<dyn DedupStore>> {
+    Ok(if url.starts_with("redis://") {
+        Arc::new(hookgate::tower::store::RedisStore::connect(url).await?)
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let store = hookgate::tower::store::PostgresStore::connect(url).await?;
+        store.spawn_sweeper(Duration::from_secs(60));
+        Arc::new(store)
+    } else {
+        Arc::new(MemoryStore::default())
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let listen = std::env::var("HOOKGATE_LISTEN").unwrap_or_else(|_| "127.0.0.1:3000".into());
+    let secret = std::env::var("HOOKGATE_SECRET").unwrap_or_else(|_| DEFAULT_SECRET.into());
+    let store_url = std::env::var("HOOKGATE_STORE").unwrap_or_else(|_| "memory".into());
+    let quiet = env_flag("HOOKGATE_QUIET");
+
+    let app = if env_flag("HOOKGATE_BARE") {
+        eprintln!("axum_receiver: BARE mode, no verification (baseline for load runs)");
+        Router::new().route(
+            "/webhooks",
+            post(|body: Bytes| async move { body.len().to_string() }),
+        )
+    } else {
+        let verifier = Verifier::from_secret_strings(Scheme::StandardWebhooks, [secret])?;
+        let layer = VerifyWebhookLayer::new(verifier).with_store(open_store(&store_url).await?);
+        Router::new()
+            .route(
+                "/webhooks",
+                post(move |webhook: Webhook| async move {
+                    if !quiet {
+                        println!(
+                            "received {} event {:?} at {:?}: {}",
+                            webhook.verified.scheme,
+                            webhook.verified.id,
+                            webhook.verified.timestamp,
+                            String::from_utf8_lossy(&webhook.body)
+                        );
+                    }
+                    "ok"
+                }),
+            )
+            .route_layer(layer)
+    };
+
+    let listener = tokio::net::TcpListener::bind(&listen).await?;
+    eprintln!(
+        "axum_receiver: listening on http://{}/webhooks (store {})",
+        listener.local_addr()?,
+        if store_url.contains('@') {
+            "(url hidden)"
+        } else {
+            store_url.as_str()
+        }
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}
