@@ -1,5 +1,900 @@
-//! Placeholder.
+//! Redis queue (feature `redis`).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use hookgate_sender::{queue::RedisQueue, Message, Queue};
+//!
+//! let queue = RedisQueue::connect("redis://127.0.0.1:6379")
+//!     .await?
+//!     .with_prefix("webhooks:")?;
+//! queue.enqueue("orders", &Message::new("order.paid", r#"{"id":1}"#)).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Keys
+//!
+//! Every key starts with the prefix (default `hookgate:q:`). A delivery's
+//! *member* is `endpoint \0 message_id`, so members sort like
+//! [`DeliveryKey`]s (endpoint ids may not contain NUL).
+//!
+//! - `due` (sorted set): deliveries waiting, scored by next attempt (Unix ms);
+//! - `leased` (sorted set): deliveries leased, scored by lease expiry;
+//! - `d:<member>` (hash): the message, attempt count, next attempt, lease token;
+//! - `h:<member>` (list): the attempt history, one JSON object per attempt;
+//! - `dlq` and `dlq:e:<endpoint>` (sorted sets): dead letters scored by the
+//!   time they died, for paging (all, and per endpoint);
+//! - `x:<member>` (hash): a dead letter (message, reason, time);
+//! - `ep:<id>` (hash): an endpoint's configuration, **secret strings
+//!   included** (`config`), and its `disabled` flag.
+//!
+//! # Atomicity and time
+//!
+//! Every change is one Lua script. The lease script first moves expired
+//! leases back to `due`, then takes due deliveries, in one step; all
+//! "now"s come from the Redis server's `TIME`, so workers with skewed clocks
+//! agree on lease expiry. Scripts touch keys derived from the prefix, so this
+//! queue needs a single Redis server (or primary), not Redis Cluster.
 
-/// Redis queue (placeholder until the Redis backend lands).
-#[derive(Debug)]
-pub struct RedisQueue {}
+use std::time::Duration;
+
+use redis::{aio::ConnectionManager, aio::ConnectionManagerConfig, RedisError, Script};
+
+use super::{
+    Attempt, BoxFuture, DeadLetter, DeliveryKey, DlqFilter, Job, LeaseToken, Leased, Page, Queue,
+    QueueError, QueueErrorKind, QueueStats, Result,
+};
+use crate::{Endpoint, Message};
+
+// Shared with the Postgres queue, which also compiles it.
+#[allow(clippy::duplicate_mod)]
+#[path = "codec.rs"]
+mod codec;
+
+/// How long to wait for the server when connecting.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long to wait for one answer.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most expired leases moved back per lease call (the rest on later calls).
+const MAX_EXPIRED_PER_LEASE: usize = 1000;
+/// Dead letters fetched per round trip while paging.
+const LIST_CHUNK: usize = 256;
+
+/// Lua: the server's clock in Unix milliseconds, as `now` (integer string `nows`).
+const NOW: &str = "local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local nows = string.format('%d', now)
+";
+
+/// Lua: `d` is the delivery hash; return 0 unless ARGV[3] is its lease token.
+const FENCE: &str = "local P, m = ARGV[1], ARGV[2]
+local d = P .. 'd:' .. m
+if redis.call('HGET', d, 'token') ~= ARGV[3] then return 0 end
+";
+
+const ENQUEUE: &str = "local P, m = ARGV[1], ARGV[2]
+local d = P .. 'd:' .. m
+if redis.call('EXISTS', d) == 1 then return 0 end
+redis.call('HSET', d, 'endpoint', ARGV[3], 'id', ARGV[4], 'event_type', ARGV[5],
+  'payload', ARGV[6], 'created_at_ms', ARGV[7], 'attempts', '0', 'next_attempt_ms', nows)
+redis.call('ZADD', P .. 'due', nows, m)
+return 1
+";
+
+const LEASE: &str = "local P = ARGV[1]
+local due, leased = P .. 'due', P .. 'leased'
+local expired = redis.call('ZRANGEBYSCORE', leased, '-inf', nows, 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[5]))
+for i = 1, #expired, 2 do
+  redis.call('ZREM', leased, expired[i])
+  redis.call('ZADD', due, expired[i + 1], expired[i])
+end
+local items = redis.call('ZRANGEBYSCORE', due, '-inf', nows, 'LIMIT', 0, tonumber(ARGV[2]))
+local untils = string.format('%d', now + tonumber(ARGV[3]))
+local out = {}
+for i, m in ipairs(items) do
+  local d = P .. 'd:' .. m
+  redis.call('ZREM', due, m)
+  local f = redis.call('HMGET', d, 'endpoint', 'id', 'event_type', 'payload', 'created_at_ms',
+    'attempts', 'next_attempt_ms')
+  if f[1] then
+    local tok = ARGV[4] .. '.' .. i
+    redis.call('ZADD', leased, untils, m)
+    redis.call('HSET', d, 'token', tok)
+    out[#out + 1] = {f[1], f[2], f[3], f[4], f[5], f[6], f[7], tok}
+  end
+end
+return out
+";
+
+const RETRY: &str = "redis.call('ZREM', P .. 'leased', m)
+redis.call('ZADD', P .. 'due', ARGV[5], m)
+redis.call('HINCRBY', d, 'attempts', 1)
+redis.call('HSET', d, 'next_attempt_ms', ARGV[5])
+redis.call('HDEL', d, 'token')
+redis.call('RPUSH', P .. 'h:' .. m, ARGV[4])
+return 1
+";
+
+const DELIVERED: &str = "redis.call('ZREM', P .. 'leased', m)
+redis.call('ZREM', P .. 'due', m)
+redis.call('DEL', d, P .. 'h:' .. m)
+return 1
+";
+
+const DEAD: &str = "redis.call('ZREM', P .. 'leased', m)
+redis.call('ZREM', P .. 'due', m)
+if ARGV[4] ~= '' then redis.call('RPUSH', P .. 'h:' .. m, ARGV[4]) end
+local f = redis.call('HMGET', d, 'endpoint', 'id', 'event_type', 'payload', 'created_at_ms')
+local x = P .. 'x:' .. m
+redis.call('DEL', x)
+redis.call('HSET', x, 'endpoint', f[1], 'id', f[2], 'event_type', f[3], 'payload', f[4],
+  'created_at_ms', f[5], 'reason', ARGV[5], 'dead_at_ms', nows)
+redis.call('DEL', d)
+redis.call('ZADD', P .. 'dlq', nows, m)
+redis.call('ZADD', P .. 'dlq:e:' .. f[1], nows, m)
+return 1
+";
+
+const RELEASE: &str = "redis.call('ZREM', P .. 'leased', m)
+redis.call('ZADD', P .. 'due', nows, m)
+redis.call('HDEL', d, 'token')
+return 1
+";
+
+const ADD_DEAD: &str = "local P, m = ARGV[1], ARGV[2]
+local x, h = P .. 'x:' .. m, P .. 'h:' .. m
+redis.call('DEL', x, h)
+redis.call('HSET', x, 'endpoint', ARGV[3], 'id', ARGV[4], 'event_type', ARGV[5], 'payload', ARGV[6],
+  'created_at_ms', ARGV[7], 'reason', ARGV[8], 'dead_at_ms', ARGV[9])
+for i = 10, #ARGV do redis.call('RPUSH', h, ARGV[i]) end
+redis.call('ZADD', P .. 'dlq', ARGV[9], m)
+redis.call('ZADD', P .. 'dlq:e:' .. ARGV[3], ARGV[9], m)
+return 1
+";
+
+const REPLAY: &str = "local P, m = ARGV[1], ARGV[2]
+local x, d = P .. 'x:' .. m, P .. 'd:' .. m
+local f = redis.call('HMGET', x, 'endpoint', 'id', 'event_type', 'payload', 'created_at_ms')
+if not f[1] then return 0 end
+if redis.call('EXISTS', d) == 0 then
+  redis.call('HSET', d, 'endpoint', f[1], 'id', f[2], 'event_type', f[3], 'payload', f[4],
+    'created_at_ms', f[5], 'attempts', '0', 'next_attempt_ms', nows)
+  redis.call('ZADD', P .. 'due', nows, m)
+end
+redis.call('DEL', x)
+redis.call('ZREM', P .. 'dlq', m)
+redis.call('ZREM', P .. 'dlq:e:' .. f[1], m)
+return 1
+";
+
+const PURGE: &str = "local P, m = ARGV[1], ARGV[2]
+local x = P .. 'x:' .. m
+local ep = redis.call('HGET', x, 'endpoint')
+if not ep then return 0 end
+redis.call('DEL', x)
+redis.call('ZREM', P .. 'dlq', m)
+redis.call('ZREM', P .. 'dlq:e:' .. ep, m)
+if redis.call('EXISTS', P .. 'd:' .. m) == 0 then redis.call('DEL', P .. 'h:' .. m) end
+return 1
+";
+
+const SET_DISABLED: &str = "local k = ARGV[1] .. 'ep:' .. ARGV[2]
+if redis.call('EXISTS', k) == 0 then return 0 end
+redis.call('HSET', k, 'disabled', ARGV[3])
+return 1
+";
+
+const STATS: &str = "local P = ARGV[1]
+return {redis.call('ZCARD', P .. 'due'), redis.call('ZCARD', P .. 'leased'),
+  redis.call('ZCOUNT', P .. 'leased', '(' .. nows, '+inf'), redis.call('ZCARD', P .. 'dlq')}
+";
+
+/// The queue's Lua scripts, loaded once per process.
+struct Scripts {
+    enqueue: Script,
+    lease: Script,
+    retry: Script,
+    delivered: Script,
+    dead: Script,
+    release: Script,
+    add_dead: Script,
+    replay: Script,
+    purge: Script,
+    set_disabled: Script,
+    stats: Script,
+}
+
+fn scripts() -> &'static Scripts {
+    static SCRIPTS: std::sync::OnceLock<Scripts> = std::sync::OnceLock::new();
+    SCRIPTS.get_or_init(|| {
+        let with_now = |body: &str| Script::new(&format!("{NOW}{body}"));
+        let fenced = |body: &str| Script::new(&format!("{NOW}{FENCE}{body}"));
+        Scripts {
+            enqueue: with_now(ENQUEUE),
+            lease: with_now(LEASE),
+            retry: fenced(RETRY),
+            delivered: fenced(DELIVERED),
+            dead: fenced(DEAD),
+            release: fenced(RELEASE),
+            add_dead: Script::new(ADD_DEAD),
+            replay: with_now(REPLAY),
+            purge: Script::new(PURGE),
+            set_disabled: Script::new(SET_DISABLED),
+            stats: with_now(STATS),
+        }
+    })
+}
+
+/// A [`Queue`] in Redis, shareable by many workers on many machines. See the
+/// [module docs](self) for the keys and scripts.
+#[derive(Clone)]
+pub struct RedisQueue {
+    conn: ConnectionManager,
+    prefix: String,
+}
+
+impl std::fmt::Debug for RedisQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisQueue")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Classify a Redis error: connection trouble is `Unavailable`.
+fn redis_error(context: &str, e: RedisError) -> QueueError {
+    let kind = if e.is_io_error()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+    {
+        QueueErrorKind::Unavailable
+    } else {
+        QueueErrorKind::Backend
+    };
+    QueueError::new(kind, format!("redis: {context}")).with_source(e)
+}
+
+fn corrupt(what: &str) -> QueueError {
+    QueueError::new(
+        QueueErrorKind::Backend,
+        format!("redis: stored {what} is malformed"),
+    )
+}
+
+/// The member naming a delivery: `endpoint \0 message_id`.
+fn member(endpoint: &str, message_id: &str) -> Result<Vec<u8>> {
+    if endpoint.contains('\0') {
+        return Err(QueueError::new(
+            QueueErrorKind::Backend,
+            "redis: endpoint id contains NUL",
+        ));
+    }
+    let mut m = Vec::with_capacity(endpoint.len() + 1 + message_id.len());
+    m.extend_from_slice(endpoint.as_bytes());
+    m.push(0);
+    m.extend_from_slice(message_id.as_bytes());
+    Ok(m)
+}
+
+fn key_member(key: &DeliveryKey) -> Result<Vec<u8>> {
+    member(&key.endpoint, &key.message_id)
+}
+
+/// The key a member names.
+fn parse_member(m: &[u8]) -> Result<DeliveryKey> {
+    let split = m
+        .iter()
+        .position(|&b| b == 0)
+        .ok_or_else(|| corrupt("member"))?;
+    Ok(DeliveryKey {
+        endpoint: utf8(&m[..split], "member")?,
+        message_id: utf8(&m[split + 1..], "member")?,
+    })
+}
+
+fn utf8(bytes: &[u8], what: &str) -> Result<String> {
+    String::from_utf8(bytes.to_vec()).map_err(|_| corrupt(what))
+}
+
+fn number<T: std::str::FromStr>(bytes: &[u8], what: &str) -> Result<T> {
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| corrupt(what))
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Fields of a dead-letter hash, in the order [`dead_from_fields`] reads.
+const DEAD_FIELDS: [&str; 7] = [
+    "endpoint",
+    "id",
+    "event_type",
+    "payload",
+    "created_at_ms",
+    "reason",
+    "dead_at_ms",
+];
+
+fn dead_from_fields(
+    key: DeliveryKey,
+    fields: Vec<Option<Vec<u8>>>,
+    history: &[Vec<u8>],
+) -> Result<Option<DeadLetter>> {
+    if fields.iter().all(Option::is_none) {
+        return Ok(None);
+    }
+    let f: Vec<Vec<u8>> = fields
+        .into_iter()
+        .map(|v| v.ok_or_else(|| corrupt("dead letter")))
+        .collect::<Result<_>>()?;
+    if f.len() != DEAD_FIELDS.len() {
+        return Err(corrupt("dead letter"));
+    }
+    Ok(Some(DeadLetter {
+        message: Message {
+            id: key.message_id.clone(),
+            event_type: utf8(&f[2], "event type")?,
+            payload: f[3].clone().into(),
+            created_at_ms: number(&f[4], "created_at_ms")?,
+        },
+        key,
+        attempts: history
+            .iter()
+            .map(|a| codec::attempt_from_json(a))
+            .collect::<Result<_>>()?,
+        reason: utf8(&f[5], "reason")?,
+        dead_at_ms: number(&f[6], "dead_at_ms")?,
+    }))
+}
+
+impl RedisQueue {
+    /// Connect to `url` (`redis://host:port/db`), with key prefix `hookgate:q:`.
+    /// The connection reconnects by itself after a failure.
+    ///
+    /// # Errors
+    /// `Backend` for a malformed URL; `Unavailable` when the server cannot be
+    /// reached (bounded by a 5 s connect timeout and two quick retries).
+    pub async fn connect(url: &str) -> Result<Self> {
+        let client = redis::Client::open(url).map_err(|e| {
+            QueueError::new(QueueErrorKind::Backend, "redis: malformed connection URL")
+                .with_source(e)
+        })?;
+        let config = ConnectionManagerConfig::new()
+            .set_number_of_retries(2)
+            .set_factor(50)
+            .set_max_delay(500)
+            .set_connection_timeout(CONNECT_TIMEOUT)
+            .set_response_timeout(RESPONSE_TIMEOUT);
+        let conn = tokio::time::timeout(
+            CONNECT_TIMEOUT * 3,
+            ConnectionManager::new_with_config(client, config),
+        )
+        .await
+        .map_err(|_| QueueError::new(QueueErrorKind::Unavailable, "redis: connect timed out"))?
+        .map_err(|e| redis_error("connect", e))?;
+        Ok(Self {
+            conn,
+            prefix: "hookgate:q:".to_owned(),
+        })
+    }
+
+    /// Start every key with `prefix` instead of `hookgate:q:` (tenants,
+    /// tests). End it with a separator such as `:`.
+    ///
+    /// # Errors
+    /// `Backend` unless `prefix` is 1–128 bytes without control characters
+    /// or spaces.
+    pub fn with_prefix(mut self, prefix: &str) -> Result<Self> {
+        if prefix.is_empty()
+            || prefix.len() > 128
+            || prefix.chars().any(|c| c.is_control() || c.is_whitespace())
+        {
+            return Err(QueueError::new(
+                QueueErrorKind::Backend,
+                "redis: key prefix must be 1-128 bytes without spaces or control characters",
+            ));
+        }
+        prefix.clone_into(&mut self.prefix);
+        Ok(self)
+    }
+
+    /// The key prefix in use.
+    #[must_use]
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Delete every key under this queue's prefix (SCAN + UNLINK). For tests
+    /// and tear-down; never run it on a prefix another queue uses.
+    ///
+    /// # Errors
+    /// `Unavailable` or `Backend` from Redis.
+    pub async fn delete_all(&self) -> Result<()> {
+        let mut conn = self.conn.clone();
+        let pattern = format!("{}*", glob_escape(&self.prefix));
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| redis_error("delete_all", e))?;
+            if !keys.is_empty() {
+                redis::cmd("UNLINK")
+                    .arg(&keys)
+                    .query_async::<()>(&mut conn)
+                    .await
+                    .map_err(|e| redis_error("delete_all", e))?;
+            }
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
+        }
+    }
+
+    fn key(&self, suffix: &[u8]) -> Vec<u8> {
+        let mut k = self.prefix.as_bytes().to_vec();
+        k.extend_from_slice(suffix);
+        k
+    }
+
+    async fn do_enqueue(&self, endpoint: &str, message: &Message) -> Result<()> {
+        let m = member(endpoint, &message.id)?;
+        let mut conn = self.conn.clone();
+        scripts()
+            .enqueue
+            .arg(&self.prefix)
+            .arg(m)
+            .arg(endpoint)
+            .arg(&message.id)
+            .arg(&message.event_type)
+            .arg(message.payload.as_ref())
+            .arg(message.created_at_ms)
+            .invoke_async::<i64>(&mut conn)
+            .await
+            .map_err(|e| redis_error("enqueue", e))?;
+        Ok(())
+    }
+
+    async fn do_lease(&self, max: usize, lease: Duration) -> Result<Vec<Leased>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let token = format!("{:032x}", rand::random::<u128>());
+        let mut conn = self.conn.clone();
+        let rows: Vec<Vec<Vec<u8>>> = scripts()
+            .lease
+            .arg(&self.prefix)
+            .arg(max)
+            .arg(millis(lease))
+            .arg(&token)
+            .arg(MAX_EXPIRED_PER_LEASE)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| redis_error("lease", e))?;
+        rows.into_iter()
+            .map(|f| {
+                let [endpoint, id, event_type, payload, created, attempts, next, tok]: [Vec<u8>;
+                    8] = f.try_into().map_err(|_| corrupt("delivery"))?;
+                let id = utf8(&id, "message id")?;
+                Ok(Leased {
+                    job: Job {
+                        key: DeliveryKey {
+                            endpoint: utf8(&endpoint, "endpoint")?,
+                            message_id: id.clone(),
+                        },
+                        message: Message {
+                            id,
+                            event_type: utf8(&event_type, "event type")?,
+                            payload: payload.into(),
+                            created_at_ms: number(&created, "created_at_ms")?,
+                        },
+                        attempts: number(&attempts, "attempts")?,
+                        next_attempt_ms: number(&next, "next_attempt_ms")?,
+                    },
+                    token: LeaseToken(utf8(&tok, "token")?),
+                })
+            })
+            .collect()
+    }
+
+    /// Run a fenced script with `extra` arguments after prefix, member, token.
+    async fn fenced(
+        &self,
+        what: &str,
+        script: &Script,
+        key: &DeliveryKey,
+        token: &LeaseToken,
+        extra: &[&[u8]],
+    ) -> Result<bool> {
+        let m = key_member(key)?;
+        let mut invocation = script.prepare_invoke();
+        invocation.arg(&self.prefix).arg(m).arg(&token.0);
+        for a in extra {
+            invocation.arg(*a);
+        }
+        let mut conn = self.conn.clone();
+        let done: i64 = invocation
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| redis_error(what, e))?;
+        Ok(done == 1)
+    }
+
+    async fn do_add_dead_letter(&self, dead: &DeadLetter) -> Result<()> {
+        let k = &dead.key;
+        let m = key_member(k)?;
+        let mut invocation = scripts().add_dead.prepare_invoke();
+        invocation
+            .arg(&self.prefix)
+            .arg(m)
+            .arg(&k.endpoint)
+            .arg(&k.message_id)
+            .arg(&dead.message.event_type)
+            .arg(dead.message.payload.as_ref())
+            .arg(dead.message.created_at_ms)
+            .arg(&dead.reason)
+            .arg(dead.dead_at_ms);
+        for a in &dead.attempts {
+            invocation.arg(codec::attempt_to_json(a)?);
+        }
+        let mut conn = self.conn.clone();
+        invocation
+            .invoke_async::<i64>(&mut conn)
+            .await
+            .map_err(|e| redis_error("add_dead_letter", e))?;
+        Ok(())
+    }
+
+    /// Load the dead letters named by `members` (skipping vanished ones).
+    async fn load_dead(&self, members: &[Vec<u8>]) -> Result<Vec<DeadLetter>> {
+        if members.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for m in members {
+            pipe.cmd("HMGET")
+                .arg(self.key(&[b"x:", m.as_slice()].concat()))
+                .arg(&DEAD_FIELDS[..]);
+            pipe.cmd("LRANGE")
+                .arg(self.key(&[b"h:", m.as_slice()].concat()))
+                .arg(0)
+                .arg(-1);
+        }
+        let mut conn = self.conn.clone();
+        let values: Vec<redis::Value> = pipe
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| redis_error("load dead letters", e))?;
+        let mut out = Vec::with_capacity(members.len());
+        let mut values = values.into_iter();
+        for m in members {
+            let (Some(fields), Some(history)) = (values.next(), values.next()) else {
+                return Err(corrupt("pipeline reply"));
+            };
+            let fields: Vec<Option<Vec<u8>>> = redis::from_redis_value(&fields)
+                .map_err(|e| redis_error("load dead letters", e))?;
+            let history: Vec<Vec<u8>> = redis::from_redis_value(&history)
+                .map_err(|e| redis_error("load dead letters", e))?;
+            if let Some(dead) = dead_from_fields(parse_member(m)?, fields, &history)? {
+                out.push(dead);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn do_list_dead(&self, filter: &DlqFilter, page: &Page) -> Result<Vec<DeadLetter>> {
+        if page.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let zset = match &filter.endpoint {
+            Some(endpoint) => {
+                if endpoint.contains('\0') {
+                    return Ok(Vec::new());
+                }
+                self.key(format!("dlq:e:{endpoint}").as_bytes())
+            }
+            None => self.key(b"dlq"),
+        };
+        let after = match &page.after {
+            Some((at, key)) => Some((*at, key_member(key)?)),
+            None => None,
+        };
+        let min = after
+            .as_ref()
+            .map(|(at, _)| *at)
+            .into_iter()
+            .chain(filter.since_ms)
+            .max()
+            .map_or_else(|| "-inf".to_owned(), |v| v.to_string());
+        let max = filter
+            .until_ms
+            .map_or_else(|| "+inf".to_owned(), |v| format!("({v}"));
+        let mut members: Vec<Vec<u8>> = Vec::new();
+        let mut offset = 0usize;
+        let mut conn = self.conn.clone();
+        'chunks: loop {
+            let chunk: Vec<(Vec<u8>, f64)> = redis::cmd("ZRANGEBYSCORE")
+                .arg(&zset)
+                .arg(&min)
+                .arg(&max)
+                .arg("WITHSCORES")
+                .arg("LIMIT")
+                .arg(offset)
+                .arg(LIST_CHUNK)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| redis_error("list_dead", e))?;
+            let n = chunk.len();
+            for (m, score) in chunk {
+                // Scores are whole milliseconds, exact in an f64.
+                #[allow(clippy::cast_possible_truncation)]
+                let at = score as i64;
+                if let Some((after_at, after_m)) = &after {
+                    if (at, &m) <= (*after_at, after_m) {
+                        continue;
+                    }
+                }
+                members.push(m);
+                if members.len() == page.limit {
+                    break 'chunks;
+                }
+            }
+            if n < LIST_CHUNK {
+                break;
+            }
+            offset += n;
+        }
+        self.load_dead(&members).await
+    }
+
+    async fn do_get_endpoint(&self, id: &str) -> Result<Option<Endpoint>> {
+        let mut conn = self.conn.clone();
+        let (config, disabled): (Option<String>, Option<String>) = redis::cmd("HMGET")
+            .arg(self.key(format!("ep:{id}").as_bytes()))
+            .arg("config")
+            .arg("disabled")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| redis_error("get_endpoint", e))?;
+        let Some(config) = config else {
+            return Ok(None);
+        };
+        let mut endpoint = codec::endpoint_from_json(&config, disabled.as_deref() == Some("1"))?;
+        endpoint.id = id.to_owned();
+        Ok(Some(endpoint))
+    }
+}
+
+/// Escape glob metacharacters for `SCAN MATCH`.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\' | '^') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+impl Queue for RedisQueue {
+    fn put_endpoint<'a>(&'a self, endpoint: &'a Endpoint) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let config = codec::endpoint_to_json(endpoint)?;
+            let mut conn = self.conn.clone();
+            redis::cmd("HSET")
+                .arg(self.key(format!("ep:{}", endpoint.id).as_bytes()))
+                .arg("config")
+                .arg(config)
+                .arg("disabled")
+                .arg(if endpoint.disabled { "1" } else { "0" })
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(|e| redis_error("put_endpoint", e))
+        })
+    }
+
+    fn get_endpoint<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Endpoint>>> {
+        Box::pin(self.do_get_endpoint(id))
+    }
+
+    fn set_endpoint_disabled<'a>(
+        &'a self,
+        id: &'a str,
+        disabled: bool,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let done: i64 = scripts()
+                .set_disabled
+                .arg(&self.prefix)
+                .arg(id)
+                .arg(if disabled { "1" } else { "0" })
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| redis_error("set_endpoint_disabled", e))?;
+            if done == 1 {
+                Ok(())
+            } else {
+                Err(QueueError::new(
+                    QueueErrorKind::NotFound,
+                    format!("no endpoint {:?}", id.chars().take(64).collect::<String>()),
+                ))
+            }
+        })
+    }
+
+    fn enqueue<'a>(&'a self, endpoint: &'a str, message: &'a Message) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.do_enqueue(endpoint, message))
+    }
+
+    fn lease(&self, max: usize, lease: Duration) -> BoxFuture<'_, Result<Vec<Leased>>> {
+        Box::pin(self.do_lease(max, lease))
+    }
+
+    fn retry_later<'a>(
+        &'a self,
+        key: &'a DeliveryKey,
+        token: &'a LeaseToken,
+        attempt: Attempt,
+        next_attempt_ms: i64,
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            let json = codec::attempt_to_json(&attempt)?;
+            let next = next_attempt_ms.to_string();
+            self.fenced(
+                "retry_later",
+                &scripts().retry,
+                key,
+                token,
+                &[json.as_bytes(), next.as_bytes()],
+            )
+            .await
+        })
+    }
+
+    fn delivered<'a>(
+        &'a self,
+        key: &'a DeliveryKey,
+        token: &'a LeaseToken,
+        _attempt: Attempt,
+    ) -> BoxFuture<'a, Result<bool>> {
+        // The history of a delivered message is not kept (it would grow
+        // without bound); the attempt is reported through tracing/metrics.
+        Box::pin(self.fenced("delivered", &scripts().delivered, key, token, &[]))
+    }
+
+    fn dead_letter<'a>(
+        &'a self,
+        key: &'a DeliveryKey,
+        token: &'a LeaseToken,
+        attempt: Option<Attempt>,
+        reason: &'a str,
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            let json = attempt
+                .as_ref()
+                .map(codec::attempt_to_json)
+                .transpose()?
+                .unwrap_or_default();
+            self.fenced(
+                "dead_letter",
+                &scripts().dead,
+                key,
+                token,
+                &[json.as_bytes(), reason.as_bytes()],
+            )
+            .await
+        })
+    }
+
+    fn release<'a>(
+        &'a self,
+        key: &'a DeliveryKey,
+        token: &'a LeaseToken,
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(self.fenced("release", &scripts().release, key, token, &[]))
+    }
+
+    fn add_dead_letter<'a>(&'a self, dead: &'a DeadLetter) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.do_add_dead_letter(dead))
+    }
+
+    fn list_dead<'a>(
+        &'a self,
+        filter: &'a DlqFilter,
+        page: &'a Page,
+    ) -> BoxFuture<'a, Result<Vec<DeadLetter>>> {
+        Box::pin(self.do_list_dead(filter, page))
+    }
+
+    fn get_dead<'a>(&'a self, key: &'a DeliveryKey) -> BoxFuture<'a, Result<Option<DeadLetter>>> {
+        Box::pin(async move {
+            let m = key_member(key)?;
+            Ok(self.load_dead(&[m]).await?.pop())
+        })
+    }
+
+    fn replay_dead<'a>(&'a self, key: &'a DeliveryKey) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            let m = key_member(key)?;
+            let mut conn = self.conn.clone();
+            let done: i64 = scripts()
+                .replay
+                .arg(&self.prefix)
+                .arg(m)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| redis_error("replay_dead", e))?;
+            Ok(done == 1)
+        })
+    }
+
+    fn purge_dead<'a>(&'a self, key: &'a DeliveryKey) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            let m = key_member(key)?;
+            let mut conn = self.conn.clone();
+            let done: i64 = scripts()
+                .purge
+                .arg(&self.prefix)
+                .arg(m)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| redis_error("purge_dead", e))?;
+            Ok(done == 1)
+        })
+    }
+
+    fn stats(&self) -> BoxFuture<'_, Result<QueueStats>> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let (due, leased_all, leased_live, dead): (u64, u64, u64, u64) = scripts()
+                .stats
+                .arg(&self.prefix)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| redis_error("stats", e))?;
+            Ok(QueueStats {
+                pending: due + leased_all,
+                leased: leased_live,
+                dead,
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{member, parse_member, DeliveryKey};
+
+    #[test]
+    fn members_sort_like_keys_and_round_trip() {
+        let keys = [("a", "z"), ("ab", "a"), ("a", "b"), ("b", ""), ("a-b", "x")];
+        let mut by_key: Vec<DeliveryKey> = keys
+            .iter()
+            .map(|(e, m)| DeliveryKey {
+                endpoint: (*e).to_owned(),
+                message_id: (*m).to_owned(),
+            })
+            .collect();
+        let mut by_member: Vec<Vec<u8>> = by_key
+            .iter()
+            .map(|k| member(&k.endpoint, &k.message_id).unwrap())
+            .collect();
+        by_key.sort();
+        by_member.sort();
+        let back: Vec<DeliveryKey> = by_member.iter().map(|m| parse_member(m).unwrap()).collect();
+        assert_eq!(back, by_key);
+        assert!(member("bad\0endpoint", "x").is_err());
+        assert!(parse_member(b"no separator").is_err());
+    }
+}
