@@ -428,6 +428,112 @@ fn conflicting<B>(scheme: &'static str, webhook: &VerifiedWebhook) -> Response<R
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::MemoryStore;
+    use hookgate_core::{Scheme, Signer, Verifier};
+    use std::convert::Infallible;
+    use tower::{ServiceBuilder, ServiceExt as _};
+
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+    fn verifier() -> Verifier {
+        Verifier::from_secret_strings(Scheme::StandardWebhooks, [SECRET]).unwrap()
+    }
+
+    fn request(id: &str, ts: i64, body: &'static [u8]) -> Request<Full<Bytes>> {
+        let signer = Signer::new(
+            Scheme::StandardWebhooks,
+            Scheme::StandardWebhooks.secret(SECRET).unwrap(),
+        );
+        let mut req = Request::builder().method("POST").uri("/");
+        for (k, v) in signer.sign(id, ts, body) {
+            req = req.header(k, v);
+        }
+        req.body(Full::new(Bytes::from_static(body))).unwrap()
+    }
+
+    async fn ok(_req: Request<Full<Bytes>>) -> Result<Response<Full<Bytes>>, Infallible> {
+        Ok(Response::new(Full::new(Bytes::from_static(b"handled"))))
+    }
+
+    #[tokio::test]
+    async fn injected_clock_drives_the_tolerance_both_ways() {
+        let now = 1_700_000_000;
+        let layer = VerifyWebhookLayer::new(verifier())
+            .with_clock(move || now)
+            .with_tolerance(Duration::from_secs(60));
+        let svc = ServiceBuilder::new().layer(layer).service_fn(ok);
+        for (ts, status) in [
+            (now, 200),
+            (now - 60, 200),
+            (now + 60, 200),
+            (now - 61, 401),
+            (now + 61, 401),
+        ] {
+            let id = format!("msg_{ts}");
+            let res = svc.clone().oneshot(request(&id, ts, b"{}")).await.unwrap();
+            assert_eq!(res.status(), status, "timestamp {ts}");
+        }
+    }
+
+    #[tokio::test]
+    async fn handler_body_passes_through_unchanged() {
+        let svc = ServiceBuilder::new()
+            .layer(VerifyWebhookLayer::new(verifier()))
+            .service_fn(ok);
+        let res = svc
+            .oneshot(request("msg_1", hookgate_core::unix_now(), b"{}"))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        assert!(res.headers().get(IDEMPOTENT_REPLAYED).is_none());
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"handled");
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_request_releases_its_claim() {
+        let store = Arc::new(MemoryStore::default());
+        let started = Arc::new(tokio::sync::Notify::new());
+        let s = Arc::clone(&started);
+        let layer = VerifyWebhookLayer::new(verifier())
+            .with_shared_store(Arc::clone(&store))
+            .with_prefix("p");
+        let svc = ServiceBuilder::new().layer(layer).service_fn(move |_req| {
+            let s = Arc::clone(&s);
+            async move {
+                s.notify_one();
+                std::future::pending::<Result<Response<Full<Bytes>>, Infallible>>().await
+            }
+        });
+        let fut = svc.oneshot(request("msg_gone", hookgate_core::unix_now(), b"{}"));
+        let task = tokio::spawn(fut);
+        started.notified().await;
+        let digest: Digest = Sha256::digest(b"{}").into();
+        let held = store
+            .claim("p:standard:msg_gone", &digest, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert!(matches!(held, Claim::InFlight { .. }), "{held:?}");
+        task.abort();
+        let _ = task.await;
+        // The guard released it in the background.
+        let mut claim = None;
+        for _ in 0..100 {
+            let c = store
+                .claim("p:standard:msg_gone", &digest, Duration::from_secs(30))
+                .await
+                .unwrap();
+            if matches!(c, Claim::Acquired(_)) {
+                claim = Some(c);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            claim.is_some(),
+            "claim released after the request was dropped"
+        );
+    }
 
     #[test]
     fn retry_after_rounds_up_and_is_at_least_one() {
