@@ -45,7 +45,9 @@
 use std::{sync::Arc, time::Duration};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
-use tokio::sync::OnceCell;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::Mutex;
 use tokio_postgres::{GenericClient, NoTls, Row};
 
 use super::{
@@ -76,7 +78,14 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct PostgresQueue {
     pool: Pool,
     names: Arc<Names>,
-    migrated: Arc<OnceCell<()>>,
+    migrated: Arc<Migrated>,
+}
+
+/// Whether this handle has run the migration (and a lock to run it once).
+#[derive(Debug, Default)]
+struct Migrated {
+    done: AtomicBool,
+    lock: Mutex<()>,
 }
 
 impl std::fmt::Debug for PostgresQueue {
@@ -213,7 +222,7 @@ impl PostgresQueue {
         Ok(Self {
             pool,
             names: Arc::new(Names::new("public", "hookgate_")),
-            migrated: Arc::new(OnceCell::new()),
+            migrated: Arc::default(),
         })
     }
 
@@ -253,7 +262,7 @@ impl PostgresQueue {
         Self {
             pool: self.pool,
             names: Arc::new(Names::new(schema, prefix)),
-            migrated: Arc::new(OnceCell::new()),
+            migrated: Arc::default(),
         }
     }
 
@@ -269,10 +278,15 @@ impl PostgresQueue {
     /// # Errors
     /// `Unavailable` or `Backend` from the database.
     pub async fn migrate(&self) -> Result<()> {
-        self.migrated
-            .get_or_try_init(|| self.run_migration())
-            .await
-            .map(|_| ())
+        if self.migrated.done.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let _guard = self.migrated.lock.lock().await;
+        if !self.migrated.done.load(Ordering::Acquire) {
+            self.run_migration().await?;
+            self.migrated.done.store(true, Ordering::Release);
+        }
+        Ok(())
     }
 
     async fn run_migration(&self) -> Result<()> {
@@ -402,18 +416,33 @@ impl PostgresQueue {
     /// `Unavailable` or `Backend` from the database.
     pub async fn drop_tables(&self) -> Result<()> {
         let n = &self.names;
-        let mut sql = format!(
-            "DROP TABLE IF EXISTS {}, {}, {}, {};",
-            n.endpoints, n.deliveries, n.attempts, n.dead
-        );
-        if n.schema != "public" {
-            sql.push_str(&format!("DROP SCHEMA IF EXISTS \"{}\" RESTRICT;", n.schema));
-        }
         let client = self.pool.get().await.map_err(pool_error)?;
         client
-            .batch_execute(&sql)
+            .batch_execute(&format!(
+                "DROP TABLE IF EXISTS {}, {}, {}, {}",
+                n.endpoints, n.deliveries, n.attempts, n.dead
+            ))
             .await
-            .map_err(|e| pg_error("drop tables", e))
+            .map_err(|e| pg_error("drop tables", e))?;
+        if n.schema != "public" {
+            let left: i64 = client
+                .query_one(
+                    "SELECT count(*) FROM pg_class c JOIN pg_namespace s ON s.oid = c.relnamespace
+                      WHERE s.nspname = $1",
+                    &[&n.schema],
+                )
+                .await
+                .map_err(|e| pg_error("drop tables", e))
+                .and_then(|row| get(&row, 0))?;
+            if left == 0 {
+                client
+                    .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{}\" RESTRICT", n.schema))
+                    .await
+                    .map_err(|e| pg_error("drop schema", e))?;
+            }
+        }
+        self.migrated.done.store(false, Ordering::Release);
+        Ok(())
     }
 
     async fn do_lease(&self, max: usize, lease: Duration) -> Result<Vec<Leased>> {

@@ -119,3 +119,78 @@ pub mod redis {
         queue.delete_all().await.expect("delete test keys");
     }
 }
+
+/// Two lessors over `n` messages: every delivery is leased exactly once (the
+/// leases outlast the test, so a second lease of a key would be a double
+/// lease), and all are delivered. Returns how many each lessor took.
+pub async fn two_lessors_never_share<Q>(queue: Q, n: usize) -> (usize, usize)
+where
+    Q: hookgate_sender::Queue + Clone,
+{
+    use std::{
+        collections::HashSet,
+        sync::{Arc, Mutex},
+        time::Duration,
+    };
+
+    use hookgate_sender::{
+        now_ms,
+        queue::{Attempt, DeliveryKey},
+        Message,
+    };
+
+    for i in 0..n {
+        let m = Message::new("test.event", format!("{{\"n\":{i}}}")).with_id(format!("m{i:05}"));
+        queue.enqueue("ep", &m).await.expect("enqueue");
+    }
+    let seen: Arc<Mutex<HashSet<DeliveryKey>>> = Arc::default();
+    let lessor = |queue: Q, seen: Arc<Mutex<HashSet<DeliveryKey>>>| async move {
+        let mut taken = 0usize;
+        let mut idle = 0;
+        while idle < 3 {
+            let batch = queue
+                .lease(37, Duration::from_secs(120))
+                .await
+                .expect("lease");
+            if batch.is_empty() {
+                idle += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+            idle = 0;
+            for l in batch {
+                let fresh = seen.lock().unwrap().insert(l.job.key.clone());
+                assert!(fresh, "{:?} leased twice", l.job.key);
+                let attempt = Attempt {
+                    at_ms: now_ms(),
+                    url: "http://127.0.0.1:9/".into(),
+                    status: Some(200),
+                    latency_ms: 0,
+                    error: None,
+                };
+                assert!(queue
+                    .delivered(&l.job.key, &l.token, attempt)
+                    .await
+                    .expect("delivered"));
+                taken += 1;
+            }
+        }
+        taken
+    };
+    let a = tokio::spawn(lessor(queue.clone(), seen.clone()));
+    let b = tokio::spawn(lessor(queue.clone(), seen.clone()));
+    let (a, b) = (a.await.expect("lessor a"), b.await.expect("lessor b"));
+    assert_eq!(a + b, n, "every message leased exactly once");
+    assert_eq!(seen.lock().unwrap().len(), n);
+    let stats = queue.stats().await.expect("stats");
+    assert_eq!(stats.pending, 0);
+    (a, b)
+}
+
+/// A loopback port with nothing listening on it.
+pub fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    drop(listener);
+    port
+}
