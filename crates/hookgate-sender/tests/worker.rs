@@ -1,0 +1,184 @@
+//! The worker's lifecycle: crash safety (an aborted worker loses nothing),
+//! graceful shutdown, bounded concurrency and settings validation.
+
+mod sender_support;
+
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use axum::{routing::post, Router};
+use hookgate_core::Scheme;
+use hookgate_sender::{
+    worker::{Next, WorkerBuildError},
+    Endpoint, MemoryQueue, Message, Queue, Sender, Worker,
+};
+use sender_support::{fast_policy, serve, test_worker, until_final, Receiver, Reply};
+
+async fn setup(url: String) -> (Arc<dyn Queue>, Sender) {
+    let queue: Arc<dyn Queue> = Arc::new(MemoryQueue::new());
+    let sender = Sender::new(queue.clone());
+    sender
+        .add_endpoint(
+            Endpoint::new("ep", url, Scheme::GitHub, "secret")
+                .unwrap()
+                .with_timeout(Duration::from_secs(1))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    (queue, sender)
+}
+
+#[tokio::test]
+async fn aborted_worker_loses_nothing() {
+    // The first request hangs (the worker is killed meanwhile); later ones succeed.
+    let receiver = Receiver::start([Reply::status(200).delay(Duration::from_secs(30))]).await;
+    let (queue, sender) = setup(receiver.url()).await;
+
+    let (b1, _r1) = test_worker(queue.clone(), fast_policy(5));
+    let w1 = b1
+        .with_lease(Duration::from_secs(2))
+        .with_max_request_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap()
+        .spawn();
+    let leased_at = hookgate_sender::now_ms();
+    let key = sender.enqueue("ep", Message::new("t", "{}")).await.unwrap();
+    receiver.wait_for(1).await;
+    // Kill it mid-delivery: the task is aborted and its connection dropped,
+    // nothing is recorded or released.
+    w1.abort();
+    assert_eq!(queue.stats().await.unwrap().pending, 1);
+
+    let (b2, mut r2) = test_worker(queue.clone(), fast_policy(5));
+    let w2 = b2
+        .with_lease(Duration::from_secs(2))
+        .with_max_request_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap()
+        .spawn();
+    let reports = until_final(&mut r2, &key).await;
+    w2.shutdown(Duration::from_secs(5)).await;
+
+    // The second worker got it only once the first lease had expired, and
+    // as a first attempt (the aborted one was never recorded).
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0].next, Next::Delivered);
+    assert_eq!(reports[0].number, 1);
+    let at = reports[0].attempt.as_ref().unwrap().at_ms;
+    assert!(
+        at >= leased_at + 2000,
+        "leased again {} ms after",
+        at - leased_at
+    );
+    assert_eq!(receiver.count(), 2);
+    let stats = queue.stats().await.unwrap();
+    assert_eq!((stats.pending, stats.dead), (0, 0));
+}
+
+#[tokio::test]
+async fn shutdown_finishes_in_flight_attempts_within_grace() {
+    let receiver = Receiver::start([Reply::status(200).delay(Duration::from_millis(300))]).await;
+    let (queue, sender) = setup(receiver.url()).await;
+    let (b, _r) = test_worker(queue.clone(), fast_policy(5));
+    let w = b.build().unwrap().spawn();
+    sender.enqueue("ep", Message::new("t", "{}")).await.unwrap();
+    receiver.wait_for(1).await;
+    let report = w.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(report.finished, 1);
+    assert_eq!(report.aborted, 0);
+    assert_eq!(report.released, 0);
+    assert_eq!(queue.stats().await.unwrap().pending, 0);
+}
+
+#[tokio::test]
+async fn shutdown_releases_what_does_not_finish() {
+    let receiver = Receiver::start([Reply::status(200).delay(Duration::from_secs(30))]).await;
+    let (queue, sender) = setup(receiver.url()).await;
+    let (b, _r) = test_worker(queue.clone(), fast_policy(5));
+    let w = b.build().unwrap().spawn();
+    let key = sender.enqueue("ep", Message::new("t", "{}")).await.unwrap();
+    receiver.wait_for(1).await;
+    let report = w.shutdown(Duration::from_millis(100)).await;
+    assert_eq!(report.aborted, 1);
+    assert_eq!(report.released, 1);
+    // Due again at once (no waiting for the 10 s lease).
+    let leased = queue.lease(10, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(leased.len(), 1);
+    assert_eq!(leased[0].job.key, key);
+    assert_eq!(leased[0].job.attempts, 0);
+}
+
+#[tokio::test]
+async fn concurrency_is_bounded() {
+    let active = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let served = Arc::new(AtomicUsize::new(0));
+    let (a, p, s) = (active.clone(), peak.clone(), served.clone());
+    let app = Router::new().route(
+        "/hook",
+        post(move || {
+            let (a, p, s) = (a.clone(), p.clone(), s.clone());
+            async move {
+                let now = a.fetch_add(1, Ordering::SeqCst) + 1;
+                p.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                a.fetch_sub(1, Ordering::SeqCst);
+                s.fetch_add(1, Ordering::SeqCst);
+                "ok"
+            }
+        }),
+    );
+    let addr = serve(app).await;
+    let (queue, sender) = setup(format!("http://{addr}/hook")).await;
+    for _ in 0..40 {
+        sender.enqueue("ep", Message::new("t", "{}")).await.unwrap();
+    }
+    let (b, mut reports) = test_worker(queue.clone(), fast_policy(5));
+    let w = b.with_concurrency(4).build().unwrap().spawn();
+    for _ in 0..40 {
+        let r = tokio::time::timeout(Duration::from_secs(20), reports.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.next, Next::Delivered);
+    }
+    w.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(served.load(Ordering::SeqCst), 40);
+    let peak = peak.load(Ordering::SeqCst);
+    assert!((1..=4).contains(&peak), "peak concurrency {peak}");
+}
+
+#[tokio::test]
+async fn settings_are_validated() {
+    let queue: Arc<dyn Queue> = Arc::new(MemoryQueue::new());
+    let err = Worker::builder(queue.clone())
+        .with_lease(Duration::from_secs(30))
+        .with_max_request_timeout(Duration::from_secs(30))
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(err, WorkerBuildError::LeaseTooShort { .. }),
+        "{err}"
+    );
+    assert!(Worker::builder(queue.clone())
+        .with_lease(Duration::from_secs(31))
+        .with_max_request_timeout(Duration::from_secs(30))
+        .build()
+        .is_ok());
+    assert!(matches!(
+        Worker::builder(queue.clone()).with_concurrency(0).build(),
+        Err(WorkerBuildError::Zero("concurrency"))
+    ));
+    assert!(matches!(
+        Worker::builder(queue)
+            .with_retry_policy(fast_policy(0))
+            .build(),
+        Err(WorkerBuildError::Retry(_))
+    ));
+}
