@@ -37,9 +37,10 @@ mod redis;
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis::RedisQueue;
 
-/// Open the queue a store URL names: `memory://` (a fresh, empty
-/// [`MemoryQueue`]), `postgres://` / `postgresql://` (feature `postgres`) or
-/// `redis://` / `rediss://` (feature `redis`).
+/// Open the queue a store URL names: `memory` / `memory://` (a fresh, empty
+/// [`MemoryQueue`]), `postgres://` / `postgresql://` (feature `postgres`,
+/// [`PostgresQueue`]) or `redis://` / `rediss://` (feature `redis`,
+/// [`RedisQueue`]), each with its default namespace.
 ///
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -55,32 +56,45 @@ pub use redis::RedisQueue;
 /// compiled in; the backend's connection error otherwise. The error never
 /// contains the URL (which may hold a password).
 pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Queue>> {
-    let scheme = url.split_once("://").map_or("", |(s, _)| s);
+    open_namespaced(url, None).await
+}
+
+/// [`open`], in `namespace` when given: the Postgres schema (`a-z`, `0-9`,
+/// `_`), or the Redis key prefix `<namespace>:q:`. Ignored by the memory queue.
+///
+/// # Errors
+/// As [`open`], and an invalid namespace.
+pub async fn open_namespaced(
+    url: &str,
+    namespace: Option<&str>,
+) -> Result<std::sync::Arc<dyn Queue>> {
+    let scheme = url.split_once("://").map_or(url, |(s, _)| s);
     match scheme {
         "memory" => Ok(std::sync::Arc::new(MemoryQueue::new())),
-        "postgres" | "postgresql" => open_postgres(url).await,
-        "redis" | "rediss" => open_redis(url).await,
+        "postgres" | "postgresql" => open_postgres(url, namespace).await,
+        "redis" | "rediss" => open_redis(url, namespace).await,
         _ => Err(QueueError::new(
             QueueErrorKind::Config,
             format!(
-                "unsupported store URL scheme {scheme:?} (expected memory://, postgres:// or redis://)"
+                "unsupported store URL scheme {:?} (expected memory, postgres:// or redis://)",
+                scheme.chars().take(32).collect::<String>()
             ),
         )),
     }
 }
 
 #[cfg(feature = "postgres")]
-#[allow(clippy::unused_async)]
-async fn open_postgres(_url: &str) -> Result<std::sync::Arc<dyn Queue>> {
-    Err(QueueError::new(
-        QueueErrorKind::Config,
-        "the Postgres queue backend is not available yet",
-    ))
+async fn open_postgres(url: &str, namespace: Option<&str>) -> Result<std::sync::Arc<dyn Queue>> {
+    let mut queue = PostgresQueue::connect(url).await?;
+    if let Some(ns) = namespace {
+        queue = queue.with_schema(ns)?;
+    }
+    Ok(std::sync::Arc::new(queue))
 }
 
 #[cfg(not(feature = "postgres"))]
 #[allow(clippy::unused_async)]
-async fn open_postgres(_url: &str) -> Result<std::sync::Arc<dyn Queue>> {
+async fn open_postgres(_url: &str, _namespace: Option<&str>) -> Result<std::sync::Arc<dyn Queue>> {
     Err(QueueError::new(
         QueueErrorKind::Config,
         "postgres:// needs hookgate-sender's `postgres` feature",
@@ -88,17 +102,17 @@ async fn open_postgres(_url: &str) -> Result<std::sync::Arc<dyn Queue>> {
 }
 
 #[cfg(feature = "redis")]
-#[allow(clippy::unused_async)]
-async fn open_redis(_url: &str) -> Result<std::sync::Arc<dyn Queue>> {
-    Err(QueueError::new(
-        QueueErrorKind::Config,
-        "the Redis queue backend is not available yet",
-    ))
+async fn open_redis(url: &str, namespace: Option<&str>) -> Result<std::sync::Arc<dyn Queue>> {
+    let mut queue = RedisQueue::connect(url).await?;
+    if let Some(ns) = namespace {
+        queue = queue.with_prefix(&format!("{ns}:q:"))?;
+    }
+    Ok(std::sync::Arc::new(queue))
 }
 
 #[cfg(not(feature = "redis"))]
 #[allow(clippy::unused_async)]
-async fn open_redis(_url: &str) -> Result<std::sync::Arc<dyn Queue>> {
+async fn open_redis(_url: &str, _namespace: Option<&str>) -> Result<std::sync::Arc<dyn Queue>> {
     Err(QueueError::new(
         QueueErrorKind::Config,
         "redis:// needs hookgate-sender's `redis` feature",
