@@ -17,3 +17,8 @@ pub use hookgate_tower as tower;
 #[cfg(feature = "sender")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sender")))]
 pub use hookgate_sender as sender;
+
+/// The README's Rust examples, compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
