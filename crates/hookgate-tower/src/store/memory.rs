@@ -43,14 +43,21 @@
 //! is given back without a background task.
 //!
 //! # Footprint
-//! About 200 bytes per key with 40-byte keys; see the "Dedup stores" section
-//! of BENCHMARKS.md for the measured resident size at 100,000 keys.
+//! The store does not keep the keys themselves but a 128-bit keyed hash of
+//! each (two SipHash-1-3 with random per-store keys), so an entry costs the
+//! same whatever the key's length: about 80 bytes in a slot array sized to
+//! the capacity, plus the hash index and the expiry index, under 200 bytes
+//! per key in all. Two different keys would have to collide on 128 keyed
+//! bits to be confused (about 10^-29 at capacity); an attacker cannot aim for
+//! it without the per-store keys. See the "Dedup stores" section of
+//! BENCHMARKS.md for the measured resident size at 100,000 keys.
 
 use super::{BoxFuture, Claim, ClaimToken, DedupStore, Digest, DoneRecord, Result};
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{hash_map::RandomState, BTreeSet, HashMap},
     fmt,
-    sync::{Arc, Mutex, MutexGuard},
+    hash::BuildHasher,
+    sync::{Mutex, MutexGuard},
     time::{Duration, Instant},
 };
 
@@ -62,18 +69,26 @@ const PURGE_PER_CLAIM: usize = 4;
 ///
 /// Claims are atomic under one [`std::sync::Mutex`], which is never held
 /// across an `.await` (the methods do all their work before returning a ready
-/// future). Clones are not provided; share it with [`Arc`] (the layer takes
-/// any `DedupStore`, and `Arc<T>` is one).
+/// future). Share it with [`Arc`](std::sync::Arc) (the layer takes any
+/// `DedupStore`, and `Arc<T>` is one).
 pub struct MemoryStore {
     inner: Mutex<Inner>,
     /// Origin of the store's millisecond clock.
     epoch: Instant,
+    /// The two halves of the keyed key hash.
+    hash: [RandomState; 2],
 }
 
-/// Per-key state. Kept small: 64 bytes (the key lives in the map, shared with
-/// the expiry index through one `Arc<str>`).
+/// 128-bit keyed hash of a key.
+type KeyHash = [u64; 2];
+
+/// Index into [`Inner::slots`].
+type SlotId = u32;
+
+/// One key's state: 80 bytes.
 #[derive(Clone, Copy)]
-struct Entry {
+struct Slot {
+    key: KeyHash,
     digest: Digest,
     /// Claim token (random), meaningful while `status == 0`.
     token: [u64; 2],
@@ -83,55 +98,60 @@ struct Entry {
     status: u16,
 }
 
-impl Entry {
+impl Slot {
     fn is_claim(&self) -> bool {
         self.status == 0
     }
 }
 
-type Key = Arc<str>;
-
 struct Inner {
     capacity: usize,
-    map: HashMap<Key, Entry>,
+    /// Key hash -> slot.
+    index: HashMap<KeyHash, SlotId>,
+    /// Entries; grows up to `capacity` and is then reused through `free`.
+    slots: Vec<Slot>,
+    /// Slots not in use.
+    free: Vec<SlotId>,
     /// Live claims ordered by lease end.
-    claims: BTreeSet<(u64, Key)>,
+    claims: BTreeSet<(u64, SlotId)>,
     /// Done records ordered by retention end.
-    done: BTreeSet<(u64, Key)>,
+    done: BTreeSet<(u64, SlotId)>,
 }
 
 impl Inner {
-    fn index_mut(&mut self, entry: &Entry) -> &mut BTreeSet<(u64, Key)> {
-        if entry.is_claim() {
+    fn slot(&self, id: SlotId) -> &Slot {
+        &self.slots[id as usize]
+    }
+
+    /// The expiry index that holds `slot`.
+    fn order_of(&mut self, slot: &Slot) -> &mut BTreeSet<(u64, SlotId)> {
+        if slot.is_claim() {
             &mut self.claims
         } else {
             &mut self.done
         }
     }
 
-    /// Remove `key` (whose current entry is `entry`) from map and index.
-    fn remove(&mut self, key: &Key, entry: &Entry) {
-        self.index_mut(entry)
-            .remove(&(entry.expires_ms, key.clone()));
-        self.map.remove(key);
+    /// Forget slot `id` entirely: index, expiry order, and hand it to `free`.
+    fn free_slot(&mut self, id: SlotId) {
+        let slot = *self.slot(id);
+        self.order_of(&slot).remove(&(slot.expires_ms, id));
+        self.index.remove(&slot.key);
+        self.free.push(id);
     }
 
-    /// Pop the first element of `claims` or `done` if it has expired.
+    /// Free the entry that expires first among claims and done records, if
+    /// it has expired.
     fn pop_expired(&mut self, now: u64) -> bool {
-        for claims in [true, false] {
-            let index = if claims {
-                &mut self.claims
-            } else {
-                &mut self.done
-            };
-            if index.first().is_some_and(|(at, _)| *at <= now) {
-                if let Some((_, key)) = index.pop_first() {
-                    self.map.remove(&key);
-                }
-                return true;
+        let expired =
+            |order: &BTreeSet<(u64, SlotId)>| order.first().copied().filter(|(at, _)| *at <= now);
+        match expired(&self.claims).or_else(|| expired(&self.done)) {
+            Some((_, id)) => {
+                self.free_slot(id);
+                true
             }
+            None => false,
         }
-        false
     }
 
     /// Make room for one new key.
@@ -143,11 +163,35 @@ impl Inner {
         if freed {
             return;
         }
-        let victim = self.done.pop_first().or_else(|| self.claims.pop_first());
-        if let Some((_, key)) = victim {
-            tracing::debug!(key = %key, "memory dedup store full: evicting the oldest entry");
-            self.map.remove(&key);
+        let victim = self.done.first().or_else(|| self.claims.first()).copied();
+        if let Some((_, id)) = victim {
+            tracing::debug!(
+                in_flight = self.slot(id).is_claim(),
+                "memory dedup store full: evicting the oldest entry"
+            );
+            self.free_slot(id);
         }
+    }
+
+    /// A slot for a new key (the caller made room).
+    fn take_slot(&mut self, fill: Slot) -> SlotId {
+        if let Some(id) = self.free.pop() {
+            self.slots[id as usize] = fill;
+            return id;
+        }
+        if self.slots.len() == self.slots.capacity() {
+            // Grow by doubling, but never past the store's capacity.
+            let more = self
+                .slots
+                .len()
+                .max(16)
+                .min(self.capacity - self.slots.len());
+            self.slots.reserve_exact(more.max(1));
+        }
+        // `capacity` is at most u32::MAX, so every index fits.
+        let id = SlotId::try_from(self.slots.len()).unwrap_or(SlotId::MAX);
+        self.slots.push(fill);
+        id
     }
 }
 
@@ -161,17 +205,21 @@ impl MemoryStore {
         Self::with_capacity(Self::DEFAULT_CAPACITY)
     }
 
-    /// A store holding at most `capacity` keys (at least 1).
+    /// A store holding at most `capacity` keys (at least 1, at most
+    /// `u32::MAX`). Memory grows with use, up to the capacity.
     #[must_use]
     pub fn with_capacity(capacity: usize) -> Self {
         Self {
             inner: Mutex::new(Inner {
-                capacity: capacity.max(1),
-                map: HashMap::new(),
+                capacity: capacity.clamp(1, SlotId::MAX as usize),
+                index: HashMap::new(),
+                slots: Vec::new(),
+                free: Vec::new(),
                 claims: BTreeSet::new(),
                 done: BTreeSet::new(),
             }),
             epoch: Instant::now(),
+            hash: [RandomState::new(), RandomState::new()],
         }
     }
 
@@ -184,7 +232,7 @@ impl MemoryStore {
     /// Keys held right now, including expired ones not yet removed.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.lock().map.len()
+        self.lock().index.len()
     }
 
     /// Whether no key is held.
@@ -206,9 +254,9 @@ impl MemoryStore {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        // A panic while holding the lock cannot leave `Inner` half-updated in
-        // a way that breaks safety; keep serving rather than poisoning every
-        // later request.
+        // Every update completes before the lock is released and none can
+        // panic half-way in a way that breaks the indexes' consistency, so
+        // keep serving rather than poisoning every later request.
         self.inner
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -218,59 +266,68 @@ impl MemoryStore {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
+    fn key_hash(&self, key: &str) -> KeyHash {
+        [self.hash[0].hash_one(key), self.hash[1].hash_one(key)]
+    }
+
     fn claim_sync(&self, key: &str, digest: &Digest, lease: Duration) -> Claim {
+        let key = self.key_hash(key);
         let now = self.now_ms();
+        let raw: u128 = rand::random();
+        let fill = Slot {
+            key,
+            digest: *digest,
+            token: split(raw),
+            expires_ms: add_ms(now, lease),
+            status: 0,
+        };
         let mut inner = self.lock();
         for _ in 0..PURGE_PER_CLAIM {
             if !inner.pop_expired(now) {
                 break;
             }
         }
-        let key: Key = match inner.map.get_key_value(key) {
-            Some((_, entry)) if entry.expires_ms > now => {
-                return if entry.is_claim() {
-                    Claim::InFlight {
-                        remaining: Duration::from_millis(entry.expires_ms - now),
-                        digest: entry.digest,
-                    }
-                } else {
-                    Claim::Done(DoneRecord {
-                        status: entry.status,
-                        digest: entry.digest,
-                    })
-                };
-            }
-            Some((k, entry)) => {
-                // Expired claim or done record: the key is free again.
-                let (k, entry) = (k.clone(), *entry);
-                inner.remove(&k, &entry);
-                k
+        let id = match inner.index.get(&key).copied() {
+            Some(id) => {
+                let slot = *inner.slot(id);
+                if slot.expires_ms > now {
+                    return if slot.is_claim() {
+                        Claim::InFlight {
+                            remaining: Duration::from_millis(slot.expires_ms - now),
+                            digest: slot.digest,
+                        }
+                    } else {
+                        Claim::Done(DoneRecord {
+                            status: slot.status,
+                            digest: slot.digest,
+                        })
+                    };
+                }
+                // Expired claim or done record: the key is free again; take
+                // over its slot.
+                inner.order_of(&slot).remove(&(slot.expires_ms, id));
+                inner.slots[id as usize] = fill;
+                id
             }
             None => {
-                if inner.map.len() >= inner.capacity {
+                if inner.index.len() >= inner.capacity {
                     inner.evict_one(now);
                 }
-                Arc::from(key)
+                let id = inner.take_slot(fill);
+                inner.index.insert(key, id);
+                id
             }
         };
-        let raw: u128 = rand::random();
-        let entry = Entry {
-            digest: *digest,
-            token: split(raw),
-            expires_ms: add_ms(now, lease),
-            status: 0,
-        };
-        inner.claims.insert((entry.expires_ms, key.clone()));
-        inner.map.insert(key, entry);
+        inner.claims.insert((fill.expires_ms, id));
         Claim::Acquired(ClaimToken::from_string(format!("{raw:032x}")))
     }
 
-    /// Find the live claim on `key` owned by `token`.
-    fn owned(inner: &Inner, key: &str, token: &ClaimToken, now: u64) -> Option<(Key, Entry)> {
+    /// The slot of the live claim on `key` owned by `token`.
+    fn owned(&self, inner: &Inner, key: &str, token: &ClaimToken, now: u64) -> Option<SlotId> {
         let token = parse_token(token)?;
-        let (k, entry) = inner.map.get_key_value(key)?;
-        (entry.is_claim() && entry.token == token && entry.expires_ms > now)
-            .then(|| (k.clone(), *entry))
+        let id = *inner.index.get(&self.key_hash(key))?;
+        let slot = inner.slot(id);
+        (slot.is_claim() && slot.token == token && slot.expires_ms > now).then_some(id)
     }
 
     fn complete_sync(
@@ -282,28 +339,29 @@ impl MemoryStore {
     ) -> bool {
         let now = self.now_ms();
         let mut inner = self.lock();
-        let Some((key, mut entry)) = Self::owned(&inner, key, token, now) else {
+        let Some(id) = self.owned(&inner, key, token, now) else {
             return false;
         };
-        inner.claims.remove(&(entry.expires_ms, key.clone()));
-        // Status 0 marks a claim; a done record's status is never 0 in HTTP,
-        // but keep the invariant even for odd callers.
-        entry.status = record.status.max(1);
-        entry.digest = record.digest;
-        entry.token = [0; 2];
-        entry.expires_ms = add_ms(now, retention);
-        inner.done.insert((entry.expires_ms, key.clone()));
-        inner.map.insert(key, entry);
+        let mut slot = *inner.slot(id);
+        inner.claims.remove(&(slot.expires_ms, id));
+        // Status 0 marks a claim; HTTP has no status 0, but keep the
+        // invariant even for odd callers.
+        slot.status = record.status.max(1);
+        slot.digest = record.digest;
+        slot.token = [0; 2];
+        slot.expires_ms = add_ms(now, retention);
+        inner.done.insert((slot.expires_ms, id));
+        inner.slots[id as usize] = slot;
         true
     }
 
     fn release_sync(&self, key: &str, token: &ClaimToken) -> bool {
         let now = self.now_ms();
         let mut inner = self.lock();
-        let Some((key, entry)) = Self::owned(&inner, key, token, now) else {
+        let Some(id) = self.owned(&inner, key, token, now) else {
             return false;
         };
-        inner.remove(&key, &entry);
+        inner.free_slot(id);
         true
     }
 }
@@ -338,7 +396,9 @@ impl fmt::Debug for MemoryStore {
         let inner = self.lock();
         f.debug_struct("MemoryStore")
             .field("capacity", &inner.capacity)
-            .field("len", &inner.map.len())
+            .field("len", &inner.index.len())
+            .field("claims", &inner.claims.len())
+            .field("done", &inner.done.len())
             .finish_non_exhaustive()
     }
 }
@@ -465,6 +525,54 @@ mod tests {
         assert!(store.is_empty());
     }
 
+    /// Index, slots, free list and expiry orders agree.
+    fn check_invariants(store: &MemoryStore) {
+        let inner = store.lock();
+        assert!(inner.index.len() <= inner.capacity);
+        assert!(inner.slots.len() <= inner.capacity);
+        assert_eq!(inner.index.len() + inner.free.len(), inner.slots.len());
+        assert_eq!(inner.claims.len() + inner.done.len(), inner.index.len());
+        for (key, &id) in &inner.index {
+            let slot = inner.slot(id);
+            assert_eq!(&slot.key, key);
+            let order = if slot.is_claim() {
+                &inner.claims
+            } else {
+                &inner.done
+            };
+            assert!(order.contains(&(slot.expires_ms, id)));
+        }
+    }
+
+    #[test]
+    fn churn_keeps_the_bound_and_the_indexes_consistent() {
+        let store = MemoryStore::with_capacity(8);
+        let mut live = Vec::new();
+        for i in 0..2_000u32 {
+            let k = format!("k{}", i % 37);
+            let lease = if i % 5 == 0 { Duration::ZERO } else { LEASE };
+            if let Claim::Acquired(t) = store.claim_sync(&k, &[1; 32], lease) {
+                match i % 3 {
+                    0 => {
+                        store.complete_sync(&k, &t, done(200), KEEP);
+                    }
+                    1 => {
+                        store.release_sync(&k, &t);
+                    }
+                    _ => live.push((k, t)),
+                }
+            }
+            if i % 97 == 0 {
+                store.purge_expired();
+            }
+            check_invariants(&store);
+        }
+        for (k, t) in live {
+            store.release_sync(&k, &t);
+            check_invariants(&store);
+        }
+    }
+
     #[test]
     fn purge_expired_empties_the_indexes() {
         let store = MemoryStore::new();
@@ -478,6 +586,11 @@ mod tests {
         assert_eq!(store.len(), 1);
         assert_eq!(store.purge_expired(), 1);
         let inner = store.lock();
-        assert!(inner.map.is_empty() && inner.claims.is_empty() && inner.done.is_empty());
+        assert!(inner.index.is_empty() && inner.claims.is_empty() && inner.done.is_empty());
+        assert_eq!(
+            inner.free.len(),
+            inner.slots.len(),
+            "every slot is free again"
+        );
     }
 }
