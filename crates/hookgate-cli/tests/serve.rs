@@ -356,3 +356,83 @@ fn non_json_bodies_are_printed_as_strings_and_bad_flags_exit_2() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unsupported --store"), "{err}");
 }
+
+/// Store URLs to run the replica test against; unreachable ones are
+/// skipped (failing under `CI=true`).
+fn shared_store_urls() -> Vec<(&'static str, String)> {
+    let redis =
+        std::env::var("HOOKGATE_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let postgres = std::env::var("HOOKGATE_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let mut urls = Vec::new();
+    for (name, url) in [("redis", redis), ("postgres", postgres)] {
+        let host_port = url
+            .split("://")
+            .nth(1)
+            .and_then(|rest| rest.rsplit('@').next())
+            .and_then(|rest| rest.split('/').next())
+            .unwrap_or_default()
+            .to_owned();
+        let reachable = host_port
+            .parse::<SocketAddr>()
+            .ok()
+            .is_some_and(|addr| TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok());
+        if reachable {
+            urls.push((name, url));
+        } else if ci() {
+            panic!("{name} at {host_port} unreachable under CI=true");
+        } else {
+            eprintln!("skipping {name}: {host_port} unreachable");
+        }
+    }
+    urls
+}
+
+#[test]
+fn two_serve_processes_on_one_store_print_each_event_once() {
+    for (name, url) in shared_store_urls() {
+        // A fresh prefix per run; a short retention lets the store expire
+        // what this test wrote.
+        let prefix = format!("hgcli{:x}{:x}", std::process::id(), unix_now());
+        let args = [
+            "--secret",
+            STANDARD_SECRET,
+            "--store",
+            &url,
+            "--prefix",
+            &prefix,
+            "--retention",
+            "60",
+        ];
+        let a = Serve::start(&args);
+        let b = Serve::start(&args);
+        let signer = Signer::new(
+            Scheme::StandardWebhooks,
+            Scheme::StandardWebhooks.secret(STANDARD_SECRET).unwrap(),
+        );
+        let body = br#"{"type":"replicated"}"#;
+        for i in 0..3 {
+            let id = format!("msg_{name}_{i}");
+            let (s1, h1) = post(
+                a.addr,
+                "/",
+                &owned(signer.sign(&id, unix_now(), body)),
+                body,
+            );
+            let (s2, h2) = post(
+                b.addr,
+                "/",
+                &owned(signer.sign(&id, unix_now(), body)),
+                body,
+            );
+            assert_eq!((s1, s2), (200, 200), "[{name}] {h1} {h2}");
+            assert!(
+                h2.contains("idempotent-replayed: true"),
+                "[{name}] the second replica saw a duplicate: {h2}"
+            );
+        }
+        let (la, lb) = (a.stop(), b.stop());
+        assert_eq!(la.len(), 3, "[{name}] {la:?}");
+        assert!(lb.is_empty(), "[{name}] {lb:?}");
+    }
+}

@@ -53,6 +53,10 @@ pub(crate) struct Args {
     /// Claim lease in seconds (longer than the slowest handling).
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     lease: u64,
+    /// How long a handled event is remembered, in seconds (longer than
+    /// senders retry).
+    #[arg(long, value_name = "SECS", default_value_t = 72 * 3600)]
+    retention: u64,
     /// When the store is unreachable, accept events without deduplication
     /// instead of answering 503.
     #[arg(long)]
@@ -110,6 +114,7 @@ async fn serve(args: Args, verifier: Verifier) -> anyhow::Result<ExitCode> {
         .with_prefix(args.prefix)
         .with_body_limit(args.max_body)
         .with_lease(Duration::from_secs(args.lease.max(1)))
+        .with_retention(Duration::from_secs(args.retention.max(1)))
         .with_fail_open(args.fail_open);
     let accept = post(print_event).route_layer(layer);
     let app = Router::new()
