@@ -1,0 +1,226 @@
+//! `hookgate send --store` and `hookgate dlq` against the real Postgres and
+//! Redis (skipped when unreachable, failing under `CI=true`), each run in a
+//! fresh namespace that is removed afterwards.
+
+mod send_support;
+
+use std::sync::Arc;
+
+use hookgate_sender::{queue::DeliveryKey, Queue};
+use send_support::{hookgate, namespace, stderr, stdout, Receiver, SECRET};
+
+/// Send `id` to `endpoint` at `url`, failing (the receiver answers 500) into the store.
+async fn send_failing(store: &str, ns: &str, url: &str, endpoint: &str, id: &str) {
+    let body = format!(r#"{{"msg":"{id}"}}"#);
+    let out = hookgate(
+        &[
+            "send",
+            url,
+            "--secret",
+            SECRET,
+            "--data",
+            &body,
+            "--id",
+            id,
+            "--endpoint",
+            endpoint,
+            "--allow-private",
+            "--max-attempts",
+            "2",
+            "--base-delay",
+            "10ms",
+            "--store",
+            store,
+            "--namespace",
+            ns,
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("dead letter"), "{}", stderr(&out));
+}
+
+async fn dlq(args: &[&str], store: &str, ns: &str) -> std::process::Output {
+    let mut all = vec!["dlq"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--store", store, "--namespace", ns]);
+    hookgate(&all, None).await
+}
+
+fn json_lines(out: &std::process::Output) -> Vec<serde_json::Value> {
+    stdout(out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The whole story against one store.
+async fn story(store: &str, ns: &str, queue: Arc<dyn Queue>) {
+    // Four sends fail (2 attempts each) and land in the store's DLQ.
+    let receiver = Receiver::start(&[], 500).await;
+    let url = receiver.url();
+    for id in ["m1", "m2", "m3"] {
+        send_failing(store, ns, &url, "ep", id).await;
+    }
+    send_failing(store, ns, &url, "other", "m4").await;
+    assert_eq!(receiver.count(), 8);
+    assert_eq!(queue.stats().await.unwrap().dead, 4);
+
+    // list: table and JSON, filtered by endpoint.
+    let out = dlq(&["list"], store, ns).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.starts_with("DEAD AT"), "{text}");
+    assert_eq!(text.lines().count(), 5, "{text}");
+    assert!(text.contains("exhausted: 2 attempts"));
+    let out = dlq(&["list", "--json", "--endpoint", "ep"], store, ns).await;
+    let rows = json_lines(&out);
+    assert_eq!(rows.len(), 3);
+    assert!(rows.iter().all(|r| r["endpoint"] == "ep"));
+    assert!(rows
+        .iter()
+        .all(|r| r["attempts"].as_array().unwrap().len() == 2));
+    let out = dlq(&["list", "--json", "--limit", "2"], store, ns).await;
+    assert_eq!(json_lines(&out).len(), 2);
+
+    // show: payload and history.
+    let out = dlq(&["show", "m1", "--json"], store, ns).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let shown = &json_lines(&out)[0];
+    assert_eq!(shown["message_id"], "m1");
+    assert_eq!(shown["payload"]["msg"], "m1");
+    assert_eq!(shown["attempts"][0]["status"], 500);
+    let out = dlq(&["show", "m1"], store, ns).await;
+    assert!(stdout(&out).contains("reason:     exhausted: 2 attempts"));
+    let out = dlq(&["show", "nope"], store, ns).await;
+    assert_eq!(out.status.code(), Some(1));
+
+    // The receiver recovers: replay one, then all of endpoint `ep`.
+    receiver.set_fallback(200);
+    let out = dlq(&["replay", "m1", "--allow-private"], store, ns).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("m1 (ep): delivered"),
+        "{}",
+        stdout(&out)
+    );
+    let out = dlq(
+        &[
+            "replay",
+            "--all",
+            "--endpoint",
+            "ep",
+            "--allow-private",
+            "--json",
+        ],
+        store,
+        ns,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let outcomes = json_lines(&out);
+    assert_eq!(outcomes.len(), 2);
+    assert!(outcomes.iter().all(|o| o["outcome"] == "delivered"));
+    let seen = receiver.seen();
+    assert_eq!(seen.len(), 11);
+    // Same message ids on replay, valid signatures throughout.
+    assert!(seen.iter().all(|s| s.valid));
+    assert_eq!(
+        seen.iter()
+            .filter(|s| s.id.as_deref() == Some("m1"))
+            .count(),
+        3
+    );
+    let left = json_lines(&dlq(&["list", "--json"], store, ns).await);
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0]["message_id"], "m4");
+
+    // A replay that fails again keeps the dead letter, history appended.
+    receiver.set_fallback(503);
+    let out = dlq(&["replay", "m4", "--allow-private"], store, ns).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("m4 (other): failed: exhausted: 1 attempts"),
+        "{}",
+        stdout(&out)
+    );
+    let key = DeliveryKey {
+        endpoint: "other".into(),
+        message_id: "m4".into(),
+    };
+    let dead = queue.get_dead(&key).await.unwrap().unwrap();
+    let statuses: Vec<_> = dead.attempts.iter().map(|a| a.status).collect();
+    assert_eq!(statuses, [Some(500), Some(500), Some(503)]);
+
+    // Without --allow-private the replay is refused and nothing is sent.
+    let before = receiver.count();
+    let out = dlq(&["replay", "--all"], store, ns).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("--allow-private"), "{}", stdout(&out));
+    assert_eq!(receiver.count(), before);
+
+    // --enqueue puts it back into the store's queue instead.
+    let out = dlq(&["replay", "m4", "--enqueue"], store, ns).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let stats = queue.stats().await.unwrap();
+    assert_eq!((stats.pending, stats.dead), (1, 0));
+
+    // purge.
+    send_failing(store, ns, &url, "ep", "m5").await;
+    send_failing(store, ns, &url, "ep", "m6").await;
+    let out = dlq(&["purge", "m5"], store, ns).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = dlq(&["purge", "--all"], store, ns).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("m6 (ep): purged"));
+    assert_eq!(queue.stats().await.unwrap().dead, 0);
+}
+
+#[tokio::test]
+async fn postgres_store() {
+    use hookgate_sender::queue::PostgresQueue;
+    let url = send_support::postgres_url();
+    let ns = namespace();
+    let queue = match PostgresQueue::connect(&url).await {
+        Ok(q) => q.with_schema(&ns).unwrap(),
+        Err(e) => {
+            send_support::skip_unreachable("Postgres", &e);
+            return;
+        }
+    };
+    let queue = Arc::new(queue);
+    let result = tokio::spawn({
+        let (url, ns, q) = (url.clone(), ns.clone(), queue.clone());
+        async move { story(&url, &ns, q).await }
+    })
+    .await;
+    queue.drop_tables().await.unwrap();
+    if let Err(e) = result {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+#[tokio::test]
+async fn redis_store() {
+    use hookgate_sender::queue::RedisQueue;
+    let url = send_support::redis_url();
+    let ns = namespace();
+    let queue = match RedisQueue::connect(&url).await {
+        Ok(q) => q.with_prefix(&format!("{ns}:q:")).unwrap(),
+        Err(e) => {
+            send_support::skip_unreachable("Redis", &e);
+            return;
+        }
+    };
+    let queue = Arc::new(queue);
+    let result = tokio::spawn({
+        let (url, ns, q) = (url.clone(), ns.clone(), queue.clone());
+        async move { story(&url, &ns, q).await }
+    })
+    .await;
+    queue.delete_all().await.unwrap();
+    if let Err(e) = result {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
