@@ -143,7 +143,7 @@ impl Scheme {
                 ))?;
                 let mac = decode_hex(sig.name, hex_sig)?;
                 let id = optional_id(headers, names::GITHUB_DELIVERY)?;
-                Ok(Parsed::new(self, id, None, vec![mac]))
+                Ok(Parsed::new(id, None, Signatures::one(mac)))
             }
             Self::Slack => {
                 let ts = required(headers, &[names::SLACK_TIMESTAMP])?;
@@ -158,13 +158,13 @@ impl Scheme {
                     },
                 ))?;
                 let mac = decode_hex(sig.name, hex_sig)?;
-                Ok(Parsed::new(self, None, Some(timestamp), vec![mac]))
+                Ok(Parsed::new(None, Some(timestamp), Signatures::one(mac)))
             }
             Self::Shopify => {
                 let sig = required(headers, &[names::SHOPIFY_SIGNATURE])?;
                 let mac = decode_base64(sig.name, sig.value)?;
                 let id = optional_id(headers, names::SHOPIFY_ID)?;
-                Ok(Parsed::new(self, id, None, vec![mac]))
+                Ok(Parsed::new(id, None, Signatures::one(mac)))
             }
         }
     }
@@ -278,22 +278,99 @@ pub mod names {
 pub(crate) struct Parsed {
     pub(crate) id: Option<String>,
     /// Parsed value and the exact text that was signed.
-    pub(crate) timestamp: Option<(i64, String)>,
-    pub(crate) signatures: Vec<[u8; MAC_LEN]>,
+    pub(crate) timestamp: Option<Timestamp>,
+    pub(crate) signatures: Signatures,
 }
 
 impl Parsed {
-    fn new(
-        _scheme: Scheme,
-        id: Option<String>,
-        timestamp: Option<(i64, String)>,
-        signatures: Vec<[u8; MAC_LEN]>,
-    ) -> Self {
+    fn new(id: Option<String>, timestamp: Option<Timestamp>, signatures: Signatures) -> Self {
         Self {
             id,
             timestamp,
             signatures,
         }
+    }
+}
+
+/// A signed timestamp: its value and the exact digits that were signed
+/// (leading zeros and all), kept inline so parsing does not allocate.
+#[derive(Clone, Copy)]
+pub(crate) struct Timestamp {
+    pub(crate) value: i64,
+    text: [u8; MAX_TIMESTAMP_DIGITS],
+    len: u8,
+}
+
+impl Timestamp {
+    /// The digits as received.
+    pub(crate) fn text(&self) -> &str {
+        // Only ASCII digits are ever stored.
+        std::str::from_utf8(&self.text[..usize::from(self.len)]).unwrap_or("")
+    }
+}
+
+impl fmt::Debug for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.text())
+    }
+}
+
+/// Decoded MACs from one header. The first [`INLINE_SIGNATURES`] are kept
+/// inline (the common case: one, or two during a key rotation), so parsing
+/// does not allocate for them; more spill into a vector bounded by the
+/// verifier's signature limit.
+#[derive(Clone)]
+pub(crate) struct Signatures {
+    inline: [[u8; MAC_LEN]; INLINE_SIGNATURES],
+    len: usize,
+    spill: Vec<[u8; MAC_LEN]>,
+}
+
+const INLINE_SIGNATURES: usize = 2;
+
+impl Signatures {
+    pub(crate) fn new() -> Self {
+        Self {
+            inline: [[0; MAC_LEN]; INLINE_SIGNATURES],
+            len: 0,
+            spill: Vec::new(),
+        }
+    }
+
+    fn one(mac: [u8; MAC_LEN]) -> Self {
+        let mut s = Self::new();
+        s.push(mac);
+        s
+    }
+
+    pub(crate) fn push(&mut self, mac: [u8; MAC_LEN]) {
+        if self.len < INLINE_SIGNATURES {
+            self.inline[self.len] = mac;
+        } else {
+            self.spill.push(mac);
+        }
+        self.len += 1;
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &[u8; MAC_LEN]> {
+        self.inline[..self.len.min(INLINE_SIGNATURES)]
+            .iter()
+            .chain(self.spill.iter())
+    }
+}
+
+impl fmt::Debug for Signatures {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Received MACs are not secret, but there is no use in printing them.
+        write!(f, "Signatures({})", self.len)
     }
 }
 
@@ -359,14 +436,21 @@ pub(crate) fn optional_id(
 }
 
 /// Plain decimal seconds: ASCII digits only, no sign, no fraction.
-pub(crate) fn parse_timestamp(name: &'static str, s: &str) -> Result<(i64, String), VerifyError> {
+pub(crate) fn parse_timestamp(name: &'static str, s: &str) -> Result<Timestamp, VerifyError> {
     if s.is_empty() || s.len() > MAX_TIMESTAMP_DIGITS || !s.bytes().all(|b| b.is_ascii_digit()) {
         return Err(malformed(name, Malformed::BadTimestamp));
     }
     let value = s
         .parse::<i64>()
         .map_err(|_| malformed(name, Malformed::BadTimestamp))?;
-    Ok((value, s.to_owned()))
+    let mut text = [0u8; MAX_TIMESTAMP_DIGITS];
+    text[..s.len()].copy_from_slice(s.as_bytes());
+    Ok(Timestamp {
+        value,
+        text,
+        // At most MAX_TIMESTAMP_DIGITS (18), checked above.
+        len: u8::try_from(s.len()).unwrap_or(0),
+    })
 }
 
 fn decode_hex(name: &'static str, s: &str) -> Result<[u8; MAC_LEN], VerifyError> {
@@ -421,7 +505,7 @@ fn parse_standard(
     let ts = required(headers, &[STANDARD_TIMESTAMP, SVIX_TIMESTAMP])?;
     let timestamp = parse_timestamp(ts.name, ts.value)?;
     let sig = required(headers, &[STANDARD_SIGNATURE, SVIX_SIGNATURE])?;
-    let mut signatures = Vec::new();
+    let mut signatures = Signatures::new();
     for (n, entry) in sig.value.split_ascii_whitespace().enumerate() {
         if n >= max_signatures {
             return Err(malformed(
@@ -441,12 +525,7 @@ fn parse_standard(
     if signatures.is_empty() {
         return Err(malformed(sig.name, Malformed::NoSupportedSignature));
     }
-    Ok(Parsed::new(
-        Scheme::StandardWebhooks,
-        Some(id),
-        Some(timestamp),
-        signatures,
-    ))
+    Ok(Parsed::new(Some(id), Some(timestamp), signatures))
 }
 
 fn parse_stripe(
@@ -455,7 +534,7 @@ fn parse_stripe(
 ) -> Result<Parsed, VerifyError> {
     let sig = required(headers, &[names::STRIPE_SIGNATURE])?;
     let mut timestamp = None;
-    let mut signatures = Vec::new();
+    let mut signatures = Signatures::new();
     // Bound the loop too: a header of thousands of ignored entries is rejected.
     for (n, item) in sig.value.split(',').enumerate() {
         if n >= max_signatures.saturating_mul(2).saturating_add(2) {
@@ -495,12 +574,7 @@ fn parse_stripe(
     if signatures.is_empty() {
         return Err(malformed(sig.name, Malformed::NoSupportedSignature));
     }
-    Ok(Parsed::new(
-        Scheme::Stripe,
-        None,
-        Some(timestamp),
-        signatures,
-    ))
+    Ok(Parsed::new(None, Some(timestamp), signatures))
 }
 
 /// The top-level string `field` of a JSON object body, if there is one.

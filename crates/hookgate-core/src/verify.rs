@@ -57,14 +57,15 @@ pub struct Verified {
 #[derive(Debug, Clone)]
 pub struct ParsedHeaders {
     inner: Parsed,
-    header_id: Option<String>,
+    /// `None`: the scheme's own id (`inner.id`); `Some`: the one [`IdSource`] chose.
+    id_override: Option<Option<String>>,
 }
 
 impl ParsedHeaders {
     /// The signed timestamp, for schemes that sign one.
     #[must_use]
     pub fn timestamp(&self) -> Option<i64> {
-        self.inner.timestamp.as_ref().map(|(t, _)| *t)
+        self.inner.timestamp.as_ref().map(|t| t.value)
     }
 
     /// The id read from the headers (the scheme's id header, or the
@@ -72,13 +73,23 @@ impl ParsedHeaders {
     /// body is verified.
     #[must_use]
     pub fn header_id(&self) -> Option<&str> {
-        self.header_id.as_deref()
+        match &self.id_override {
+            Some(id) => id.as_deref(),
+            None => self.inner.id.as_deref(),
+        }
     }
 
     /// How many signatures the header carried (of the verified version).
     #[must_use]
     pub fn signature_count(&self) -> usize {
         self.inner.signatures.len()
+    }
+
+    fn into_header_id(self) -> Option<String> {
+        match self.id_override {
+            Some(id) => id,
+            None => self.inner.id,
+        }
     }
 }
 
@@ -204,9 +215,9 @@ impl Verifier {
         headers: &(impl Headers + ?Sized),
     ) -> Result<ParsedHeaders, VerifyError> {
         let inner = self.scheme.parse(headers, self.max_signatures)?;
-        let header_id = match &self.id_source {
-            IdSource::Scheme => inner.id.clone(),
-            IdSource::Header(name) => match headers.header(name) {
+        let id_override = match &self.id_source {
+            IdSource::Scheme => None,
+            IdSource::Header(name) => Some(match headers.header(name) {
                 Some(raw) => Some(
                     std::str::from_utf8(raw)
                         .ok()
@@ -222,10 +233,10 @@ impl Verifier {
                         .to_owned(),
                 ),
                 None => None,
-            },
-            IdSource::JsonField(_) => None,
+            }),
+            IdSource::JsonField(_) => Some(None),
         };
-        Ok(ParsedHeaders { inner, header_id })
+        Ok(ParsedHeaders { inner, id_override })
     }
 
     /// Step 2: the signed timestamp is within tolerance of `now` (Unix seconds).
@@ -268,11 +279,18 @@ impl Verifier {
         parsed: &ParsedHeaders,
         body: &[u8],
     ) -> Result<Verified, VerifyError> {
+        let key_index = self.matching_key(parsed, body)?;
+        Ok(self.verified(key_index, parsed.timestamp(), body, || {
+            parsed.header_id().map(str::to_owned)
+        }))
+    }
+
+    /// Index of the first secret for which some received signature matches.
+    fn matching_key(&self, parsed: &ParsedHeaders, body: &[u8]) -> Result<usize, VerifyError> {
         let p = &parsed.inner;
         let id = p.id.as_deref().unwrap_or("");
-        let ts = p.timestamp.as_ref().map_or("", |(_, s)| s.as_str());
-        let key_index = self
-            .secrets
+        let ts = p.timestamp.as_ref().map_or("", |t| t.text());
+        self.secrets
             .iter()
             .position(|secret| {
                 let expected = self.scheme.mac(secret, id, ts, body);
@@ -284,18 +302,27 @@ impl Verifier {
                     })
                     .into()
             })
-            .ok_or(VerifyError::NoMatchingSignature)?;
+            .ok_or(VerifyError::NoMatchingSignature)
+    }
+
+    fn verified(
+        &self,
+        key_index: usize,
+        timestamp: Option<i64>,
+        body: &[u8],
+        header_id: impl FnOnce() -> Option<String>,
+    ) -> Verified {
         let id = match &self.id_source {
             IdSource::Scheme if self.scheme == Scheme::Stripe => scheme::json_id(body),
             IdSource::JsonField(field) => scheme::json_string_field(body, field),
-            IdSource::Scheme | IdSource::Header(_) => parsed.header_id.clone(),
+            IdSource::Scheme | IdSource::Header(_) => header_id(),
         };
-        Ok(Verified {
+        Verified {
             scheme: self.scheme,
             id,
-            timestamp: parsed.timestamp(),
+            timestamp,
             key_index,
-        })
+        }
     }
 
     /// Verify `headers` and the raw `body` as of `now` (Unix seconds).
@@ -310,7 +337,10 @@ impl Verifier {
     ) -> Result<Verified, VerifyError> {
         let parsed = self.parse_headers(headers)?;
         self.check_timestamp(&parsed, now)?;
-        self.verify_parsed(&parsed, body)
+        let key_index = self.matching_key(&parsed, body)?;
+        let timestamp = parsed.timestamp();
+        // The parsed headers are ours: move the id out rather than copy it.
+        Ok(self.verified(key_index, timestamp, body, || parsed.into_header_id()))
     }
 
     /// [`verify_at`](Self::verify_at) with the system clock.

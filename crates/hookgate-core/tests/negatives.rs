@@ -824,3 +824,65 @@ fn http_header_map_works() {
         .unwrap();
     assert_eq!(ok.id.as_deref(), Some("msg_1"));
 }
+
+// ------------------------------------------------------------- id sources
+
+#[test]
+fn id_sources() {
+    use hookgate_core::IdSource;
+    let secret = "slack-secret";
+    let body = br#"{"event_id":"Ev123","type":"event_callback"}"#;
+    let mut h = sign(Scheme::Slack, secret, "", NOW, body);
+    h.push(("X-Request-Id".into(), "req-9".into()));
+    let plain = verifier(Scheme::Slack, secret);
+    assert_eq!(plain.verify_at(&h[..], body, NOW).unwrap().id, None);
+
+    let json =
+        verifier(Scheme::Slack, secret).with_id_source(IdSource::JsonField("event_id".into()));
+    assert!(json.id_is_signed());
+    let parsed = json.parse_headers(&h[..]).unwrap();
+    assert_eq!(parsed.header_id(), None);
+    assert_eq!(
+        json.verify_parsed(&parsed, body).unwrap().id.as_deref(),
+        Some("Ev123")
+    );
+    assert_eq!(
+        json.verify_at(&h[..], body, NOW).unwrap().id.as_deref(),
+        Some("Ev123")
+    );
+
+    let header =
+        verifier(Scheme::Slack, secret).with_id_source(IdSource::Header("x-request-id".into()));
+    assert!(!header.id_is_signed());
+    let parsed = header.parse_headers(&h[..]).unwrap();
+    assert_eq!(parsed.header_id(), Some("req-9"));
+    assert_eq!(
+        header.verify_parsed(&parsed, body).unwrap().id.as_deref(),
+        Some("req-9")
+    );
+    assert_eq!(
+        header.verify_at(&h[..], body, NOW).unwrap().id.as_deref(),
+        Some("req-9")
+    );
+    let bad = set(&h, "X-Request-Id", "has space");
+    assert!(matches!(
+        header.verify_at(&bad[..], body, NOW),
+        Err(VerifyError::MalformedHeader {
+            reason: Malformed::NotText,
+            ..
+        })
+    ));
+
+    // Standard Webhooks: the scheme's id, through both paths.
+    let sh = std_headers();
+    let v = verifier(Scheme::StandardWebhooks, STD_SECRET);
+    let parsed = v.parse_headers(&sh[..]).unwrap();
+    assert_eq!(parsed.header_id(), Some("msg_1"));
+    assert_eq!(parsed.timestamp(), Some(NOW));
+    assert_eq!(parsed.signature_count(), 1);
+    v.check_timestamp(&parsed, NOW).unwrap();
+    assert_eq!(
+        v.verify_parsed(&parsed, BODY).unwrap().id.as_deref(),
+        Some("msg_1")
+    );
+}
