@@ -27,12 +27,19 @@
 //!     digest     bytea NOT NULL,       -- SHA-256 of the body
 //!     expires_at timestamptz NOT NULL  -- lease end (claim) or retention end (done)
 //! );
-//! CREATE INDEX IF NOT EXISTS hookgate_dedup_expires_at_idx ON hookgate_dedup (expires_at);
 //! ```
 //! [`migrate`](PostgresStore::migrate) (run by [`connect`](PostgresStore::connect))
-//! creates both, under an advisory lock so that replicas starting together do
-//! not race. Times are always the database's clock (`now()`), never the
-//! receiver's.
+//! creates it (and its schema, if the name has one) under an advisory lock,
+//! so that replicas starting together do not race. Times are always the
+//! database's clock (`now()`), never the receiver's.
+//!
+//! There is deliberately no index on `expires_at`: completing a claim then
+//! changes no indexed column, so it is a HOT update that writes no index
+//! entries — on the project's machine this more than doubled new events per
+//! second (see BENCHMARKS.md). The price is that [`sweep`](PostgresStore::sweep)
+//! scans the table. If your table is large and you sweep often, you may add
+//! `CREATE INDEX ON hookgate_dedup (expires_at)` yourself; the store works
+//! either way.
 //!
 //! # One round trip per operation
 //! [`claim`](DedupStore::claim) is a single autocommit statement:
@@ -100,6 +107,9 @@ const CLAIM_ATTEMPTS: usize = 3;
 /// Rows deleted per statement by [`PostgresStore::sweep`].
 const SWEEP_BATCH: i64 = 10_000;
 
+/// Least bound on one sweep statement (it scans the table).
+const SWEEP_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// The SQL for one table.
 struct Sql {
     table: String,
@@ -126,8 +136,6 @@ impl Sql {
         }
         let quoted: Vec<String> = parts.iter().map(|p| format!("\"{p}\"")).collect();
         let t = quoted.join(".");
-        let name = parts[parts.len() - 1];
-        let index = format!("\"{}\"", truncate_ident(&format!("{name}_expires_at_idx")));
         let schema = if parts.len() == 2 {
             format!("CREATE SCHEMA IF NOT EXISTS {};", quoted[0])
         } else {
@@ -147,7 +155,6 @@ impl Sql {
                      digest bytea NOT NULL,
                      expires_at timestamptz NOT NULL
                  );
-                 CREATE INDEX IF NOT EXISTS {index} ON {t} (expires_at);
                  COMMIT;"
             ),
             claim: format!(
@@ -192,11 +199,6 @@ fn valid_ident(s: &str) -> bool {
     matches!(bytes.next(), Some(b'a'..=b'z' | b'A'..=b'Z' | b'_'))
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
         && s.len() <= 63
-}
-
-fn truncate_ident(s: &str) -> &str {
-    // ASCII only (validated), so any byte index is a char boundary.
-    &s[..s.len().min(63)]
 }
 
 /// A [`DedupStore`] on PostgreSQL (feature `postgres`), through a
@@ -354,7 +356,7 @@ impl PostgresStore {
         Ok(())
     }
 
-    /// Create the table (and its schema and index) if missing. Safe to run
+    /// Create the table (and its schema) if missing. Safe to run
     /// concurrently from several replicas.
     ///
     /// # Errors
@@ -373,7 +375,9 @@ impl PostgresStore {
 
     /// Delete every row whose lease or retention has passed; returns how
     /// many. Run it periodically (see [`spawn_sweeper`](Self::spawn_sweeper)).
-    /// Deletes in batches of 10,000 rows, each its own statement.
+    /// Deletes in batches of 10,000 rows, each its own statement (so claims
+    /// on the expired keys never wait long on the sweep's row locks), each
+    /// bounded by the larger of the store's timeout and 60 s.
     ///
     /// # Errors
     /// As [`migrate`](Self::migrate); rows deleted by earlier batches stay
@@ -382,7 +386,7 @@ impl PostgresStore {
         let mut total = 0;
         loop {
             let n = self
-                .bounded(async {
+                .bounded_for(self.timeout.max(SWEEP_TIMEOUT), async {
                     let client = self.client().await?;
                     let stmt = client
                         .prepare_cached(&self.sql.sweep)
@@ -438,11 +442,19 @@ impl PostgresStore {
     }
 
     async fn bounded<T>(&self, fut: impl std::future::Future<Output = Result<T>>) -> Result<T> {
-        match tokio::time::timeout(self.timeout, fut).await {
+        self.bounded_for(self.timeout, fut).await
+    }
+
+    async fn bounded_for<T>(
+        &self,
+        limit: Duration,
+        fut: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(limit, fut).await {
             Ok(r) => r,
             Err(elapsed) => Err(StoreError::new(
                 StoreErrorKind::Unavailable,
-                format!("Postgres did not answer within {:?}", self.timeout),
+                format!("Postgres did not answer within {limit:?}"),
             )
             .with_source(elapsed)),
         }
@@ -470,6 +482,7 @@ impl PostgresStore {
                 }
                 // Lost the snapshot race: another claim committed after this
                 // statement's snapshot. Rerun; the next snapshot sees it.
+                tracing::trace!(key, "dedup claim lost the snapshot race; rerunning");
             }
             Err(StoreError::new(
                 StoreErrorKind::Backend,
