@@ -467,6 +467,54 @@ mod redis_store {
         }
     }
 
+    /// A key holding something the store did not write is an error, not a
+    /// guess at a status.
+    #[tokio::test]
+    async fn foreign_values_are_backend_errors() {
+        let Some((_, cleanup)) = setup().await else {
+            return;
+        };
+        let url = url();
+        let run = format!("hookgate-test:{:016x}:", rand::random::<u64>());
+        let body = async {
+            let store = RedisStore::connect(&url)
+                .await
+                .expect("connect")
+                .with_prefix(run.clone());
+            let client = redis::Client::open(url.as_str()).expect("url");
+            let mut conn = client
+                .get_multiplexed_async_connection()
+                .await
+                .expect("conn");
+            for (name, value) in [
+                ("empty", ""),
+                ("garbage", "garbage"),
+                ("bad_status", "d0123456789012345678901234567890123x"),
+            ] {
+                let () = conn.set(format!("{run}{name}"), value).await.expect("set");
+                let err = store.claim(name, &digest(1), LONG).await.expect_err(name);
+                assert_eq!(err.kind(), StoreErrorKind::Backend, "{name}: {err}");
+                // Nor can a token complete or release it.
+                let t = ClaimToken::generate();
+                assert!(!store
+                    .complete(name, &t, record(200, 1), KEEP)
+                    .await
+                    .unwrap());
+                assert!(!store.release(name, &t).await.unwrap());
+            }
+        };
+        let outcome = AssertUnwindSafe(tokio::time::timeout(CASE_TIMEOUT, body))
+            .catch_unwind()
+            .await;
+        cleanup.await;
+        delete_prefix(url, format!("{run}*")).await;
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => panic!("timed out"),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+
     conformance!(setup);
 }
 

@@ -50,7 +50,8 @@ use tokio::sync::OnceCell;
 
 /// `SET NX PX`, else report what holds the key. KEYS[1] = key; ARGV[1] =
 /// claim value, ARGV[2] = lease in ms. Returns `{0}` (acquired),
-/// `{1, pttl, digest}` (in flight) or `{2, status, digest}` (done).
+/// `{1, pttl, digest}` (in flight), `{2, status, digest}` (done) or `{3}`
+/// (the key holds something this store did not write).
 const CLAIM: &str = r"
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return {0}
@@ -60,11 +61,16 @@ if not v then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return {0}
 end
+local kind = string.sub(v, 1, 1)
 local digest = string.sub(v, 2, 33)
-if string.sub(v, 1, 1) == 'c' then
+if kind == 'c' and #v > 33 then
   return {1, redis.call('PTTL', KEYS[1]), digest}
 end
-return {2, tonumber(string.sub(v, 34)) or 0, digest}
+local status = tonumber(string.sub(v, 34))
+if kind == 'd' and status then
+  return {2, status, digest}
+end
+return {3}
 ";
 
 /// Compare-and-set: if KEYS[1] holds a claim with token ARGV[1], replace it by
@@ -346,6 +352,10 @@ fn parse_claim(reply: &[Value], token: ClaimToken) -> Result<Claim> {
                 digest: digest(reply.get(2))?,
             }))
         }
+        3 => Err(StoreError::new(
+            StoreErrorKind::Backend,
+            "the Redis key holds a value this store did not write (key prefix shared?)",
+        )),
         _ => Err(bad_reply("unknown outcome")),
     }
 }
