@@ -19,22 +19,24 @@
 //! Keep atomicity inside the backend (a single `SET NX`, a single
 //! `INSERT .. ON CONFLICT`, a compare-and-set script). Map "cannot reach the
 //! backend" to [`StoreErrorKind::Unavailable`]; the layer answers 503 with
-//! `Retry-After` for it. Run the crate's conformance suite against your store.
+//! `Retry-After` for it. Run the conformance suite
+//! (`crates/hookgate-tower/tests/store_conformance.rs`: one generic set of
+//! cases, instantiated per store by a macro) against your store.
 
 use std::{fmt, future::Future, pin::Pin, sync::Arc, time::Duration};
 
-mod memory;
+pub mod memory;
 pub use memory::MemoryStore;
 
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-mod redis;
+pub mod redis;
 #[cfg(feature = "redis")]
 pub use self::redis::RedisStore;
 
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
-mod postgres;
+pub mod postgres;
 #[cfg(feature = "postgres")]
 pub use self::postgres::PostgresStore;
 
