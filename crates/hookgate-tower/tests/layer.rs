@@ -25,7 +25,7 @@ fn layer_on(store: SharedStore, prefix: &str) -> VerifyWebhookLayer<SharedStore>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_handle_64_concurrent_deliveries_exactly_once() {
-    for_each_store(|name, store| async move {
+    for_each_store(|name, store, replica| async move {
         let prefix = test_prefix();
         // Two independent layer instances (two replicas) sharing one store.
         let a = serve(
@@ -34,7 +34,7 @@ async fn replicas_handle_64_concurrent_deliveries_exactly_once() {
         )
         .await;
         let b = serve(
-            layer_on(Arc::clone(&store), &prefix),
+            layer_on(replica, &prefix),
             vec![Action::SleepThen(Duration::from_millis(100), 200)],
         )
         .await;
@@ -98,7 +98,7 @@ async fn replicas_handle_64_concurrent_deliveries_exactly_once() {
 
 #[tokio::test]
 async fn handler_500_is_released_and_a_retry_runs_it_once_more() {
-    for_each_store(|name, store| async move {
+    for_each_store(|name, store, _replica| async move {
         let counting = Arc::new(Counting::new(store));
         let layer = VerifyWebhookLayer::new(verifier(Scheme::StandardWebhooks))
             .with_shared_store(Arc::clone(&counting))
@@ -149,7 +149,7 @@ async fn handler_500_is_released_and_a_retry_runs_it_once_more() {
 
 #[tokio::test]
 async fn lease_expiry_after_a_crash_lets_a_later_delivery_run_the_handler() {
-    for_each_store(|name, store| async move {
+    for_each_store(|name, store, _replica| async move {
         let prefix = test_prefix();
         let srv = serve(
             layer_on(Arc::clone(&store), &prefix),

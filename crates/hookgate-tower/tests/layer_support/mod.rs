@@ -244,8 +244,11 @@ pub fn skip_or_fail<T>(what: &str, err: &dyn std::fmt::Display) -> Option<T> {
 }
 
 pub async fn memory_store() -> Option<Fixture> {
+    // One process: the "replica" shares the same map.
+    let store: SharedStore = Arc::new(MemoryStore::default());
     Some(Fixture {
-        store: Arc::new(MemoryStore::default()),
+        replica: Arc::clone(&store),
+        store,
         cleanup: Cleanup::None,
     })
 }
@@ -262,6 +265,9 @@ fn postgres_url() -> String {
 /// A store and what to remove after the test.
 pub struct Fixture {
     pub store: SharedStore,
+    /// A second, independently connected client of the same backend (what
+    /// another receiver replica would hold).
+    pub replica: SharedStore,
     cleanup: Cleanup,
 }
 
@@ -313,12 +319,18 @@ impl Fixture {
 #[cfg(feature = "redis")]
 pub async fn redis_store() -> Option<Fixture> {
     let prefix = format!("{}:", test_prefix());
-    match hookgate_tower::store::RedisStore::connect(&redis_url()).await {
-        Ok(store) => Some(Fixture {
-            store: Arc::new(store.with_prefix(prefix.clone())),
-            cleanup: Cleanup::RedisPrefix(prefix),
+    let connect = || async {
+        hookgate_tower::store::RedisStore::connect(&redis_url())
+            .await
+            .map(|s| Arc::new(s.with_prefix(prefix.clone())) as SharedStore)
+    };
+    match (connect().await, connect().await) {
+        (Ok(store), Ok(replica)) => Some(Fixture {
+            store,
+            replica,
+            cleanup: Cleanup::RedisPrefix(prefix.clone()),
         }),
-        Err(e) => skip_or_fail("Redis", &e),
+        (Err(e), _) | (_, Err(e)) => skip_or_fail("Redis", &e),
     }
 }
 
@@ -331,19 +343,27 @@ pub async fn postgres_store() -> Option<Fixture> {
         Ok(s) => s,
         Err(e) => return skip_or_fail("PostgreSQL", &e),
     };
+    let replica = hookgate_tower::store::PostgresStore::new(&postgres_url())
+        .and_then(|s| s.with_table(&table));
+    let replica = match replica {
+        Ok(s) => s,
+        Err(e) => return skip_or_fail("PostgreSQL", &e),
+    };
     match store.migrate().await {
         Ok(()) => Some(Fixture {
             store: Arc::new(store),
+            replica: Arc::new(replica),
             cleanup: Cleanup::PostgresTable(table),
         }),
         Err(e) => skip_or_fail("PostgreSQL", &e),
     }
 }
 
-/// Run `test` once per store. Adding a store is one line here.
+/// Run `test(name, store, replica)` once per store; `replica` is a second,
+/// independent client of the same backend. Adding a store is one line here.
 pub async fn for_each_store<F, Fut>(test: F)
 where
-    F: Fn(&'static str, SharedStore) -> Fut,
+    F: Fn(&'static str, SharedStore, SharedStore) -> Fut,
     Fut: Future<Output = ()>,
 {
     let stores: Vec<(&'static str, Option<Fixture>)> = vec![
@@ -356,7 +376,12 @@ where
     for (name, fixture) in stores {
         if let Some(fixture) = fixture {
             eprintln!("store: {name}");
-            test(name, Arc::clone(&fixture.store)).await;
+            test(
+                name,
+                Arc::clone(&fixture.store),
+                Arc::clone(&fixture.replica),
+            )
+            .await;
             fixture.cleanup().await;
         }
     }
