@@ -43,7 +43,10 @@ fuzz_target!(|input: Input<'_>| {
     if scheme.has_timestamp() {
         assert_eq!(verified.timestamp, Some(timestamp));
     }
-    if matches!(scheme, Scheme::StandardWebhooks | Scheme::GitHub | Scheme::Shopify) {
+    if matches!(
+        scheme,
+        Scheme::StandardWebhooks | Scheme::GitHub | Scheme::Shopify
+    ) {
         assert_eq!(verified.id.as_deref(), Some(id.as_str()));
     }
 });

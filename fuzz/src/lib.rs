@@ -74,7 +74,8 @@ pub fn fuzz_headers(scheme: Scheme, input: &HeaderInput<'_>) {
         Err(e) => {
             let _ = e.to_string();
             let _ = e.kind();
-            if let VerifyError::MalformedHeader { name, .. } | VerifyError::MissingHeader { name } = e
+            if let VerifyError::MalformedHeader { name, .. } | VerifyError::MissingHeader { name } =
+                e
             {
                 assert!(names.iter().any(|n| n.eq_ignore_ascii_case(name)));
             }
