@@ -28,25 +28,23 @@ async fn replicas_handle_64_concurrent_deliveries_exactly_once() {
     for_each_store(|name, store, replica| async move {
         let prefix = test_prefix();
         // Two independent layer instances (two replicas) sharing one store.
+        // The handler holds on until every other delivery has seen a 409.
         let a = serve(
             layer_on(Arc::clone(&store), &prefix),
-            vec![Action::SleepThen(Duration::from_millis(100), 200)],
+            vec![Action::Gated(200)],
         )
         .await;
-        let b = serve(
-            layer_on(replica, &prefix),
-            vec![Action::SleepThen(Duration::from_millis(100), 200)],
-        )
-        .await;
+        let b = serve(layer_on(replica, &prefix), vec![Action::Gated(200)]).await;
         let id = random_id("msg");
         let client = client();
+        let blocked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let mut tasks = Vec::new();
         for i in 0..64 {
             let url = if i % 2 == 0 { a.url() } else { b.url() };
-            let (client, id) = (client.clone(), id.clone());
+            let (client, id, blocked) = (client.clone(), id.clone(), Arc::clone(&blocked));
             tasks.push(tokio::spawn(async move {
                 let mut conflicts = 0;
-                for _ in 0..500 {
+                for _ in 0..3000 {
                     // Each retry is signed afresh, as a sender does.
                     let res = post(
                         &client,
@@ -60,6 +58,9 @@ async fn replicas_handle_64_concurrent_deliveries_exactly_once() {
                             res.headers().contains_key("retry-after"),
                             "409 carries Retry-After"
                         );
+                        if conflicts == 0 {
+                            blocked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
                         conflicts += 1;
                         tokio::time::sleep(Duration::from_millis(20)).await;
                         continue;
@@ -70,6 +71,19 @@ async fn replicas_handle_64_concurrent_deliveries_exactly_once() {
                 panic!("delivery never left 409");
             }));
         }
+        for _ in 0..3000 {
+            if blocked.load(std::sync::atomic::Ordering::SeqCst) == 63 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            blocked.load(std::sync::atomic::Ordering::SeqCst),
+            63,
+            "[{name}] while one handler runs, all 63 other deliveries get 409"
+        );
+        a.gate.add_permits(1);
+        b.gate.add_permits(1);
         let mut results = Vec::new();
         for t in tasks {
             results.push(t.await.unwrap());
@@ -88,9 +102,10 @@ async fn replicas_handle_64_concurrent_deliveries_exactly_once() {
             1,
             "[{name}] one original answer, the rest replayed"
         );
-        assert!(
-            results.iter().any(|(_, _, c)| *c > 0),
-            "[{name}] concurrency produced 409s"
+        assert_eq!(
+            results.iter().filter(|(_, _, c)| *c > 0).count(),
+            63,
+            "[{name}] every delivery but the first retried after 409"
         );
     })
     .await;
@@ -161,13 +176,13 @@ async fn lease_expiry_after_a_crash_lets_a_later_delivery_run_the_handler() {
         let key = format!("{prefix}:standard:{id}");
         let digest: [u8; 32] = Sha256::digest(BODY).into();
         let claim = store
-            .claim(&key, &digest, Duration::from_millis(1500))
+            .claim(&key, &digest, Duration::from_secs(3))
             .await
             .unwrap();
         assert!(matches!(claim, Claim::Acquired(_)), "[{name}] {claim:?}");
         let mut saw_conflict = false;
         let mut final_status = 0;
-        for _ in 0..100 {
+        for _ in 0..300 {
             let res = post(
                 &client,
                 &srv.url(),
@@ -318,7 +333,7 @@ async fn same_id_with_a_different_validly_signed_body_is_422() {
 async fn same_id_different_body_while_in_flight_is_422() {
     let srv = serve(
         VerifyWebhookLayer::new(verifier(Scheme::StandardWebhooks)),
-        vec![Action::SleepThen(Duration::from_millis(800), 200)],
+        vec![Action::Gated(200)],
     )
     .await;
     let (client, id) = (client(), random_id("msg"));
@@ -358,6 +373,7 @@ async fn same_id_different_body_while_in_flight_is_422() {
         (1..=30).contains(&retry_after),
         "rest of the 30 s lease: {retry_after}"
     );
+    srv.gate.add_permits(1);
     assert_eq!(slow.await.unwrap(), 200);
     assert_eq!(srv.calls(), 1);
 }
@@ -402,7 +418,16 @@ async fn tampered_body_id_or_timestamp_is_401_and_writes_nothing() {
     let res = post(
         &client,
         &srv.url(),
-        &set("webhook-timestamp", (unix_now() - 1).to_string()),
+        &set("webhook-timestamp", {
+            let signed: i64 = headers
+                .iter()
+                .find(|(k, _)| *k == "webhook-timestamp")
+                .unwrap()
+                .1
+                .parse()
+                .unwrap();
+            (signed - 1).to_string()
+        }),
         BODY,
     )
     .await;

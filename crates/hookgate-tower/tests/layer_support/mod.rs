@@ -60,6 +60,8 @@ pub fn test_prefix() -> String {
 pub enum Action {
     Status(u16),
     SleepThen(Duration, u16),
+    /// Wait for a permit on the server's `gate`, then answer.
+    Gated(u16),
     Panic,
 }
 
@@ -71,6 +73,8 @@ pub struct Server {
     pub addr: SocketAddr,
     pub calls: Arc<AtomicUsize>,
     pub seen: Seen,
+    /// Starts with no permits; `Action::Gated` handlers wait for one.
+    pub gate: Arc<tokio::sync::Semaphore>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -95,10 +99,12 @@ impl Drop for Server {
 pub async fn serve<S: DedupStore>(layer: VerifyWebhookLayer<S>, script: Vec<Action>) -> Server {
     let calls = Arc::new(AtomicUsize::new(0));
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let (c, s) = (Arc::clone(&calls), Arc::clone(&seen));
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let (c, s, g) = (Arc::clone(&calls), Arc::clone(&seen), Arc::clone(&gate));
     let script = Arc::new(script);
     let handler = move |webhook: Webhook| {
         let (calls, seen, script) = (Arc::clone(&c), Arc::clone(&s), Arc::clone(&script));
+        let gate = Arc::clone(&g);
         async move {
             let n = calls.fetch_add(1, Ordering::SeqCst);
             seen.lock()
@@ -113,6 +119,10 @@ pub async fn serve<S: DedupStore>(layer: VerifyWebhookLayer<S>, script: Vec<Acti
                 Action::Status(s) => s,
                 Action::SleepThen(d, s) => {
                     tokio::time::sleep(d).await;
+                    s
+                }
+                Action::Gated(s) => {
+                    gate.acquire().await.unwrap().forget();
                     s
                 }
                 Action::Panic => panic!("handler panics on purpose"),
@@ -140,6 +150,7 @@ pub async fn serve<S: DedupStore>(layer: VerifyWebhookLayer<S>, script: Vec<Acti
         addr,
         calls,
         seen,
+        gate,
         task,
     }
 }
