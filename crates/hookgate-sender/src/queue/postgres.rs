@@ -388,14 +388,40 @@ impl PostgresQueue {
         message: &Message,
     ) -> Result<()> {
         self.migrate().await?;
-        let sql = format!(
+        client
+            .execute(
+                self.enqueue_sql().as_str(),
+                &[
+                    &endpoint,
+                    &message.id,
+                    &message.event_type,
+                    &message.payload.as_ref(),
+                    &message.created_at_ms,
+                ],
+            )
+            .await
+            .map_err(|e| pg_error("enqueue", e))?;
+        Ok(())
+    }
+
+    fn enqueue_sql(&self) -> String {
+        format!(
             "INSERT INTO {} (endpoint, message_id, event_type, payload, created_at_ms, next_attempt_at)
              VALUES ($1, $2, $3, $4, $5, {NOW_MS}) ON CONFLICT (endpoint, message_id) DO NOTHING",
             self.names.deliveries
-        );
+        )
+    }
+
+    /// [`Queue::enqueue`]: on a pooled connection, with a cached statement.
+    async fn do_enqueue(&self, endpoint: &str, message: &Message) -> Result<()> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&self.enqueue_sql())
+            .await
+            .map_err(|e| pg_error("enqueue", e))?;
         client
             .execute(
-                sql.as_str(),
+                &stmt,
                 &[
                     &endpoint,
                     &message.id,
@@ -721,9 +747,9 @@ impl PostgresQueue {
     }
 
     /// Dead letters from `rows` (columns as [`DEAD_COLUMNS`]), with their attempts.
-    async fn with_attempts<C: GenericClient + Sync>(
+    async fn with_attempts(
         &self,
-        client: &C,
+        client: &deadpool_postgres::Object,
         rows: &[Row],
     ) -> Result<Vec<DeadLetter>> {
         let mut dead = rows
@@ -758,7 +784,7 @@ impl PostgresQueue {
             self.names.attempts
         );
         let rows = client
-            .query(sql.as_str(), &[&endpoints, &ids])
+            .query(&prepare(client, &sql).await?, &[&endpoints, &ids])
             .await
             .map_err(|e| pg_error("load attempts", e))?;
         let index: std::collections::HashMap<(String, String), usize> = dead
@@ -807,7 +833,7 @@ impl PostgresQueue {
         let client = self.client().await?;
         let rows = client
             .query(
-                sql.as_str(),
+                &prepare(&client, &sql).await?,
                 &[
                     &filter.endpoint,
                     &filter.since_ms,
@@ -820,7 +846,7 @@ impl PostgresQueue {
             )
             .await
             .map_err(|e| pg_error("list_dead", e))?;
-        self.with_attempts(&**client, &rows).await
+        self.with_attempts(&client, &rows).await
     }
 
     async fn do_get_dead(&self, key: &DeliveryKey) -> Result<Option<DeadLetter>> {
@@ -830,10 +856,13 @@ impl PostgresQueue {
         );
         let client = self.client().await?;
         let rows = client
-            .query(sql.as_str(), &[&key.endpoint, &key.message_id])
+            .query(
+                &prepare(&client, &sql).await?,
+                &[&key.endpoint, &key.message_id],
+            )
             .await
             .map_err(|e| pg_error("get_dead", e))?;
-        Ok(self.with_attempts(&**client, &rows).await?.pop())
+        Ok(self.with_attempts(&client, &rows).await?.pop())
     }
 
     async fn do_replay_dead(&self, key: &DeliveryKey) -> Result<bool> {
@@ -852,7 +881,10 @@ impl PostgresQueue {
         );
         let client = self.client().await?;
         let row = client
-            .query_one(sql.as_str(), &[&key.endpoint, &key.message_id])
+            .query_one(
+                &prepare(&client, &sql).await?,
+                &[&key.endpoint, &key.message_id],
+            )
             .await
             .map_err(|e| pg_error("replay_dead", e))?;
         Ok(get::<i64>(&row, 0)? > 0)
@@ -873,7 +905,10 @@ impl PostgresQueue {
         );
         let client = self.client().await?;
         let row = client
-            .query_one(sql.as_str(), &[&key.endpoint, &key.message_id])
+            .query_one(
+                &prepare(&client, &sql).await?,
+                &[&key.endpoint, &key.message_id],
+            )
             .await
             .map_err(|e| pg_error("purge_dead", e))?;
         Ok(get::<i64>(&row, 0)? > 0)
@@ -889,7 +924,7 @@ impl PostgresQueue {
         );
         let client = self.client().await?;
         let row = client
-            .query_one(sql.as_str(), &[])
+            .query_one(&prepare(&client, &sql).await?, &[])
             .await
             .map_err(|e| pg_error("stats", e))?;
         let count = |i| get::<i64>(&row, i).map(|n| u64::try_from(n).unwrap_or(0));
@@ -909,7 +944,10 @@ impl PostgresQueue {
         );
         let client = self.client().await?;
         client
-            .execute(sql.as_str(), &[&endpoint.id, &config, &endpoint.disabled])
+            .execute(
+                &prepare(&client, &sql).await?,
+                &[&endpoint.id, &config, &endpoint.disabled],
+            )
             .await
             .map_err(|e| pg_error("put_endpoint", e))?;
         Ok(())
@@ -922,7 +960,7 @@ impl PostgresQueue {
         );
         let client = self.client().await?;
         let row = client
-            .query_opt(sql.as_str(), &[&id])
+            .query_opt(&prepare(&client, &sql).await?, &[&id])
             .await
             .map_err(|e| pg_error("get_endpoint", e))?;
         match row {
@@ -944,7 +982,7 @@ impl PostgresQueue {
         );
         let client = self.client().await?;
         let n = client
-            .execute(sql.as_str(), &[&id, &disabled])
+            .execute(&prepare(&client, &sql).await?, &[&id, &disabled])
             .await
             .map_err(|e| pg_error("set_endpoint_disabled", e))?;
         if n == 0 {
@@ -960,6 +998,18 @@ impl PostgresQueue {
 /// Columns of a dead-letter row, in the order [`PostgresQueue::with_attempts`] reads.
 const DEAD_COLUMNS: &str =
     "endpoint, message_id, event_type, payload, created_at_ms, reason, dead_at";
+
+/// `sql` as a statement cached on this pooled connection (one round trip
+/// less per call than an unnamed statement).
+async fn prepare(
+    client: &deadpool_postgres::Object,
+    sql: &str,
+) -> Result<tokio_postgres::Statement> {
+    client
+        .prepare_cached(sql)
+        .await
+        .map_err(|e| pg_error("prepare", e))
+}
 
 /// `(status, latency_ms)` as SQL parameters.
 fn attempt_params(a: &Attempt) -> (Option<i32>, i64) {
@@ -991,10 +1041,7 @@ impl Queue for PostgresQueue {
     }
 
     fn enqueue<'a>(&'a self, endpoint: &'a str, message: &'a Message) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move {
-            let client = self.client().await?;
-            self.enqueue_in(&**client, endpoint, message).await
-        })
+        Box::pin(self.do_enqueue(endpoint, message))
     }
 
     fn lease(&self, max: usize, lease: Duration) -> BoxFuture<'_, Result<Vec<Leased>>> {
