@@ -73,7 +73,6 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 async fn open(kind: &str) -> (Arc<dyn Queue>, Option<Box<dyn FnOnce() -> CleanupFut>>) {
-    let ns = format!("hg_bench_{:012x}", rand::random::<u64>() >> 16);
     match kind {
         "memory" => (Arc::new(MemoryQueue::new()), None),
         #[cfg(feature = "postgres")]
@@ -83,7 +82,7 @@ async fn open(kind: &str) -> (Arc<dyn Queue>, Option<Box<dyn FnOnce() -> Cleanup
             let q = hookgate_sender::queue::PostgresQueue::connect(&url)
                 .await
                 .expect("Postgres reachable")
-                .with_schema(&ns)
+                .with_schema(&namespace())
                 .unwrap();
             q.migrate().await.unwrap();
             let q = Arc::new(q);
@@ -99,7 +98,7 @@ async fn open(kind: &str) -> (Arc<dyn Queue>, Option<Box<dyn FnOnce() -> Cleanup
             let q = hookgate_sender::queue::RedisQueue::connect(&url)
                 .await
                 .expect("Redis reachable")
-                .with_prefix(&format!("{ns}:q:"))
+                .with_prefix(&format!("{}:q:", namespace()))
                 .unwrap();
             let q = Arc::new(q);
             let c = q.clone();
@@ -109,6 +108,12 @@ async fn open(kind: &str) -> (Arc<dyn Queue>, Option<Box<dyn FnOnce() -> Cleanup
         }
         other => panic!("unknown or disabled queue {other:?} (enable the feature)"),
     }
+}
+
+/// A fresh namespace for the Postgres schema or the Redis key prefix.
+#[cfg(any(feature = "postgres", feature = "redis"))]
+fn namespace() -> String {
+    format!("hg_bench_{:012x}", rand::random::<u64>() >> 16)
 }
 
 type CleanupFut = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;

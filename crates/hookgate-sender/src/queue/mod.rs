@@ -25,22 +25,22 @@ pub use memory::MemoryQueue;
 
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
-mod postgres;
+pub mod postgres;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use postgres::PostgresQueue;
 
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-mod redis;
+pub mod redis;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis::RedisQueue;
 
 /// Open the queue a store URL names: `memory` / `memory://` (a fresh, empty
 /// [`MemoryQueue`]), `postgres://` / `postgresql://` (feature `postgres`,
-/// [`PostgresQueue`]) or `redis://` / `rediss://` (feature `redis`,
-/// [`RedisQueue`]), each with its default namespace.
+/// `PostgresQueue`) or `redis://` / `rediss://` (feature `redis`,
+/// `RedisQueue`), each with its default namespace.
 ///
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
