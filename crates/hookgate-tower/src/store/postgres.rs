@@ -470,13 +470,22 @@ impl PostgresStore {
                 .await
                 .map_err(map_pg)?;
             for _ in 0..CLAIM_ATTEMPTS {
-                let rows = client
+                let rows = match client
                     .query(
                         &stmt,
                         &[&key, &token.as_str(), &digest.as_slice(), &lease_ms],
                     )
                     .await
-                    .map_err(map_pg)?;
+                {
+                    Ok(rows) => rows,
+                    // Only if the server runs autocommit statements above
+                    // READ COMMITTED: a concurrent claim aborted this one.
+                    Err(e) if is_retryable(&e) => {
+                        tracing::debug!(key, error = %e, "dedup claim conflicted; rerunning");
+                        continue;
+                    }
+                    Err(e) => return Err(map_pg(e)),
+                };
                 if let Some(row) = rows.first() {
                     return parse_claim(row, &token);
                 }
@@ -486,7 +495,7 @@ impl PostgresStore {
             }
             Err(StoreError::new(
                 StoreErrorKind::Backend,
-                "claim returned no row after retries",
+                "claim kept conflicting with concurrent claims; gave up after 3 attempts",
             ))
         })
         .await
@@ -594,6 +603,14 @@ fn parse_claim(row: &tokio_postgres::Row, token: &ClaimToken) -> Result<Claim> {
             "unknown claim outcome",
         )),
     }
+}
+
+fn is_retryable(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    matches!(
+        e.code(),
+        Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED
+    )
 }
 
 fn map_pg(e: tokio_postgres::Error) -> StoreError {
