@@ -67,7 +67,7 @@ async fn endpoint_ids_with_nul_are_refused() {
             .enqueue("bad\0id", &Message::new("t", "x"))
             .await
             .unwrap_err();
-        assert_eq!(err.kind(), QueueErrorKind::Backend);
+        assert_eq!(err.kind(), QueueErrorKind::Config);
     };
     support::with_cleanup(body, support::redis::delete_keys(&q)).await;
 }
@@ -75,10 +75,11 @@ async fn endpoint_ids_with_nul_are_refused() {
 #[tokio::test]
 async fn invalid_prefixes_and_urls_are_typed_errors() {
     let err = RedisQueue::connect("nope://x").await.unwrap_err();
-    assert_ne!(err.kind(), QueueErrorKind::Unavailable, "{err}");
+    assert_eq!(err.kind(), QueueErrorKind::Config, "{err}");
     if let Some(q) = support::redis::fresh().await {
         for bad in ["", "has space", "tab\t", &"x".repeat(200)] {
-            assert!(q.clone().with_prefix(bad).is_err(), "{bad:?}");
+            let err = q.clone().with_prefix(bad).unwrap_err();
+            assert_eq!(err.kind(), QueueErrorKind::Config, "{bad:?}");
         }
     }
 }

@@ -136,7 +136,7 @@ fn valid_identifier(name: &str, allow_empty: bool) -> bool {
 }
 
 fn invalid(message: impl Into<String>) -> QueueError {
-    QueueError::new(QueueErrorKind::Backend, message)
+    QueueError::new(QueueErrorKind::Config, message)
 }
 
 /// Classify a database error: connection trouble is `Unavailable`.
@@ -185,7 +185,7 @@ impl PostgresQueue {
     /// connections, using schema `public` and table prefix `hookgate_`.
     ///
     /// # Errors
-    /// `Backend` for a malformed URL; `Unavailable` when the server cannot
+    /// `Config` for a malformed URL; `Unavailable` when the server cannot
     /// be reached (the first connection is opened here, with a 5 s timeout).
     pub async fn connect(url: &str) -> Result<Self> {
         Self::connect_with_pool_size(url, DEFAULT_POOL_SIZE).await
@@ -229,7 +229,7 @@ impl PostgresQueue {
     /// Use schema `name` (created if missing) instead of `public`.
     ///
     /// # Errors
-    /// `Backend` unless `name` is 1–40 characters of `a-z`, `0-9`, `_`, not
+    /// `Config` unless `name` is 1–40 characters of `a-z`, `0-9`, `_`, not
     /// starting with a digit.
     pub fn with_schema(self, name: &str) -> Result<Self> {
         if !valid_identifier(name, false) {
@@ -245,7 +245,7 @@ impl PostgresQueue {
     /// Start every table name with `prefix` instead of `hookgate_`.
     ///
     /// # Errors
-    /// `Backend` unless `prefix` is 0–40 characters of `a-z`, `0-9`, `_`, not
+    /// `Config` unless `prefix` is 0–40 characters of `a-z`, `0-9`, `_`, not
     /// starting with a digit.
     pub fn with_table_prefix(self, prefix: &str) -> Result<Self> {
         if !valid_identifier(prefix, true) {

@@ -265,7 +265,7 @@ fn corrupt(what: &str) -> QueueError {
 fn member(endpoint: &str, message_id: &str) -> Result<Vec<u8>> {
     if endpoint.contains('\0') {
         return Err(QueueError::new(
-            QueueErrorKind::Backend,
+            QueueErrorKind::Config,
             "redis: endpoint id contains NUL",
         ));
     }
@@ -355,11 +355,11 @@ impl RedisQueue {
     /// The connection reconnects by itself after a failure.
     ///
     /// # Errors
-    /// `Backend` for a malformed URL; `Unavailable` when the server cannot be
+    /// `Config` for a malformed URL; `Unavailable` when the server cannot be
     /// reached (bounded by a 5 s connect timeout and two quick retries).
     pub async fn connect(url: &str) -> Result<Self> {
         let client = redis::Client::open(url).map_err(|e| {
-            QueueError::new(QueueErrorKind::Backend, "redis: malformed connection URL")
+            QueueError::new(QueueErrorKind::Config, "redis: malformed connection URL")
                 .with_source(e)
         })?;
         let config = ConnectionManagerConfig::new()
@@ -385,7 +385,7 @@ impl RedisQueue {
     /// tests). End it with a separator such as `:`.
     ///
     /// # Errors
-    /// `Backend` unless `prefix` is 1–128 bytes without control characters
+    /// `Config` unless `prefix` is 1–128 bytes without control characters
     /// or spaces.
     pub fn with_prefix(mut self, prefix: &str) -> Result<Self> {
         if prefix.is_empty()
@@ -393,7 +393,7 @@ impl RedisQueue {
             || prefix.chars().any(|c| c.is_control() || c.is_whitespace())
         {
             return Err(QueueError::new(
-                QueueErrorKind::Backend,
+                QueueErrorKind::Config,
                 "redis: key prefix must be 1-128 bytes without spaces or control characters",
             ));
         }
