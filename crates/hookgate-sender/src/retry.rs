@@ -339,6 +339,38 @@ mod tests {
     }
 
     #[test]
+    fn mean_delay_grows_until_the_cap() {
+        // The compressed schedule the tests use: windows 20, 40, 80, 160, 200 ms.
+        let p = RetryPolicy::default()
+            .with_base_delay(Duration::from_millis(20))
+            .with_multiplier(2)
+            .with_max_delay(Duration::from_millis(200));
+        let mut rng = StdRng::seed_from_u64(3);
+        let means: Vec<f64> = (1..=6)
+            .map(|n| {
+                let total: u128 = (0..2000).map(|_| p.backoff(n, &mut rng).as_millis()).sum();
+                total as f64 / 2000.0
+            })
+            .collect();
+        for (n, w) in [
+            (0, 10.0),
+            (1, 20.0),
+            (2, 40.0),
+            (3, 80.0),
+            (4, 100.0),
+            (5, 100.0),
+        ] {
+            assert!(
+                (means[n] - w).abs() < w * 0.1,
+                "retry {}: mean {} vs {w}",
+                n + 1,
+                means[n]
+            );
+        }
+        assert!(means.windows(2).take(4).all(|m| m[1] > m[0]));
+    }
+
+    #[test]
     fn seeded_rng_is_deterministic() {
         let p = RetryPolicy::default();
         let a = p.decide(&input(3), &mut StdRng::seed_from_u64(9));
