@@ -178,6 +178,23 @@ async fn allow_list_lets_loopback_through_by_ip_and_by_name() {
 }
 
 #[tokio::test]
+async fn localhost_through_the_system_resolver_is_refused() {
+    let receiver = Receiver::start([]).await;
+    let client = DeliveryClient::new(SsrfPolicy::default(), Classifier::default());
+    let url = format!("http://localhost:{}/hook", receiver.addr.port());
+    let r = client
+        .attempt(&endpoint(&url), &Message::new("t", "{}"))
+        .await;
+    assert_eq!(r.class, Class::Permanent);
+    let err = r.attempt.error.unwrap();
+    assert!(
+        err.starts_with("refused: localhost resolves only to refused addresses"),
+        "{err}"
+    );
+    assert_eq!(receiver.count(), 0);
+}
+
+#[tokio::test]
 async fn redirects_are_not_followed() {
     // A second loopback receiver the redirect points at: it must see nothing.
     let target = Receiver::start([]).await;

@@ -370,11 +370,16 @@ async fn purge(args: &StoreArgs, id: Option<String>) -> anyhow::Result<ExitCode>
         if keys.is_empty() {
             break;
         }
+        let before = purged;
         for key in &keys {
             if queue.purge_dead(key).await? {
                 purged += 1;
                 report_line(args.json, key, "purged", None);
             }
+        }
+        if purged == before {
+            // Listed but not purgeable (removed meanwhile): do not spin.
+            break;
         }
     }
     if !args.json {
@@ -525,11 +530,15 @@ async fn replay_enqueue(
                 if keys.is_empty() {
                     break;
                 }
+                let before = n;
                 for key in &keys {
                     if store.replay_dead(key).await? {
                         n += 1;
                         report_line(args.json, key, "requeued", None);
                     }
+                }
+                if n == before {
+                    break;
                 }
             }
             if !args.json {
