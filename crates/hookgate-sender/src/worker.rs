@@ -457,6 +457,22 @@ async fn stop_requested(rx: &mut watch::Receiver<Option<Duration>>) -> Duration 
     }
 }
 
+/// Counts an attempt in `hookgate_sender_in_flight` until dropped (aborted included).
+struct InFlightGauge;
+
+impl InFlightGauge {
+    fn new() -> Self {
+        metrics::gauge!("hookgate_sender_in_flight").increment(1.0);
+        Self
+    }
+}
+
+impl Drop for InFlightGauge {
+    fn drop(&mut self) {
+        metrics::gauge!("hookgate_sender_in_flight").decrement(1.0);
+    }
+}
+
 /// Aborts the task on drop.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -619,10 +635,12 @@ impl Shared {
             endpoint = %key.endpoint,
             attempt = leased.job.attempts + 1,
         );
-        metrics::gauge!("hookgate_sender_in_flight").increment(1.0);
+        let gauge = InFlightGauge::new();
         self.deliver(leased).instrument(span).await;
-        metrics::gauge!("hookgate_sender_in_flight").decrement(1.0);
+        // Only a finished attempt leaves the in-flight map: an aborted one
+        // stays there so that shutdown releases its lease.
         self.lock_in_flight().remove(&key);
+        drop(gauge);
         drop(permit);
     }
 
