@@ -396,7 +396,7 @@ fn lookup<'h>(
             }
             let value = std::str::from_utf8(raw)
                 .map_err(|_| malformed(name, Malformed::NotText))?
-                .trim_matches(|c| c == ' ' || c == '\t');
+                .trim_matches([' ', '\t']);
             if value.is_empty() {
                 return Err(malformed(name, Malformed::Empty));
             }
@@ -517,7 +517,7 @@ fn parse_standard(
     // Space-delimited (tabs tolerated); empty entries from repeated spaces skipped.
     let entries = sig
         .value
-        .split(|c| c == ' ' || c == '\t')
+        .split([' ', '\t'])
         .filter(|e| !e.is_empty());
     for (n, entry) in entries.enumerate() {
         if n >= max_signatures {
