@@ -111,6 +111,24 @@ async fn retry_after_seconds_is_waited() {
         "second attempt {} ms after the first",
         second.at_ms - first.at_ms
     );
+    // Signed afresh: a later timestamp, the same id.
+    let received = receiver.received();
+    let ts = |i: usize| -> i64 {
+        received[i].headers["webhook-timestamp"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert!(ts(1) >= ts(0) + 2, "{} then {}", ts(0), ts(1));
+    assert_eq!(
+        received[0].headers["webhook-id"],
+        received[1].headers["webhook-id"]
+    );
+    assert_ne!(
+        received[0].headers["webhook-signature"],
+        received[1].headers["webhook-signature"]
+    );
 }
 
 #[tokio::test]

@@ -182,3 +182,31 @@ async fn settings_are_validated() {
         Err(WorkerBuildError::Retry(_))
     ));
 }
+
+#[tokio::test]
+async fn run_until_stops_on_the_signal() {
+    let receiver = Receiver::start([]).await;
+    let (queue, sender) = setup(receiver.url()).await;
+    let (b, mut reports) = test_worker(queue.clone(), fast_policy(5));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(b.build().unwrap().run_until(
+        async {
+            let _ = stop_rx.await;
+        },
+        Duration::from_secs(5),
+    ));
+    let key = sender.enqueue("ep", Message::new("t", "{}")).await.unwrap();
+    let r = until_final(&mut reports, &key).await;
+    assert_eq!(r[0].next, Next::Delivered);
+    stop_tx.send(()).unwrap();
+    let report = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("stopped")
+        .unwrap();
+    assert_eq!(report.aborted, 0);
+    // Stopped: a new message stays queued.
+    sender.enqueue("ep", Message::new("t", "{}")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(queue.stats().await.unwrap().pending, 1);
+    assert_eq!(receiver.count(), 1);
+}
