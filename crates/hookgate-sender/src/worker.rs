@@ -696,6 +696,7 @@ impl Shared {
             latency_ms = result.attempt.latency_ms,
             error = result.attempt.error.as_deref(),
             class = class.as_str(),
+            remote_addr = ?result.remote_addr,
             "attempt"
         );
 
