@@ -336,6 +336,21 @@ mod cases {
         assert!(matches!(claim(&*f.store, &b).await, Claim::InFlight { .. }));
         assert!(f.store.release(&b, &tb).await.unwrap());
         assert_eq!(claim(&*f.store, &a).await, Claim::Done(record(200, 1)));
+        // Long keys work and stay distinct (Postgres stores them hashed).
+        let long_a = format!("{}:{}", key("long"), "x".repeat(4096));
+        let long_b = format!("{long_a}y");
+        let tl = acquire(&*f.store, &long_a, &digest(1), LONG).await;
+        let _ = acquire(&*f.store, &long_b, &digest(2), LONG).await;
+        assert!(f
+            .store
+            .complete(&long_a, &tl, record(200, 1), KEEP)
+            .await
+            .unwrap());
+        assert_eq!(claim(&*f.store, &long_a).await, Claim::Done(record(200, 1)));
+        assert!(matches!(
+            claim(&*f.store, &long_b).await,
+            Claim::InFlight { .. }
+        ));
         // Namespaced keys (`prefix:scheme:id`) that share an id are distinct.
         let id = format!("msg_{:016x}", rand::random::<u64>());
         for prefix in ["tenant-a", "tenant-b"] {

@@ -64,7 +64,8 @@
 //! then rerun once (the new snapshot sees that claim). `complete` and
 //! `release` are one `UPDATE` / `DELETE .. WHERE key = $1 AND token = $2 AND
 //! status = 0 AND expires_at > now()`. Statements are prepared once per
-//! pooled connection (`prepare_cached`).
+//! pooled connection (`prepare_cached`). Keys longer than 256 bytes are
+//! stored as `#sha256:<hex>` of the key (B-tree entries are size-limited).
 //!
 //! # Sweeping
 //! Expired rows are harmless (they are claimable again) but take space. Call
@@ -94,7 +95,8 @@ use super::{
 use deadpool_postgres::{
     Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime, Timeouts,
 };
-use std::{fmt, str::FromStr, sync::Arc, time::Duration};
+use sha2::Digest as _;
+use std::{borrow::Cow, fmt, str::FromStr, sync::Arc, time::Duration};
 use tokio_postgres::{Config, NoTls};
 
 /// Longest lease or retention passed to the database (ten years).
@@ -461,6 +463,7 @@ impl PostgresStore {
     }
 
     async fn claim_impl(&self, key: &str, digest: &Digest, lease: Duration) -> Result<Claim> {
+        let key = &*db_key(key);
         let token = ClaimToken::generate();
         let lease_ms = millis(lease);
         self.bounded(async {
@@ -508,6 +511,7 @@ impl PostgresStore {
         record: DoneRecord,
         retention: Duration,
     ) -> Result<bool> {
+        let key = &*db_key(key);
         let status = i32::from(record.status.max(1));
         let retention_ms = millis(retention);
         self.bounded(async {
@@ -535,6 +539,7 @@ impl PostgresStore {
     }
 
     async fn release_impl(&self, key: &str, token: &ClaimToken) -> Result<bool> {
+        let key = &*db_key(key);
         self.bounded(async {
             let client = self.client().await?;
             let stmt = client
@@ -567,6 +572,20 @@ fn placeholder_pool() -> Result<Pool> {
         .map_err(|e| {
             StoreError::new(StoreErrorKind::Config, "cannot build the Postgres pool").with_source(e)
         })
+}
+
+/// Keys longer than this are stored as their SHA-256.
+const MAX_KEY_LEN: usize = 256;
+
+/// The key as stored: itself, or `#sha256:<hex>` when longer than
+/// [`MAX_KEY_LEN`] bytes (a B-tree entry must stay under ~2.7 kB, and long
+/// keys would bloat the index). Deterministic, so replicas agree.
+fn db_key(key: &str) -> Cow<'_, str> {
+    if key.len() <= MAX_KEY_LEN {
+        return Cow::Borrowed(key);
+    }
+    let digest = sha2::Sha256::digest(key.as_bytes());
+    Cow::Owned(format!("#sha256:{}", hex::encode(digest)))
 }
 
 fn millis(d: Duration) -> i64 {
@@ -687,6 +706,15 @@ mod tests {
     fn bad_url_is_a_config_error() {
         let err = PostgresStore::new("postgres://host:notaport/db").unwrap_err();
         assert_eq!(err.kind(), StoreErrorKind::Config);
+    }
+
+    #[test]
+    fn long_keys_are_hashed() {
+        assert_eq!(db_key("p:standard:msg_1"), "p:standard:msg_1");
+        let long = "k".repeat(MAX_KEY_LEN + 1);
+        let stored = db_key(&long);
+        assert!(stored.starts_with("#sha256:") && stored.len() == 8 + 64);
+        assert_ne!(db_key(&"k".repeat(MAX_KEY_LEN + 2)), stored);
     }
 
     #[test]
