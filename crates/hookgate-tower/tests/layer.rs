@@ -791,3 +791,30 @@ async fn the_extractor_without_the_layer_is_500() {
         "https://hookgate.dev/problems/missing_verify_layer"
     );
 }
+
+#[tokio::test]
+async fn a_store_failure_after_the_handler_ran_still_returns_its_response() {
+    for status in [201, 500] {
+        let layer = VerifyWebhookLayer::new(verifier(Scheme::StandardWebhooks)).with_store(
+            LostAfterClaim {
+                inner: MemoryStore::default(),
+            },
+        );
+        let srv = serve(layer, vec![Action::Status(status)]).await;
+        let id = random_id("msg");
+        let res = post(
+            &client(),
+            &srv.url(),
+            &sign(Scheme::StandardWebhooks, &id, BODY),
+            BODY,
+        )
+        .await;
+        assert_eq!(res.status(), status, "the handler's own status");
+        assert_eq!(
+            res.text().await.unwrap(),
+            "handled 0",
+            "the handler's own body"
+        );
+        assert_eq!(srv.calls(), 1);
+    }
+}

@@ -430,3 +430,45 @@ pub async fn unreachable_stores() -> Vec<(&'static str, SharedStore)> {
     ));
     stores
 }
+
+/// Forwards claims to `inner` but fails every `complete` and `release`, as
+/// a store that went away while the handler ran.
+#[derive(Debug, Default)]
+pub struct LostAfterClaim<S> {
+    pub inner: S,
+}
+
+impl<S: DedupStore> DedupStore for LostAfterClaim<S> {
+    fn claim<'a>(
+        &'a self,
+        key: &'a str,
+        digest: &'a Digest,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<Claim>> {
+        self.inner.claim(key, digest, lease)
+    }
+
+    fn complete<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a ClaimToken,
+        _: DoneRecord,
+        _: Duration,
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async {
+            Err(hookgate_tower::store::StoreError::new(
+                hookgate_tower::store::StoreErrorKind::Unavailable,
+                "connection lost",
+            ))
+        })
+    }
+
+    fn release<'a>(&'a self, _: &'a str, _: &'a ClaimToken) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async {
+            Err(hookgate_tower::store::StoreError::new(
+                hookgate_tower::store::StoreErrorKind::Unavailable,
+                "connection lost",
+            ))
+        })
+    }
+}
