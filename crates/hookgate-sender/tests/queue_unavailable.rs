@@ -4,6 +4,8 @@
 //! fail with `Unavailable` within a bounded time, and once it is back the
 //! same queue handle works again (pool / ConnectionManager reconnect).
 
+#![cfg(any(feature = "postgres", feature = "redis"))]
+
 mod support;
 
 use std::{net::SocketAddr, time::Duration};

@@ -1,6 +1,8 @@
 //! End to end through the durable queues: two `Worker`s sharing one Postgres
 //! queue, and two sharing one Redis queue, deliver all of 1,000 messages,
-//! each exactly once, to a receiver on 127.0.0.1 that counts per message id.
+//! each exactly once, to a receiver on 127.0.0.1 that counts per message id;
+//! and a worker aborted mid-delivery loses nothing on either queue.
+#![cfg(any(feature = "postgres", feature = "redis"))]
 
 mod support;
 
@@ -21,7 +23,18 @@ const MESSAGES: usize = 1000;
 
 /// Requests received, per `webhook-id`.
 #[derive(Debug, Default)]
-struct Counts(Mutex<HashMap<String, u32>>);
+struct Counts {
+    per_id: Mutex<HashMap<String, u32>>,
+    /// Never answer the first request (the sender is killed meanwhile).
+    hang_first: bool,
+    first: tokio::sync::Notify,
+}
+
+impl Counts {
+    fn get(&self, id: &str) -> Option<u32> {
+        self.per_id.lock().unwrap().get(id).copied()
+    }
+}
 
 async fn receive(State(counts): State<Arc<Counts>>, headers: HeaderMap) -> &'static str {
     let id = headers
@@ -29,7 +42,16 @@ async fn receive(State(counts): State<Arc<Counts>>, headers: HeaderMap) -> &'sta
         .and_then(|v| v.to_str().ok())
         .unwrap_or("<none>")
         .to_owned();
-    *counts.0.lock().unwrap().entry(id).or_default() += 1;
+    let n = {
+        let mut per_id = counts.per_id.lock().unwrap();
+        let n = per_id.entry(id).or_default();
+        *n += 1;
+        *n
+    };
+    if counts.hang_first && n == 1 {
+        counts.first.notify_one();
+        std::future::pending::<()>().await;
+    }
     "ok"
 }
 
@@ -110,17 +132,93 @@ async fn two_workers_deliver_each_once(queue: Arc<dyn Queue>) {
     let stats = queue.stats().await.unwrap();
     assert_eq!(stats.pending, 0, "not drained: {stats:?}");
     assert_eq!(stats.dead, 0);
-    let counts = counts.0.lock().unwrap();
-    assert_eq!(counts.len(), MESSAGES, "distinct ids received");
+    assert_eq!(
+        counts.per_id.lock().unwrap().len(),
+        MESSAGES,
+        "distinct ids received"
+    );
     for i in 0..MESSAGES {
         let id = format!("m{i:04}");
         assert_eq!(
             counts.get(&id),
-            Some(&1),
+            Some(1),
             "{id} received {:?} times",
             counts.get(&id)
         );
     }
+}
+
+async fn put_endpoint(queue: &Arc<dyn Queue>, url: String, timeout: Duration) {
+    let ep = Endpoint::new(
+        "ep",
+        url,
+        Scheme::StandardWebhooks,
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    )
+    .unwrap()
+    .with_timeout(timeout)
+    .unwrap();
+    queue.put_endpoint(&ep).await.unwrap();
+}
+
+/// A worker aborted mid-delivery (task aborted, connection dropped) loses
+/// nothing: once its lease expires another worker delivers the message.
+async fn aborted_worker_loses_nothing(queue: Arc<dyn Queue>) {
+    let counts = Arc::new(Counts {
+        hang_first: true,
+        ..Counts::default()
+    });
+    let url = start_receiver(counts.clone()).await;
+    put_endpoint(&queue, url, Duration::from_secs(2)).await;
+    let reports = Arc::new(Mutex::new(Vec::new()));
+    let worker = |reports: Option<Arc<Mutex<Vec<(Next, bool)>>>>| {
+        Worker::builder(queue.clone())
+            .with_concurrency(4)
+            .with_lease(Duration::from_secs(3))
+            .with_max_request_timeout(Duration::from_secs(2))
+            .with_poll_interval(Duration::from_millis(20))
+            .with_ssrf_policy(SsrfPolicy::new().allow_private())
+            .with_on_attempt(move |r| {
+                if let Some(reports) = &reports {
+                    reports.lock().unwrap().push((r.next.clone(), r.recorded));
+                }
+            })
+            .build()
+            .unwrap()
+            .spawn()
+    };
+    let first = worker(None);
+    queue
+        .enqueue("ep", &Message::new("t", "{}").with_id("crash"))
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(30), counts.first.notified())
+        .await
+        .expect("first attempt reached the receiver");
+    first.abort();
+    assert_eq!(queue.stats().await.unwrap().pending, 1, "still queued");
+
+    let second = worker(Some(reports.clone()));
+    for _ in 0..300 {
+        if queue.stats().await.unwrap().pending == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    second.shutdown(Duration::from_secs(5)).await;
+    let stats = queue.stats().await.unwrap();
+    assert_eq!((stats.pending, stats.dead), (0, 0), "{stats:?}");
+    assert_eq!(
+        counts.get("crash"),
+        Some(2),
+        "the hung attempt, then one delivery"
+    );
+    let reports = reports.lock().unwrap();
+    let delivered = reports
+        .iter()
+        .filter(|(next, recorded)| *recorded && matches!(next, Next::Delivered))
+        .count();
+    assert_eq!(delivered, 1, "{reports:?}");
 }
 
 #[cfg(feature = "postgres")]
@@ -144,6 +242,32 @@ async fn two_workers_on_one_redis_queue_deliver_each_message_once() {
     };
     support::with_cleanup(
         two_workers_deliver_each_once(Arc::new(q.clone())),
+        support::redis::delete_keys(&q),
+    )
+    .await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aborted_worker_on_postgres_loses_nothing() {
+    let Some(q) = support::pg::fresh().await else {
+        return;
+    };
+    support::with_cleanup(
+        aborted_worker_loses_nothing(Arc::new(q.clone())),
+        support::pg::drop_schema(&q),
+    )
+    .await;
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aborted_worker_on_redis_loses_nothing() {
+    let Some(q) = support::redis::fresh().await else {
+        return;
+    };
+    support::with_cleanup(
+        aborted_worker_loses_nothing(Arc::new(q.clone())),
         support::redis::delete_keys(&q),
     )
     .await;
