@@ -161,6 +161,9 @@ async fn put_endpoint(queue: &Arc<dyn Queue>, url: String, timeout: Duration) {
     queue.put_endpoint(&ep).await.unwrap();
 }
 
+/// Each attempt's outcome and whether the queue recorded it.
+type Reports = Arc<Mutex<Vec<(Next, bool)>>>;
+
 /// A worker aborted mid-delivery (task aborted, connection dropped) loses
 /// nothing: once its lease expires another worker delivers the message.
 async fn aborted_worker_loses_nothing(queue: Arc<dyn Queue>) {
@@ -171,7 +174,7 @@ async fn aborted_worker_loses_nothing(queue: Arc<dyn Queue>) {
     let url = start_receiver(counts.clone()).await;
     put_endpoint(&queue, url, Duration::from_secs(2)).await;
     let reports = Arc::new(Mutex::new(Vec::new()));
-    let worker = |reports: Option<Arc<Mutex<Vec<(Next, bool)>>>>| {
+    let worker = |reports: Option<Reports>| {
         Worker::builder(queue.clone())
             .with_concurrency(4)
             .with_lease(Duration::from_secs(3))
