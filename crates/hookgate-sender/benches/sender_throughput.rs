@@ -3,7 +3,12 @@
 //!
 //! ```sh
 //! cargo bench -p hookgate-sender --bench sender_throughput -- [--queue memory|postgres|redis] [--messages N] [--concurrency N] [--payload BYTES]
+//! cargo bench -p hookgate-sender --bench sender_throughput -- --queue postgres --rate 200 --seconds 20
 //! ```
+//!
+//! With `--rate`, the worker runs while messages are enqueued at that rate
+//! for `--seconds`, and the receiver measures the latency from the start of
+//! each `enqueue` call to the request's arrival (p50/p95/p99).
 //!
 //! The receiver is an axum route on 127.0.0.1 in the same process (it shares
 //! the CPU with the worker). Messages are enqueued first (each `enqueue`
@@ -30,6 +35,8 @@ struct Opts {
     messages: usize,
     concurrency: usize,
     payload: usize,
+    rate: Option<u64>,
+    seconds: u64,
 }
 
 fn opts() -> Opts {
@@ -38,6 +45,8 @@ fn opts() -> Opts {
         messages: 20_000,
         concurrency: 64,
         payload: 256,
+        rate: None,
+        seconds: 20,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -48,6 +57,8 @@ fn opts() -> Opts {
             "--messages" => o.messages = val.parse().expect("--messages N"),
             "--concurrency" => o.concurrency = val.parse().expect("--concurrency N"),
             "--payload" => o.payload = val.parse().expect("--payload BYTES"),
+            "--rate" => o.rate = Some(val.parse().expect("--rate PER_SECOND")),
+            "--seconds" => o.seconds = val.parse().expect("--seconds N"),
             _ => {
                 i += 1;
                 continue;
@@ -124,7 +135,11 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(run(o));
+    if o.rate.is_some() {
+        rt.block_on(run_rate(o));
+    } else {
+        rt.block_on(run(o));
+    }
 }
 
 async fn run(o: Opts) {
@@ -222,6 +237,104 @@ async fn run(o: Opts) {
     println!(
         "queue after: pending {}, dead {}",
         stats.pending, stats.dead
+    );
+    if let Some(kib) = peak_rss_kib() {
+        println!(
+            "peak RSS (whole process, receiver included): {:.1} MiB",
+            kib as f64 / 1024.0
+        );
+    }
+}
+
+/// Enqueue at a fixed rate while one worker delivers; report enqueue-to-delivery latency.
+async fn run_rate(o: Opts) {
+    let rate = o.rate.unwrap_or(200).max(1);
+    let origin = Instant::now();
+    let latencies = Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
+    let l = latencies.clone();
+    let app = Router::new().route(
+        "/hook",
+        post(move |body: axum::body::Bytes| {
+            let arrived = u64::try_from(origin.elapsed().as_micros()).unwrap_or(u64::MAX);
+            // Body: {"t":<micros since origin at enqueue>,...}
+            let t = std::str::from_utf8(&body)
+                .ok()
+                .and_then(|s| s.strip_prefix(r#"{"t":"#))
+                .and_then(|s| s.split(',').next())
+                .and_then(|s| s.parse::<u64>().ok());
+            if let Some(t) = t {
+                l.lock().unwrap().push(arrived.saturating_sub(t));
+            }
+            async { "ok" }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let (queue, cleanup) = open(&o.queue).await;
+    let sender = Sender::new(queue.clone());
+    sender
+        .add_endpoint(
+            Endpoint::new(
+                "bench",
+                url,
+                Scheme::StandardWebhooks,
+                "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let delivered = Arc::new(AtomicUsize::new(0));
+    let d = delivered.clone();
+    let worker = Worker::builder(queue.clone())
+        .with_concurrency(o.concurrency)
+        .with_ssrf_policy(SsrfPolicy::default().allow("127.0.0.0/8".parse().unwrap()))
+        .with_poll_interval(Duration::from_millis(5))
+        .with_on_attempt(move |_| {
+            d.fetch_add(1, Ordering::Relaxed);
+        })
+        .build()
+        .unwrap()
+        .spawn();
+
+    let total = rate * o.seconds;
+    let pad = "x".repeat(o.payload.saturating_sub(40));
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    for _ in 0..total {
+        tick.tick().await;
+        let t = origin.elapsed().as_micros();
+        let m = Message::new("bench", format!(r#"{{"t":{t},"pad":"{pad}"}}"#));
+        sender.enqueue("bench", m).await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while delivered.load(Ordering::Relaxed) < total as usize && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    worker.shutdown(Duration::from_secs(5)).await;
+    if let Some(c) = cleanup {
+        c().await;
+    }
+    let mut lat = latencies.lock().unwrap().clone();
+    lat.sort_unstable();
+    let q = |p: f64| {
+        let i = ((lat.len().max(1) - 1) as f64 * p).round() as usize;
+        Duration::from_micros(lat.get(i).copied().unwrap_or(0))
+    };
+    println!("queue: {}", o.queue);
+    println!(
+        "rate: {rate}/s for {} s ({total} messages), worker concurrency {}",
+        o.seconds, o.concurrency
+    );
+    println!(
+        "enqueue-to-delivery over {} deliveries: p50 {:?}, p95 {:?}, p99 {:?}, max {:?}",
+        lat.len(),
+        q(0.50),
+        q(0.95),
+        q(0.99),
+        q(1.0)
     );
     if let Some(kib) = peak_rss_kib() {
         println!(
