@@ -12,7 +12,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// A receiver: URL(s), signing scheme and secrets, timeouts, extra headers.
 ///
 /// Endpoints are stored in the queue (so `hookgate dlq replay` can deliver
-/// without the original program). `Debug` redacts the secrets.
+/// without the original program). `Debug` redacts the secrets and any
+/// password in the URLs.
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct Endpoint {
@@ -38,7 +39,10 @@ impl std::fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Endpoint")
             .field("id", &self.id)
-            .field("urls", &self.urls)
+            .field(
+                "urls",
+                &self.urls.iter().map(|u| redact_url(u)).collect::<Vec<_>>(),
+            )
             .field("scheme", &self.scheme)
             .field(
                 "secrets",
@@ -294,6 +298,14 @@ mod tests {
         let rotated = ok.with_secret("new").unwrap();
         assert_eq!(rotated.secrets, ["new", "s"]);
         assert!(!format!("{rotated:?}").contains("new"));
+    }
+
+    #[test]
+    fn debug_redacts_url_passwords() {
+        let ep = Endpoint::new("e", "https://u:hunter2@example.com/", Scheme::GitHub, "s").unwrap();
+        let dbg = format!("{ep:?}");
+        assert!(!dbg.contains("hunter2"), "{dbg}");
+        assert!(dbg.contains("u:***@example.com"), "{dbg}");
     }
 
     #[test]
