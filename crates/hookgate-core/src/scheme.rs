@@ -515,10 +515,7 @@ fn parse_standard(
     let sig = required(headers, &[STANDARD_SIGNATURE, SVIX_SIGNATURE])?;
     let mut signatures = Signatures::new();
     // Space-delimited (tabs tolerated); empty entries from repeated spaces skipped.
-    let entries = sig
-        .value
-        .split([' ', '\t'])
-        .filter(|e| !e.is_empty());
+    let entries = sig.value.split([' ', '\t']).filter(|e| !e.is_empty());
     for (n, entry) in entries.enumerate() {
         if n >= max_signatures {
             return Err(malformed(
@@ -607,4 +604,49 @@ pub(crate) fn json_id(body: &[u8]) -> Option<String> {
     }
     let parsed: IdOnly<'_> = serde_json::from_slice(body).ok()?;
     check_id("body", parsed.id.as_deref()?).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_spill_past_the_inline_ones_in_order() {
+        let mut s = Signatures::new();
+        assert!(s.is_empty());
+        for n in 0..5u8 {
+            s.push([n; MAC_LEN]);
+        }
+        assert_eq!(s.len(), 5);
+        let firsts: Vec<u8> = s.iter().map(|m| m[0]).collect();
+        assert_eq!(firsts, [0, 1, 2, 3, 4]);
+        assert_eq!(format!("{s:?}"), "Signatures(5)");
+        let one = Signatures::one([9; MAC_LEN]);
+        assert_eq!(one.iter().count(), 1);
+    }
+
+    #[test]
+    fn timestamps_keep_the_signed_text() {
+        let t = parse_timestamp("t", "0001700000000").unwrap();
+        assert_eq!(t.value, 1_700_000_000);
+        assert_eq!(t.text(), "0001700000000");
+        let max = parse_timestamp("t", "999999999999999999").unwrap();
+        assert_eq!(max.value, 999_999_999_999_999_999);
+        for bad in ["", "1000000000000000000", "12a", "-1", "+1", " 1", "1.0"] {
+            assert_eq!(
+                parse_timestamp("t", bad).unwrap_err(),
+                malformed("t", Malformed::BadTimestamp),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn header_values_must_be_visible_ascii() {
+        let text = |b: u8| matches!(b, 0x20..=0x7e | b'\t');
+        assert!(all_bytes(b"v1,abc def\t", text));
+        assert!(!all_bytes(b"v1,\x00", text));
+        assert!(!all_bytes("\u{e9}".as_bytes(), text));
+        assert!(all_bytes(b"", |_| false));
+    }
 }
