@@ -83,6 +83,12 @@ async fn story(store: &str, ns: &str, queue: Arc<dyn Queue>) {
         .all(|r| r["attempts"].as_array().unwrap().len() == 2));
     let out = dlq(&["list", "--json", "--limit", "2"], store, ns).await;
     assert_eq!(json_lines(&out).len(), 2);
+    let out = dlq(&["list", "--json", "--since", "1h"], store, ns).await;
+    assert_eq!(json_lines(&out).len(), 4);
+    // Several processes ran since the last one was filed.
+    let out = dlq(&["list", "--json", "--since", "1ms"], store, ns).await;
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(json_lines(&out).len(), 0);
 
     // show: payload and history.
     let out = dlq(&["show", "m1", "--json"], store, ns).await;

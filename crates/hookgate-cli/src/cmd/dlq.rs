@@ -91,6 +91,9 @@ struct StoreArgs {
     /// Only this endpoint.
     #[arg(long, value_name = "ENDPOINT")]
     endpoint: Option<String>,
+    /// Only dead letters filed within this long (`30m`, `2h`, `7days`).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    since: Option<Duration>,
     /// JSON output (one object per line).
     #[arg(long)]
     json: bool,
@@ -149,6 +152,10 @@ async fn open(args: &StoreArgs) -> anyhow::Result<Arc<dyn Queue>> {
 fn filter(args: &StoreArgs) -> DlqFilter {
     DlqFilter {
         endpoint: args.endpoint.clone(),
+        since_ms: args.since.map(|d| {
+            hookgate_sender::now_ms()
+                .saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        }),
         ..DlqFilter::default()
     }
 }
