@@ -365,8 +365,11 @@ impl PostgresQueue {
     /// commits or rolls back with the caller's data. Enqueueing a key that is
     /// already queued is a no-op. Due now (database clock, at insert).
     ///
-    /// `client` must reach the same database as this queue; the tables are
-    /// created first if missing (on a pooled connection of the queue).
+    /// `client` is anything implementing `tokio_postgres::GenericClient`: a
+    /// `Transaction`, a `Client`, or `&*tx` for a `deadpool_postgres`
+    /// transaction. It must reach the same database as this queue; the tables
+    /// are created first if missing (on a pooled connection of the queue, so
+    /// create them before taking locks the migration could wait on).
     ///
     /// ```no_run
     /// # async fn demo(queue: hookgate_sender::queue::PostgresQueue,
