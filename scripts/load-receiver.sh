@@ -117,7 +117,14 @@ redis_calls() { # top|inner
     END {print s+0}'
 }
 
-printf "%-9s %-6s %12s %10s %8s %8s %s\n" config round req_per_s requests non2xx p99 store_round_trips_per_event
+# server_us_per_req: the receiver process's own CPU time (user+system, from
+# /proc) per request -- far less sensitive to other load on the machine than
+# req/s, since wrk and the server share the same cores.
+clk_tck="$(getconf CLK_TCK)"
+cpu_us_per_req() { # pid requests
+  awk -v t="$clk_tck" -v n="$2" '{printf "%.1f", ($14 + $15) * 1e6 / t / (n > 0 ? n : 1)}' "/proc/$1/stat"
+}
+printf "%-9s %-6s %12s %10s %8s %8s %18s %s\n" config round req_per_s requests non2xx p99 server_us_per_req store_round_trips_per_event
 for round in $(seq 1 "$ROUNDS"); do
   for config in bare memory redis postgres; do
     port="$(free_port)"
@@ -136,6 +143,7 @@ for round in $(seq 1 "$ROUNDS"); do
     [[ $config == redis ]] && { redis-cli -p "$redis_port" CONFIG RESETSTAT >/dev/null; before=0; }
     [[ $config == postgres ]] && before="$(pg_commits)"
     read -r rps reqs non2xx p99 < <(run_wrk "$port" "$config$round")
+    cpu="$(cpu_us_per_req "$server" "$reqs")"
     kill "$server"; wait "$server" 2>/dev/null || true
     ops="-"
     accepted=$((reqs - non2xx))
@@ -146,7 +154,7 @@ for round in $(seq 1 "$ROUNDS"); do
       sleep 2
       ops=$(python3 -c "print(f'{($(pg_commits)-$before)/max($accepted,1):.3f} (commits)')")
     fi
-    printf "%-9s %-6s %12s %10s %8s %8s %s\n" "$config" "$round" "$rps" "$reqs" "$non2xx" "$p99" "$ops"
+    printf "%-9s %-6s %12s %10s %8s %8s %18s %s\n" "$config" "$round" "$rps" "$reqs" "$non2xx" "$p99" "$cpu" "$ops"
   done
 done
 
