@@ -586,7 +586,8 @@ mod postgres_store {
         let _ = conn.await;
     }
 
-    /// `sweep` removes exactly the rows past their lease or retention.
+    /// `sweep` removes exactly the rows past their lease or retention, and
+    /// `spawn_sweeper` runs it in the background.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sweep_deletes_only_expired_rows() {
         let url = url();
@@ -626,6 +627,33 @@ mod postgres_store {
             assert_eq!(store.sweep().await.unwrap(), 0);
             assert!(matches!(claim(&store, &live).await, Claim::InFlight { .. }));
             assert_eq!(claim(&store, &kept).await, Claim::Done(record(200, 1)));
+
+            // The background sweeper does the same on its own.
+            for name in ["s1", "s2"] {
+                let _ = acquire(&store, &key(name), &digest(1), SHORT).await;
+            }
+            tokio::time::sleep(PAST_LEASE).await;
+            let sweeper = store.spawn_sweeper(Duration::from_millis(50));
+            let (admin, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .expect("admin connection");
+            let conn = tokio::spawn(conn);
+            let count = format!("SELECT count(*) FROM {table}");
+            let mut rows = i64::MAX;
+            for _ in 0..200 {
+                rows = admin.query_one(&count, &[]).await.expect("count").get(0);
+                if rows == 2 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            sweeper.abort();
+            assert_eq!(
+                rows, 2,
+                "the sweeper left only the live claim and the kept record"
+            );
+            drop(admin);
+            let _ = conn.await;
         };
         let outcome = AssertUnwindSafe(tokio::time::timeout(CASE_TIMEOUT, body))
             .catch_unwind()
