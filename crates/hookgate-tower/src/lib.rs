@@ -29,9 +29,9 @@ pub mod verify;
 
 pub use body::{BoxError, ResponseBody};
 pub use rejection::WebhookRejection;
-pub use store::{DedupStore, MemoryStore};
 #[cfg(feature = "postgres")]
 pub use store::PostgresStore;
 #[cfg(feature = "redis")]
 pub use store::RedisStore;
+pub use store::{DedupStore, MemoryStore};
 pub use verify::{ResponseFuture, VerifiedWebhook, VerifyWebhook, VerifyWebhookLayer};
