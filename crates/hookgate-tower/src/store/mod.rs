@@ -11,7 +11,14 @@
 //! - [`complete`](DedupStore::complete) and [`release`](DedupStore::release)
 //!   act only while the token still owns the claim, and report whether they
 //!   did. A handler whose lease expired and was re-claimed cannot overwrite
-//!   the newer claim.
+//!   the newer claim. Ownership ends with the lease even if nobody has
+//!   re-claimed the key yet (Redis has dropped the key by then): a handler
+//!   that outlives its lease gets `false` from `complete`, and the next
+//!   delivery runs it again. Choose the lease above the handler's worst
+//!   case.
+//! - Every backend uses its own clock for leases and retention (Redis and
+//!   Postgres: the server's), never the receivers', so replicas with skewed
+//!   clocks agree.
 //! - Keys arrive already namespaced (`prefix:scheme:id`); a backend may add
 //!   its own prefix but must not otherwise interpret them.
 //!
