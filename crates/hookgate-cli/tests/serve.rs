@@ -72,9 +72,10 @@ impl Serve {
         assert!(status.success());
         let exit = self.child.wait().unwrap();
         assert!(exit.success(), "graceful shutdown exits 0: {exit:?}");
-        let err: Vec<String> = self.stderr.try_iter().collect();
+        // The process is gone: read both pipes to their end.
+        let err = drain(&self.stderr);
         assert!(err.iter().any(|l| l.contains("stopped")), "{err:?}");
-        self.stdout.try_iter().collect()
+        drain(&self.stdout)
     }
 }
 
@@ -82,6 +83,18 @@ impl Drop for Serve {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Every remaining line, until the reader thread reaches end of file.
+fn drain(rx: &mpsc::Receiver<String>) -> Vec<String> {
+    let mut out = Vec::new();
+    loop {
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) => out.push(line),
+            Err(mpsc::RecvTimeoutError::Disconnected) => return out,
+            Err(mpsc::RecvTimeoutError::Timeout) => panic!("pipe not closed 30 s after exit"),
+        }
     }
 }
 
