@@ -586,6 +586,81 @@ mod postgres_store {
         let _ = conn.await;
     }
 
+    /// A claim stuck behind a row lock answers `Unavailable` within the
+    /// store's timeout, and the server abandons the statement too, so once
+    /// the lock is gone the key is still free.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stuck_claim_is_unavailable_and_leaves_no_claim() {
+        let url = url();
+        let table = format!("hookgate_test_{:016x}_busy", rand::random::<u64>());
+        let store = PostgresStore::new(&url)
+            .expect("url")
+            .with_table(&table)
+            .expect("table name")
+            .with_timeout(Duration::from_millis(500));
+        match store.migrate().await {
+            Ok(()) => {}
+            Err(e) if e.kind() == StoreErrorKind::Unavailable => {
+                unreachable_server(&format!("PostgreSQL at {url}"), &e);
+                return;
+            }
+            Err(e) => panic!("cannot set up PostgresStore: {e}"),
+        }
+        let body = async {
+            let k = key("locked");
+            let _ = acquire(&store, &k, &digest(1), SHORT).await;
+            tokio::time::sleep(PAST_LEASE).await;
+            // Someone else holds the expired row's lock in an open transaction.
+            let (mut admin, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .expect("admin connection");
+            let conn = tokio::spawn(conn);
+            let tx = admin.transaction().await.expect("begin");
+            tx.execute(
+                &format!("SELECT 1 FROM {table} WHERE key = $1 FOR UPDATE"),
+                &[&k],
+            )
+            .await
+            .expect("lock row");
+            let stuck = store.claim(&k, &digest(2), LONG).await;
+            let err = stuck.expect_err("a claim stuck behind a row lock");
+            assert_eq!(err.kind(), StoreErrorKind::Unavailable, "{err}");
+            // Keep the lock past the server-side statement timeout, then let go.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            tx.rollback().await.expect("rollback");
+            drop(admin);
+            let _ = conn.await;
+            // The abandoned claim did not take the key behind our back.
+            let mut acquired = false;
+            for _ in 0..20 {
+                match store.claim(&k, &digest(4), LONG).await {
+                    Ok(Claim::Acquired(_)) => {
+                        acquired = true;
+                        break;
+                    }
+                    Ok(other) => panic!("the abandoned claim took effect: {other:?}"),
+                    // The pooled connection may still be finishing the
+                    // cancelled statement.
+                    Err(e) if e.kind() == StoreErrorKind::Unavailable => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            assert!(acquired, "the key became claimable again");
+        };
+        let outcome = AssertUnwindSafe(tokio::time::timeout(CASE_TIMEOUT, body))
+            .catch_unwind()
+            .await;
+        drop(store);
+        drop_tables(url, vec![table]).await;
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => panic!("test timed out"),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+
     /// `sweep` removes exactly the rows past their lease or retention, and
     /// `spawn_sweeper` runs it in the background.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -75,10 +75,12 @@
 //!
 //! # Availability
 //! Connection refused, connect/pool timeouts, a closed connection and the
-//! server's "shutting down"/"too many connections" errors map to
-//! [`StoreErrorKind::Unavailable`]. Each call is bounded by
+//! server's "shutting down"/"too many connections"/"statement timeout"
+//! errors map to [`StoreErrorKind::Unavailable`]. Each call is bounded by
 //! [`with_timeout`](PostgresStore::with_timeout) (default
-//! [`PostgresStore::DEFAULT_TIMEOUT`]).
+//! [`PostgresStore::DEFAULT_TIMEOUT`]), and so is each statement on the
+//! server (the store's sessions run with `statement_timeout` set to it), so
+//! a claim the caller gave up on does not take effect later.
 //!
 //! # Durability
 //! By default each new event costs two commits (claim, complete), each
@@ -144,10 +146,12 @@ impl Sql {
             String::new()
         };
         let lock_name = table.replace('\'', "");
+        let migrate_timeout_ms = SWEEP_TIMEOUT.as_millis();
         Ok(Self {
             table: table.to_owned(),
             migrate: format!(
                 "BEGIN;
+                 SET LOCAL statement_timeout = {migrate_timeout_ms};
                  SELECT pg_advisory_xact_lock(hashtext('hookgate_dedup_migrate:{lock_name}'));
                  {schema}
                  CREATE TABLE IF NOT EXISTS {t} (
@@ -332,9 +336,17 @@ impl PostgresStore {
     fn rebuild_pool(&mut self) -> Result<()> {
         let mut config = self.config.clone();
         config.connect_timeout(self.timeout);
+        // The server gives up on a statement when the client does, so a
+        // claim that timed out here (answered 503) does not take effect
+        // later behind the caller's back.
+        let mut options = format!("-c statement_timeout={}", self.timeout.as_millis().max(1));
         if self.synchronous_commit_off {
-            config.options("-c synchronous_commit=off");
+            options.push_str(" -c synchronous_commit=off");
         }
+        if let Some(user) = config.get_options() {
+            options = format!("{user} {options}");
+        }
+        config.options(options);
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -365,7 +377,7 @@ impl PostgresStore {
     /// [`StoreErrorKind::Unavailable`] if the server cannot be reached,
     /// [`StoreErrorKind::Backend`] if the statements fail.
     pub async fn migrate(&self) -> Result<()> {
-        self.bounded(async {
+        self.bounded_for(self.timeout.max(SWEEP_TIMEOUT), async {
             let client = self.client().await?;
             client
                 .batch_execute(&self.sql.migrate)
@@ -377,9 +389,10 @@ impl PostgresStore {
 
     /// Delete every row whose lease or retention has passed; returns how
     /// many. Run it periodically (see [`spawn_sweeper`](Self::spawn_sweeper)).
-    /// Deletes in batches of 10,000 rows, each its own statement (so claims
+    /// Deletes in batches of 10,000 rows, each its own transaction (so claims
     /// on the expired keys never wait long on the sweep's row locks), each
-    /// bounded by the larger of the store's timeout and 60 s.
+    /// bounded by the larger of the store's timeout and 60 s, on the server
+    /// too (`SET LOCAL statement_timeout`).
     ///
     /// # Errors
     /// As [`migrate`](Self::migrate); rows deleted by earlier batches stay
@@ -389,12 +402,18 @@ impl PostgresStore {
         loop {
             let n = self
                 .bounded_for(self.timeout.max(SWEEP_TIMEOUT), async {
-                    let client = self.client().await?;
-                    let stmt = client
-                        .prepare_cached(&self.sql.sweep)
-                        .await
-                        .map_err(map_pg)?;
-                    client.execute(&stmt, &[&SWEEP_BATCH]).await.map_err(map_pg)
+                    let mut client = self.client().await?;
+                    let tx = client.transaction().await.map_err(map_pg)?;
+                    tx.batch_execute(&format!(
+                        "SET LOCAL statement_timeout = {}",
+                        self.timeout.max(SWEEP_TIMEOUT).as_millis()
+                    ))
+                    .await
+                    .map_err(map_pg)?;
+                    let stmt = tx.prepare_cached(&self.sql.sweep).await.map_err(map_pg)?;
+                    let n = tx.execute(&stmt, &[&SWEEP_BATCH]).await.map_err(map_pg)?;
+                    tx.commit().await.map_err(map_pg)?;
+                    Ok(n)
                 })
                 .await?;
             total += n;
@@ -635,11 +654,15 @@ fn is_retryable(e: &tokio_postgres::Error) -> bool {
 fn map_pg(e: tokio_postgres::Error) -> StoreError {
     let unavailable = match e.as_db_error() {
         // 08: connection exception; 53300 too many connections; 53400
-        // configuration limit exceeded; 57P01-57P03 shutdown / cannot connect now.
+        // configuration limit exceeded; 57014 query canceled (our
+        // statement_timeout); 57P01-57P03 shutdown / cannot connect now.
         Some(db) => {
             let code = db.code().code();
             code.starts_with("08")
-                || matches!(code, "53300" | "53400" | "57P01" | "57P02" | "57P03")
+                || matches!(
+                    code,
+                    "53300" | "53400" | "57014" | "57P01" | "57P02" | "57P03"
+                )
         }
         // No server error: refused, closed, I/O or connect timeout.
         None => true,
