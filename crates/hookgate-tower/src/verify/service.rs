@@ -340,7 +340,6 @@ where
         key: webhook.dedup_key.clone(),
         token,
     };
-    let key = webhook.dedup_key.clone();
     parts.extensions.insert(webhook);
     let req = Request::from_parts(parts, Full::new(bytes));
 
@@ -352,24 +351,28 @@ where
     metrics::histogram!("hookgate_receiver_handler_duration_seconds", "scheme" => scheme)
         .record(started.elapsed().as_secs_f64());
 
-    let token = guard.take();
-    let outcome = match (&result, &token) {
-        (_, None) => "undeduplicated",
-        (Ok(Ok(res)), Some(_)) if is_cacheable(res.status()) => "completed",
-        (Ok(Ok(_)), Some(_)) => "released",
-        (Ok(Err(_)), Some(_)) => "error",
-        (Err(_), Some(_)) => "panic",
+    // What to store: the handler's status if it is final (2xx, or a 4xx
+    // other than 408/429); anything else releases the claim.
+    let final_status = match &result {
+        Ok(Ok(res)) if is_cacheable(res.status()) => Some(res.status().as_u16()),
+        _ => None,
+    };
+    let outcome = match (&result, guard.token.is_some(), final_status) {
+        (_, false, _) => "undeduplicated",
+        (_, true, Some(_)) => "completed",
+        (Ok(Ok(_)), true, None) => "released",
+        (Ok(Err(_)), true, None) => "error",
+        (Err(_), true, None) => "panic",
     };
     metrics::counter!("hookgate_receiver_handled_total", "scheme" => scheme, "outcome" => outcome)
         .increment(1);
-    if let Some(token) = token {
-        if outcome == "completed" {
-            let status = match &result {
-                Ok(Ok(res)) => res.status().as_u16(),
-                _ => unreachable!("completed implies a response"),
-            };
+    // The guard keeps the token until the store answered, so a request
+    // dropped meanwhile still releases (a no-op once completed: fencing).
+    if let Some(token) = guard.token.clone() {
+        let key = guard.key.as_str();
+        if let Some(status) = final_status {
             let record = DoneRecord { status, digest };
-            match shared.store.complete(&key, &token, record, shared.retention).await {
+            match shared.store.complete(key, &token, record, shared.retention).await {
                 Ok(true) => {}
                 Ok(false) => tracing::warn!(scheme, key, "claim was lost before completion (lease expired?); the event may be handled again"),
                 Err(e) => {
@@ -378,17 +381,14 @@ where
                     tracing::error!(scheme, key, error = %e, "could not mark the event done; a retry may run the handler again");
                 }
             }
-        } else {
-            match shared.store.release(&key, &token).await {
-                Ok(_) => {}
-                Err(e) => {
-                    metrics::counter!("hookgate_receiver_store_errors_total", "scheme" => scheme, "op" => "release")
-                        .increment(1);
-                    tracing::error!(scheme, key, error = %e, "could not release the claim; a retry must wait for the lease");
-                }
-            }
+        } else if let Err(e) = shared.store.release(key, &token).await {
+            metrics::counter!("hookgate_receiver_store_errors_total", "scheme" => scheme, "op" => "release")
+                .increment(1);
+            tracing::error!(scheme, key, error = %e, "could not release the claim; a retry must wait for the lease");
         }
+        guard.take();
     }
+    let key = guard.key.as_str();
 
     match result {
         Ok(Ok(res)) => Ok(res.map(ResponseBody::inner)),
