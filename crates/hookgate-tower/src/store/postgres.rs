@@ -298,7 +298,10 @@ impl PostgresStore {
         self
     }
 
-    /// Keep at most `size` connections (at least 1).
+    /// Keep at most `size` connections (at least 1). More connections let
+    /// more concurrent commits share one WAL flush (group commit), which is
+    /// what bounds new events per second; mind the server's
+    /// `max_connections` across all replicas.
     #[must_use]
     pub fn with_pool_size(mut self, size: usize) -> Self {
         self.pool_size = size.max(1);
