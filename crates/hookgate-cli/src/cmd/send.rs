@@ -1,7 +1,7 @@
 //! `hookgate send`: deliver one signed message with retries, in-process.
 //!
 //! The message goes through the library's own path — an in-memory queue, a
-//! [`Worker`](hookgate_sender::Worker) with the retry policy and the SSRF
+//! [`Worker`] with the retry policy and the SSRF
 //! guard — so what you see is what a deployed sender does, on a compressed
 //! schedule. Each attempt is printed on stdout (number, status or error,
 //! latency, what follows). Exit 0 when delivered, 1 when dead-lettered

@@ -2,7 +2,7 @@
 //! accepted event as one JSON line on stdout.
 //!
 //! Every POST, on any path, goes through
-//! [`VerifyWebhookLayer`](hookgate_tower::VerifyWebhookLayer); the handler
+//! [`VerifyWebhookLayer`]; the handler
 //! prints `{"id":..,"scheme":..,"timestamp":..,"body":..}` (the body as a
 //! JSON value, or as a string when it is not JSON) and answers 200.
 //! Duplicates never reach it, so each event is printed once — across several

@@ -1,6 +1,4 @@
 //! How the Postgres and Redis queues store endpoints and attempts as JSON.
-//!
-//! Included by each backend with `#[path]`, so it builds with either feature.
 
 use std::time::Duration;
 
@@ -75,6 +73,7 @@ struct AttemptJson {
 }
 
 /// `attempt` as JSON.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))] // Postgres has an attempts table
 pub(crate) fn attempt_to_json(attempt: &Attempt) -> Result<String, QueueError> {
     serde_json::to_string(&AttemptJson {
         at_ms: attempt.at_ms,
@@ -87,6 +86,7 @@ pub(crate) fn attempt_to_json(attempt: &Attempt) -> Result<String, QueueError> {
 }
 
 /// The attempt stored as `json`.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) fn attempt_from_json(json: &[u8]) -> Result<Attempt, QueueError> {
     let a: AttemptJson = serde_json::from_slice(json).map_err(|e| {
         QueueError::new(QueueErrorKind::Backend, "stored attempt: not valid JSON").with_source(e)

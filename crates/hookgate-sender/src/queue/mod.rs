@@ -21,6 +21,10 @@ use std::{future::Future, pin::Pin, time::Duration};
 use crate::{Endpoint, Message};
 
 mod memory;
+
+/// JSON encoding of endpoints and attempts, shared by the Postgres and Redis queues.
+#[cfg(any(feature = "postgres", feature = "redis"))]
+mod codec;
 pub use memory::MemoryQueue;
 
 #[cfg(feature = "postgres")]

@@ -56,11 +56,7 @@ use super::{
 };
 use crate::{Endpoint, Message};
 
-// Shared with the Redis queue, which also compiles it (features are
-// independent, and `queue/mod.rs` belongs to the memory queue's owner).
-#[allow(dead_code, clippy::duplicate_mod)] // the attempt codec is for Redis
-#[path = "codec.rs"]
-mod codec;
+use super::codec;
 
 /// The database clock, in Unix milliseconds (`now()`: the start of the
 /// statement's transaction; stable, so indexes apply).

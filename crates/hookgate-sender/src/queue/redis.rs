@@ -45,10 +45,7 @@ use super::{
 };
 use crate::{Endpoint, Message};
 
-// Shared with the Postgres queue, which also compiles it.
-#[allow(clippy::duplicate_mod)]
-#[path = "codec.rs"]
-mod codec;
+use super::codec;
 
 /// How long to wait for the server when connecting.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
