@@ -164,7 +164,11 @@ fn sign_generates_id_and_uses_now_by_default() {
     let id = headers[0]
         .strip_prefix("webhook-id: msg_")
         .expect("generated msg_ id");
-    assert_eq!(id.len(), 27);
+    assert_eq!(
+        id.len(),
+        26,
+        "hookgate_sender::new_message_id: msg_ + 26 base-32 characters"
+    );
     assert!(id.bytes().all(|b| b.is_ascii_alphanumeric()));
     let again = sign("standard", &[], &body);
     assert_ne!(headers[0], again[0], "ids are fresh");

@@ -11,7 +11,6 @@
 use std::{io::Read as _, net::IpAddr, process::ExitCode, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
-use hookgate_core::Scheme;
 use hookgate_sender::{
     queue::{DeadLetter, DeliveryKey, MemoryQueue, Queue},
     retry::RetryPolicy,
@@ -27,19 +26,8 @@ pub(crate) struct Args {
     /// Receiver URL (`http://` or `https://`).
     #[arg(value_name = "URL")]
     url: String,
-    /// Signature scheme: standard, stripe, github, slack, shopify.
-    #[arg(long, value_name = "SCHEME", default_value = "standard")]
-    scheme: Scheme,
-    /// Secret as the provider gives it (`whsec_...` for standard). Repeat for
-    /// rotation: the first signs (standard and stripe sign with each).
-    #[arg(
-        long = "secret",
-        value_name = "SECRET",
-        required = true,
-        env = "HOOKGATE_SECRET",
-        hide_env_values = true
-    )]
-    secrets: Vec<String>,
+    #[command(flatten)]
+    key: super::SchemeArgs,
     /// Body: literal JSON, `@FILE`, or `-` for stdin. Sent byte for byte.
     #[arg(long, value_name = "JSON|@FILE|-")]
     data: String,
@@ -219,9 +207,9 @@ async fn send(args: Args) -> anyhow::Result<ExitCode> {
     let ssrf = ssrf_policy(args.allow_private, &args.allow)?;
     let body = read_data(&args.data)?;
     let endpoint_id = args.endpoint.clone().unwrap_or_else(|| args.url.clone());
-    let mut secrets = args.secrets.iter().rev();
+    let mut secrets = args.key.secrets.iter().rev();
     let first = secrets.next().context("--secret is required")?;
-    let mut endpoint = Endpoint::new(endpoint_id.clone(), &args.url, args.scheme, first)
+    let mut endpoint = Endpoint::new(endpoint_id.clone(), &args.url, args.key.scheme, first)
         .context("invalid endpoint")?
         .with_timeout(args.timeout)
         .context("invalid --timeout")?
@@ -260,7 +248,7 @@ async fn send(args: Args) -> anyhow::Result<ExitCode> {
         message.id,
         message.event_type,
         redact(&args.url),
-        args.scheme
+        args.key.scheme
     );
 
     let (tx, mut rx) = mpsc::unbounded_channel();

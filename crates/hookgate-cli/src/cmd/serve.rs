@@ -15,7 +15,7 @@ use std::{io::Write as _, net::SocketAddr, process::ExitCode, sync::Arc, time::D
 
 use anyhow::Context as _;
 use axum::{http::StatusCode, routing::post, Router};
-use hookgate_core::{Scheme, Verifier};
+use hookgate_core::Verifier;
 use hookgate_tower::{extract::Webhook, DedupStore, MemoryStore, VerifyWebhookLayer};
 
 /// Arguments of `hookgate serve`.
@@ -25,18 +25,8 @@ pub(crate) struct Args {
     /// actually bound is printed on stderr).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// Signature scheme: standard, stripe, github, slack, shopify.
-    #[arg(long, value_name = "SCHEME", default_value = "standard")]
-    scheme: Scheme,
-    /// Secret as the provider gives it (`whsec_...` for standard). Repeat
-    /// for rotation: a signature by any of them is accepted.
-    #[arg(
-        long = "secret",
-        value_name = "SECRET",
-        required = true,
-        env = "HOOKGATE_SECRET"
-    )]
-    secrets: Vec<String>,
+    #[command(flatten)]
+    key: super::SchemeArgs,
     /// Dedup store: `memory`, `redis://host:port/db` or
     /// `postgres://user@host:port/db`.
     #[arg(long, value_name = "URL", default_value = "memory")]
@@ -72,7 +62,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         )
         .try_init()
         .ok();
-    let verifier = Verifier::from_secret_strings(args.scheme, &args.secrets)
+    let verifier = Verifier::from_secret_strings(args.key.scheme, &args.key.secrets)
         .context("invalid --secret")?
         .with_tolerance(Duration::from_secs(args.tolerance));
     if args.max_body == 0 {
@@ -126,7 +116,7 @@ async fn serve(args: Args, verifier: Verifier) -> anyhow::Result<ExitCode> {
     let addr = listener.local_addr().context("no local address")?;
     eprintln!(
         "hookgate serve: listening on http://{addr} (scheme {}, store {})",
-        args.scheme,
+        args.key.scheme,
         store_label(&args.store)
     );
     axum::serve(listener, app)

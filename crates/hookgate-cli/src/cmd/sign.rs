@@ -25,24 +25,14 @@ use std::{
 };
 
 use anyhow::{bail, Context as _};
-use hookgate_core::{unix_now, Scheme, Signer};
-use rand::{distributions::Alphanumeric, Rng as _};
+use hookgate_core::{unix_now, Signer};
+use hookgate_sender::new_message_id;
 
 /// Arguments of `hookgate sign`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Signature scheme: standard, stripe, github, slack, shopify.
-    #[arg(long, value_name = "SCHEME", default_value = "standard")]
-    scheme: Scheme,
-    /// Secret as the provider gives it (`whsec_...` for standard). Repeat to
-    /// sign with several (rotation).
-    #[arg(
-        long = "secret",
-        value_name = "SECRET",
-        required = true,
-        env = "HOOKGATE_SECRET"
-    )]
-    secrets: Vec<String>,
+    #[command(flatten)]
+    key: super::SchemeArgs,
     /// Message id (default: a fresh `msg_...`). Not used by stripe (the id
     /// is the body's `id`) nor slack (no id).
     #[arg(long, value_name = "ID")]
@@ -59,8 +49,9 @@ pub(crate) struct Args {
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let scheme = args.scheme;
+    let scheme = args.key.scheme;
     let secrets = args
+        .key
         .secrets
         .iter()
         .map(|s| scheme.secret(s))
@@ -95,16 +86,6 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         .write_all(out.as_bytes())
         .context("writing to stdout")?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// A fresh message id: `msg_` and 27 random alphanumerics (like Svix's).
-fn new_message_id() -> String {
-    let suffix: String = rand::thread_rng()
-        .sample_iter(&Alphanumeric)
-        .take(27)
-        .map(char::from)
-        .collect();
-    format!("msg_{suffix}")
 }
 
 /// Ids travel in headers: visible ASCII, at most 256 bytes (what verifiers accept).

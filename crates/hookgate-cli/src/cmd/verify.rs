@@ -21,25 +21,15 @@
 use std::{io::Read as _, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::{bail, Context as _};
-use hookgate_core::{unix_now, Scheme, Verifier};
+use hookgate_core::{unix_now, Verifier};
 
 use super::sign::read_body_file;
 
 /// Arguments of `hookgate verify`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Signature scheme: standard, stripe, github, slack, shopify.
-    #[arg(long, value_name = "SCHEME", default_value = "standard")]
-    scheme: Scheme,
-    /// Secret as the provider gives it (`whsec_...` for standard). Repeat
-    /// for rotation: a signature by any of them is accepted.
-    #[arg(
-        long = "secret",
-        value_name = "SECRET",
-        required = true,
-        env = "HOOKGATE_SECRET"
-    )]
-    secrets: Vec<String>,
+    #[command(flatten)]
+    key: super::SchemeArgs,
     /// A received header, `Name: value`. Repeatable.
     #[arg(long = "header", short = 'H', value_name = "NAME: VALUE")]
     headers: Vec<String>,
@@ -61,8 +51,8 @@ pub(crate) struct Args {
 const MAX_HEADERS_FILE: u64 = 1024 * 1024;
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let scheme = args.scheme;
-    let verifier = Verifier::from_secret_strings(scheme, &args.secrets)
+    let scheme = args.key.scheme;
+    let verifier = Verifier::from_secret_strings(scheme, &args.key.secrets)
         .with_context(|| format!("invalid --secret for scheme {scheme}"))?
         .with_tolerance(Duration::from_secs(args.tolerance));
 
