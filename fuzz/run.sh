@@ -8,6 +8,13 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 seconds="${1:-${FUZZ_SECONDS:-20}}"
 toolchain="${FUZZ_TOOLCHAIN:-nightly}"
+if ! cargo "+$toolchain" --version >/dev/null 2>&1; then
+  # cargo-fuzz needs nightly flags; stable accepts them under RUSTC_BOOTSTRAP
+  # and ships the sanitizer runtimes, so a machine without nightly still fuzzes.
+  echo "fuzz: no $toolchain toolchain; using stable with RUSTC_BOOTSTRAP=1" >&2
+  toolchain=stable
+  export RUSTC_BOOTSTRAP=1
+fi
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
   echo "fuzz: installing cargo-fuzz" >&2
