@@ -148,12 +148,16 @@ fn verification_failed<B>(scheme: &'static str, err: VerifyError) -> Response<Re
     metrics::counter!("hookgate_receiver_verifications_total", "scheme" => scheme, "result" => kind)
         .increment(1);
     let detail = err.to_string();
-    match kind {
-        "malformed_webhook" => reject(scheme, MalformedWebhook::new(detail).with_source(err)),
-        "timestamp_out_of_tolerance" => reject(
+    match err {
+        VerifyError::MissingHeader { .. } | VerifyError::MalformedHeader { .. } => {
+            reject(scheme, MalformedWebhook::new(detail).with_source(err))
+        }
+        VerifyError::TimestampTooOld { .. } | VerifyError::TimestampInFuture { .. } => reject(
             scheme,
             TimestampOutOfTolerance::new(detail).with_source(err),
         ),
+        // `VerifyError` is non-exhaustive: a future variant is a failed
+        // verification, never a pass.
         _ => reject(scheme, InvalidSignature::new(detail).with_source(err)),
     }
 }
