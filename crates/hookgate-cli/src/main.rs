@@ -8,6 +8,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+// Wired into `serve --admin-listen` and `worker` as those land.
+#[allow(dead_code)]
+mod admin;
 mod cmd;
 
 /// Make webhooks safe to receive and reliable to send.
