@@ -17,10 +17,11 @@ use hookgate_core::Signer;
 use http::{header, HeaderMap, HeaderName, HeaderValue};
 
 use crate::{
-    endpoint::{parse_url, redact_url},
+    endpoint::parse_url,
     now_ms,
     outcome::{Class, Classifier},
     queue::Attempt,
+    redact::url as redact_url,
     retry::parse_retry_after,
     ssrf::{GuardedResolver, Resolver, SsrfError, SsrfPolicy, SystemResolver},
     Endpoint, EndpointError, Message,

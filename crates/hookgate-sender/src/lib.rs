@@ -24,6 +24,7 @@
 //!   time ([`delivery`]), classified ([`outcome`]), retried with backoff and
 //!   full jitter ([`retry`]), dead-lettered when exhausted or permanent.
 //! - [`ssrf`] keeps deliveries out of private networks, on by default.
+//! - [`redact`] masks credentials in URLs, DSNs and messages.
 //! - [`queue`]: the storage contract and its backends.
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -33,6 +34,7 @@ mod endpoint;
 mod message;
 pub mod outcome;
 pub mod queue;
+pub mod redact;
 pub mod retry;
 mod sender;
 pub mod ssrf;
