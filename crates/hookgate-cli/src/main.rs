@@ -58,7 +58,8 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("hookgate: {e:#}");
+            // Errors may quote a store DSN or a URL: never print a credential.
+            eprintln!("hookgate: {}", cmd::scrub(&format!("{e:#}")));
             ExitCode::from(2)
         }
     }

@@ -76,17 +76,38 @@ const CREDENTIAL_WORDS: &[&str] = &[
 /// `https://user:pw@host/p?token=x` becomes `https://***@host/p?token=***`.
 #[must_use]
 pub fn url(url: &str) -> String {
-    mask_url(url, Mode::Endpoint)
+    mask_url(url, Mode::Endpoint, &mut Vec::new())
 }
 
 /// A store DSN (URL or key=value form) with its password masked and the
 /// values of all but [harmless](self) parameters masked.
 #[must_use]
 pub fn dsn(dsn: &str) -> String {
+    mask_dsn(dsn, &mut Vec::new())
+}
+
+/// The credential values [`dsn`] masks in `dsn` (a password, a masked
+/// parameter's value, unquoted), so that a program can also mask them where
+/// they show up on their own, e.g. in a driver's error message.
+///
+/// ```
+/// use hookgate_sender::redact;
+/// assert_eq!(redact::credentials("postgres://app:p@ss@db/x"), ["p@ss"]);
+/// assert_eq!(redact::credentials("host=db password='a b'"), ["a b"]);
+/// ```
+#[must_use]
+pub fn credentials(dsn: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    mask_dsn(dsn, &mut found);
+    found.retain(|s| !s.is_empty());
+    found
+}
+
+fn mask_dsn(dsn: &str, found: &mut Vec<String>) -> String {
     if dsn.contains("://") {
-        mask_url(dsn, Mode::Dsn)
+        mask_url(dsn, Mode::Dsn, found)
     } else if dsn.contains('=') {
-        mask_key_values(dsn, |key| !is_harmless(key))
+        mask_key_values(dsn, |key| !is_harmless(key), found)
     } else {
         dsn.to_owned()
     }
@@ -110,11 +131,15 @@ pub fn text(text: &str) -> String {
         let end = rest[sep..]
             .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '`' | '<' | '>'))
             .map_or(rest.len(), |i| sep + i);
-        out.push_str(&mask_key_values(&rest[..start], is_credential));
-        out.push_str(&mask_url(&rest[start..end], Mode::Dsn));
+        out.push_str(&mask_key_values(
+            &rest[..start],
+            is_credential,
+            &mut Vec::new(),
+        ));
+        out.push_str(&mask_url(&rest[start..end], Mode::Dsn, &mut Vec::new()));
         rest = &rest[end..];
     }
-    out.push_str(&mask_key_values(rest, is_credential));
+    out.push_str(&mask_key_values(rest, is_credential, &mut Vec::new()));
     out
 }
 
@@ -137,8 +162,9 @@ fn is_credential(key: &str) -> bool {
     CREDENTIAL_WORDS.iter().any(|w| key.contains(w))
 }
 
-/// Mask a URL-shaped string without requiring it to parse.
-fn mask_url(s: &str, mode: Mode) -> String {
+/// Mask a URL-shaped string without requiring it to parse; push what was
+/// masked onto `found`.
+fn mask_url(s: &str, mode: Mode, found: &mut Vec<String>) -> String {
     let Some(sep) = s.find("://") else {
         return s.to_owned();
     };
@@ -159,9 +185,13 @@ fn mask_url(s: &str, mode: Mode) -> String {
         Some(at) => {
             let userinfo = &rest[..at];
             match mode {
-                Mode::Endpoint => out.push_str(MASK),
+                Mode::Endpoint => {
+                    out.push_str(MASK);
+                    found.push(userinfo.to_owned());
+                }
                 Mode::Dsn => match userinfo.split_once(':') {
-                    Some((user, _password)) => {
+                    Some((user, password)) => {
+                        found.push(password.to_owned());
                         out.push_str(user);
                         out.push(':');
                         out.push_str(MASK);
@@ -188,10 +218,16 @@ fn mask_url(s: &str, mode: Mode) -> String {
                 .split('&')
                 .map(|part| match part.split_once('=') {
                     Some((k, _)) if mode == Mode::Dsn && is_harmless(k) => part.to_owned(),
-                    Some((k, _)) => format!("{k}={MASK}"),
+                    Some((k, v)) => {
+                        found.push(v.to_owned());
+                        format!("{k}={MASK}")
+                    }
                     None if part.is_empty() => String::new(),
                     // A bare `?token` may be the secret itself.
-                    None => MASK.to_owned(),
+                    None => {
+                        found.push(part.to_owned());
+                        MASK.to_owned()
+                    }
                 })
                 .collect();
             out.push_str(&parts.join("&"));
@@ -201,6 +237,7 @@ fn mask_url(s: &str, mode: Mode) -> String {
     if let Some(fragment) = fragment {
         out.push('#');
         if !fragment.is_empty() {
+            found.push(fragment.to_owned());
             out.push_str(MASK);
         }
     }
@@ -209,8 +246,8 @@ fn mask_url(s: &str, mode: Mode) -> String {
 
 /// Mask the values of `key=value` pairs whose key `mask` selects. Values are
 /// `'quoted'` (with `\` escapes, as libpq writes them) or run to the next
-/// white space.
-fn mask_key_values(s: &str, mask: impl Fn(&str) -> bool) -> String {
+/// white space. Push the masked values (unquoted) onto `found`.
+fn mask_key_values(s: &str, mask: impl Fn(&str) -> bool, found: &mut Vec<String>) -> String {
     let bytes = s.as_bytes();
     let mut out = String::with_capacity(s.len());
     let mut copied = 0;
@@ -252,6 +289,17 @@ fn mask_key_values(s: &str, mask: impl Fn(&str) -> bool) -> String {
             j
         };
         if !key.is_empty() && value_end > v && mask(key) {
+            let value = &s[v..value_end];
+            found.push(match value.strip_prefix('\'') {
+                Some(quoted) => {
+                    let quoted = quoted.strip_suffix('\'').unwrap_or(quoted);
+                    quoted
+                        .replace("\\\\", "\u{0}")
+                        .replace('\\', "")
+                        .replace('\u{0}', "\\")
+                }
+                None => value.to_owned(),
+            });
             out.push_str(&s[copied..v]);
             out.push_str(MASK);
             copied = value_end;
@@ -368,6 +416,21 @@ mod tests {
         ] {
             assert_eq!(text(input), want, "{input}");
         }
+    }
+
+    #[test]
+    fn credentials_are_what_is_masked() {
+        assert_eq!(credentials("postgres://u:p@ss@db/x"), ["p@ss"]);
+        assert_eq!(
+            credentials("postgres://postgres@db/x?sslmode=require"),
+            [""; 0]
+        );
+        assert_eq!(credentials("redis://:pw@h/0?password=q&db=1"), ["pw", "q"]);
+        assert_eq!(
+            credentials(r"host=db password='it\'s s\\ecret' user=u"),
+            [r"it's s\ecret"]
+        );
+        assert_eq!(credentials("memory"), [""; 0]);
     }
 
     #[test]
