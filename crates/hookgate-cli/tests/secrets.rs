@@ -79,6 +79,12 @@ async fn send_with_credentials(store: &str, ns: &str) -> String {
     assert_clean("send stdout", &stdout(&out));
     assert_clean("send stderr", &stderr(&out));
     assert!(stderr(&out).contains("dead letter msg_secrets written"));
+    // The logs were on, and checked: the worker's spans name the endpoint.
+    assert!(
+        stderr(&out).contains("hookgate_sender.deliver"),
+        "{}",
+        stderr(&out)
+    );
 
     let out = hookgate(
         ["dlq", "list", "--json", "--store", store, "--namespace", ns]
