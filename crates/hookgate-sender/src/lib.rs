@@ -41,7 +41,9 @@ pub mod ssrf;
 pub mod worker;
 
 pub use endpoint::{Endpoint, EndpointError, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT};
-pub use message::{new_message_id, now_ms, Message};
+pub use message::{
+    new_message_id, now_ms, validate_message_id, Message, MessageError, MAX_MESSAGE_ID_LEN,
+};
 pub use queue::{MemoryQueue, Queue};
 pub use sender::{SendError, Sender};
 pub use worker::{Worker, WorkerBuilder, WorkerHandle};

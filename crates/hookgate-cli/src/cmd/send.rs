@@ -230,7 +230,7 @@ async fn send(args: Args) -> anyhow::Result<ExitCode> {
 
     let mut message = Message::new(args.event_type.clone(), body);
     if let Some(id) = &args.id {
-        message = message.with_id(id.clone());
+        message = message.try_with_id(id.clone()).context("invalid --id")?;
     }
     let local: Arc<dyn Queue> = Arc::new(MemoryQueue::new());
     local.put_endpoint(&endpoint).await?;
