@@ -20,7 +20,14 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// `Authorization: Bearer ..` header is a credential), and the URLs'
 /// userinfo, query values and fragment ([`redact::url`](crate::redact::url));
 /// attempt records carry the masked URL too. Derive ids from URLs with
-/// [`Endpoint::id_from_url`], never by using the URL itself.
+/// [`Endpoint::id_from_url`], never by using the URL itself;
+/// [`Endpoint::new`] refuses an id that is a URL with userinfo, query or
+/// fragment.
+///
+/// The queues store the record itself (secrets included) as statement
+/// parameters or values. tokio-postgres logs every statement's parameters at
+/// `DEBUG` under the `tracing` target `tokio_postgres::query`: keep that
+/// target at `INFO` or off wherever logs are kept (`hookgate` does).
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct Endpoint {
@@ -111,6 +118,11 @@ pub enum EndpointError {
     /// A timeout is zero.
     #[error("{0} must be greater than zero")]
     ZeroTimeout(&'static str),
+    /// The id is a URL with userinfo, a query or a fragment: ids end up in
+    /// keys, labels and logs, so they must carry no credential (see
+    /// [`Endpoint::id_from_url`]). The id is not repeated.
+    #[error("endpoint id is a URL with credentials, query or fragment; use Endpoint::id_from_url")]
+    CredentialsInId,
 }
 
 impl Endpoint {
@@ -129,19 +141,23 @@ impl Endpoint {
     /// ```
     ///
     /// # Errors
-    /// An invalid URL or a secret that does not parse for `scheme`.
+    /// An invalid URL, a secret that does not parse for `scheme`, or an `id`
+    /// that is a URL with userinfo, query or fragment
+    /// ([`EndpointError::CredentialsInId`]).
     pub fn new(
         id: impl Into<String>,
         url: impl Into<String>,
         scheme: Scheme,
         secret: impl Into<String>,
     ) -> Result<Self, EndpointError> {
+        let id = id.into();
+        check_id(&id)?;
         let url = url.into();
         check_url(&url)?;
         let secret = secret.into();
         check_secret(scheme, &secret)?;
         Ok(Self {
-            id: id.into(),
+            id,
             urls: vec![url],
             scheme,
             secrets: vec![secret],
@@ -292,6 +308,24 @@ pub(crate) fn parse_url(url: &str) -> Result<reqwest::Url, EndpointError> {
     Ok(parsed)
 }
 
+/// Refuse an id that is a URL carrying userinfo, a query or a fragment.
+/// Only at construction: endpoints already stored under such an id still
+/// deliver.
+fn check_id(id: &str) -> Result<(), EndpointError> {
+    match reqwest::Url::parse(id) {
+        Ok(u)
+            if u.has_host()
+                && (!u.username().is_empty()
+                    || u.password().is_some()
+                    || u.query().is_some()
+                    || u.fragment().is_some()) =>
+        {
+            Err(EndpointError::CredentialsInId)
+        }
+        _ => Ok(()),
+    }
+}
+
 fn check_url(url: &str) -> Result<(), EndpointError> {
     parse_url(url).map(drop)
 }
@@ -403,5 +437,31 @@ mod tests {
         ));
         let err = Endpoint::id_from_url("https://u:SECRET@exa mple.com/").unwrap_err();
         assert!(!err.to_string().contains("SECRET"), "{err}");
+    }
+
+    #[test]
+    fn ids_that_are_urls_with_credentials_are_refused() {
+        for id in [
+            "https://u:SECRET@example.com/hook",
+            "https://SECRET@example.com/hook",
+            "https://example.com/hook?token=SECRET",
+            "https://example.com/hook#SECRET",
+        ] {
+            let err =
+                Endpoint::new(id, "https://example.com/hook", Scheme::GitHub, "s").unwrap_err();
+            assert!(matches!(err, EndpointError::CredentialsInId), "{id}");
+            assert!(!err.to_string().contains("SECRET"));
+        }
+        for id in [
+            "orders",
+            "https://example.com/hook",
+            "tenant:42/orders",
+            "a@b",
+        ] {
+            assert!(
+                Endpoint::new(id, "https://example.com/hook", Scheme::GitHub, "s").is_ok(),
+                "{id}"
+            );
+        }
     }
 }
