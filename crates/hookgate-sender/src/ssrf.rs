@@ -26,9 +26,13 @@
 //! | IPv4-compatible `::/96` (but `::` and `::1`) | last 32 bits |
 //! | IPv4-translated `::ffff:0:0:0/96` | last 32 bits |
 //! | NAT64 well-known `64:ff9b::/96` | last 32 bits |
-//! | NAT64 local-use `64:ff9b:1::/48` | every RFC 6052 layout (/48, /56, /64, /96); shorter layouts reading `0.0.0.0/8` are ignored |
+//! | NAT64 local-use `64:ff9b:1::/48` | every RFC 6052 layout (/48, /56, /64, /96), as the network's prefix length is unknown; shorter layouts reading `0.0.0.0/8` are ignored |
 //! | 6to4 `2002::/16` | bits 16..48 |
 //! | Teredo `2001::/32` | server in bits 32..64; client in the last 32 bits, inverted |
+//!
+//! A refusal by any reading refuses the address. A NAT64 deployment whose
+//! local-use prefix bits happen to read as a refused IPv4 under a shorter
+//! layout allow-lists its prefix (`allow("64:ff9b:1:a9fe::/96")`).
 //!
 //! [`SsrfPolicy::allow_private`] opens loopback, RFC 1918, CGNAT and
 //! unique-local addresses (in every form); [`SsrfPolicy::allow`] opens a
@@ -251,7 +255,7 @@ fn classify_v6(ip: Ipv6Addr) -> Option<Range> {
 }
 
 /// Every IPv4 address an IPv6 address may carry to an IPv4 destination
-/// (at most two are possible per form; `None` fills the rest):
+/// (up to four readings; `None` fills the rest):
 ///
 /// - IPv4-mapped `::ffff:a.b.c.d` and IPv4-compatible `::a.b.c.d` (except
 ///   `::` and `::1`, which are IPv6's own unspecified and loopback);
@@ -642,6 +646,15 @@ mod tests {
         // An allowed IPv6 net opens its addresses whatever they embed.
         let p = SsrfPolicy::default().allow("2002::/16".parse().unwrap());
         assert!(p.check(ip("2002:7f00:1::")).is_ok());
+        // A local-use NAT64 /96 whose prefix reads as link-local under the
+        // /48 layout: refused until its prefix is allow-listed.
+        let nat64 = ip("64:ff9b:1:a9fe::808:808");
+        assert_eq!(
+            SsrfPolicy::default().check(nat64).unwrap_err().range,
+            "link-local"
+        );
+        let p = SsrfPolicy::default().allow("64:ff9b:1:a9fe::/96".parse().unwrap());
+        assert!(p.check(nat64).is_ok());
     }
 
     #[tokio::test]
