@@ -50,6 +50,25 @@ fn main() -> ExitCode {
             };
         }
     };
+    // `send` and `dlq` log through `tracing` only when asked to (`RUST_LOG`),
+    // so their default output stays what the README shows. tokio-postgres
+    // logs every statement's parameters at debug level (endpoint records
+    // with their URLs and secrets among them): that target stays off.
+    if matches!(cli.command, Command::Send(_) | Command::Dlq(_)) {
+        if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+            let filter = filter.add_directive(
+                "tokio_postgres::query=off"
+                    .parse()
+                    .expect("a valid directive"),
+            );
+            tracing_subscriber::fmt()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_env_filter(filter)
+                .try_init()
+                .ok();
+        }
+    }
     let result = match cli.command {
         Command::Demo(args) => cmd::demo::run(args),
         Command::Sign(args) => cmd::sign::run(args),
@@ -61,7 +80,8 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("hookgate: {e:#}");
+            // Errors may quote a store DSN or a URL: never print a credential.
+            eprintln!("hookgate: {}", cmd::scrub(&format!("{e:#}")));
             ExitCode::from(2)
         }
     }

@@ -4,10 +4,14 @@
 //! message id, new timestamp), sends `Content-Type: application/json` unless
 //! the endpoint's headers say otherwise, never follows redirects, and goes
 //! through the [SSRF guard](crate::ssrf). Errors recorded in an [`Attempt`]
-//! never contain secrets or URL credentials.
+//! never contain secrets or URL credentials, and its URL is masked
+//! ([`redact::url`](crate::redact::url)).
+//!
+//! reqwest sets the connect timeout per HTTP client, so a [`DeliveryClient`]
+//! keeps one client (and connection pool) per distinct connect timeout, at
+//! most 8, dropping the least recently used beyond that.
 
 use std::{
-    collections::HashMap,
     net::SocketAddr,
     sync::{Arc, Mutex},
     time::{Duration, Instant, SystemTime},
@@ -17,10 +21,11 @@ use hookgate_core::Signer;
 use http::{header, HeaderMap, HeaderName, HeaderValue};
 
 use crate::{
-    endpoint::{parse_url, redact_url},
+    endpoint::parse_url,
     now_ms,
     outcome::{Class, Classifier},
     queue::Attempt,
+    redact::url as redact_url,
     retry::parse_retry_after,
     ssrf::{GuardedResolver, Resolver, SsrfError, SsrfPolicy, SystemResolver},
     Endpoint, EndpointError, Message,
@@ -28,6 +33,14 @@ use crate::{
 
 /// How much of a response body is read (and discarded) so the connection can be reused.
 const MAX_DRAIN: usize = 64 * 1024;
+
+/// How many HTTP clients (one per distinct connect timeout, each with its
+/// own connection pool) a [`DeliveryClient`] keeps. reqwest sets the connect
+/// timeout per client, so endpoints with many different connect timeouts
+/// would otherwise each keep a pool forever; past this bound the least
+/// recently used client is dropped (its idle connections close; requests in
+/// flight finish on their own clone).
+const MAX_CLIENTS: usize = 8;
 
 /// The result of one attempt.
 #[derive(Debug, Clone)]
@@ -109,8 +122,9 @@ struct ClientInner {
     resolver: GuardedResolver,
     classifier: Classifier,
     max_timeout: Duration,
-    /// One HTTP client per connect timeout (reqwest sets it per client).
-    clients: Mutex<HashMap<Duration, reqwest::Client>>,
+    /// One HTTP client per connect timeout (reqwest sets it per client),
+    /// least recently used first, at most [`MAX_CLIENTS`].
+    clients: Mutex<Vec<(Duration, reqwest::Client)>>,
 }
 
 impl Default for DeliveryClient {
@@ -143,7 +157,7 @@ impl DeliveryClient {
                 policy,
                 classifier,
                 max_timeout: Duration::MAX,
-                clients: Mutex::new(HashMap::new()),
+                clients: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -158,7 +172,7 @@ impl DeliveryClient {
                 resolver: inner.resolver.clone(),
                 classifier: inner.classifier.clone(),
                 max_timeout: max,
-                clients: Mutex::new(HashMap::new()),
+                clients: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -202,8 +216,12 @@ impl DeliveryClient {
             .clients
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(c) = clients.get(&connect_timeout) {
-            return Ok(c.clone());
+        if let Some(i) = clients.iter().position(|(t, _)| *t == connect_timeout) {
+            // Most recently used last.
+            let entry = clients.remove(i);
+            let client = entry.1.clone();
+            clients.push(entry);
+            return Ok(client);
         }
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -213,7 +231,10 @@ impl DeliveryClient {
             .connect_timeout(connect_timeout)
             .user_agent(concat!("hookgate/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        clients.insert(connect_timeout, client.clone());
+        if clients.len() >= MAX_CLIENTS {
+            clients.remove(0);
+        }
+        clients.push((connect_timeout, client.clone()));
         Ok(client)
     }
 
@@ -262,6 +283,12 @@ impl DeliveryClient {
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             );
+        }
+        // Checked at enqueue; a message stored by other means is still
+        // refused here rather than sent with a broken header.
+        if let Err(e) = message.validate() {
+            let msg = e.to_string();
+            return fail(Class::Permanent, msg.clone(), msg);
         }
         let timestamp = at_ms.div_euclid(1000);
         for (name, value) in p.signer.sign(&message.id, timestamp, &message.payload) {
@@ -407,5 +434,49 @@ fn error_kind(e: &reqwest::Error) -> &'static str {
         "request error"
     } else {
         "http error"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Endpoints with ever new connect timeouts must not grow the client
+    /// cache (one connection pool each) without bound.
+    #[test]
+    fn client_cache_is_bounded() {
+        let client = DeliveryClient::default();
+        for ms in 1..=200 {
+            client.client(Duration::from_millis(ms)).unwrap();
+        }
+        let cached = client
+            .inner
+            .clients
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len();
+        assert!(cached <= 16, "{cached} clients cached");
+        assert_eq!(cached, MAX_CLIENTS);
+    }
+
+    #[test]
+    fn client_cache_keeps_the_recently_used() {
+        let client = DeliveryClient::default();
+        let first = Duration::from_millis(1);
+        client.client(first).unwrap();
+        for ms in 2..=20 {
+            // Using `first` again keeps it from being evicted.
+            client.client(first).unwrap();
+            client.client(Duration::from_millis(ms)).unwrap();
+        }
+        let clients = client
+            .inner
+            .clients
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let timeouts: Vec<u128> = clients.iter().map(|(t, _)| t.as_millis()).collect();
+        assert_eq!(timeouts.len(), MAX_CLIENTS);
+        assert!(timeouts.contains(&1), "{timeouts:?}");
+        assert_eq!(timeouts.last(), Some(&20));
     }
 }

@@ -12,8 +12,22 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// A receiver: URL(s), signing scheme and secrets, timeouts, extra headers.
 ///
 /// Endpoints are stored in the queue (so `hookgate dlq replay` can deliver
-/// without the original program). `Debug` redacts the secrets and any
-/// password in the URLs.
+/// without the original program).
+///
+/// # Security
+/// The endpoint record is the only place a URL's userinfo and query are
+/// kept. `Debug` masks the secrets, every extra header's value (an
+/// `Authorization: Bearer ..` header is a credential), and the URLs'
+/// userinfo, query values and fragment ([`redact::url`](crate::redact::url));
+/// attempt records carry the masked URL too. Derive ids from URLs with
+/// [`Endpoint::id_from_url`], never by using the URL itself;
+/// [`Endpoint::new`] refuses an id that is a URL with userinfo, query or
+/// fragment.
+///
+/// The queues store the record itself (secrets included) as statement
+/// parameters or values. tokio-postgres logs every statement's parameters at
+/// `DEBUG` under the `tracing` target `tokio_postgres::query`: keep that
+/// target at `INFO` or off wherever logs are kept (`hookgate` does).
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct Endpoint {
@@ -41,7 +55,11 @@ impl std::fmt::Debug for Endpoint {
             .field("id", &self.id)
             .field(
                 "urls",
-                &self.urls.iter().map(|u| redact_url(u)).collect::<Vec<_>>(),
+                &self
+                    .urls
+                    .iter()
+                    .map(|u| crate::redact::url(u))
+                    .collect::<Vec<_>>(),
             )
             .field("scheme", &self.scheme)
             .field(
@@ -50,9 +68,25 @@ impl std::fmt::Debug for Endpoint {
             )
             .field("connect_timeout", &self.connect_timeout)
             .field("timeout", &self.timeout)
-            .field("headers", &self.headers)
+            .field(
+                "headers",
+                &self
+                    .headers
+                    .iter()
+                    .map(|(name, _)| (name.as_str(), Redacted))
+                    .collect::<Vec<_>>(),
+            )
             .field("disabled", &self.disabled)
             .finish()
+    }
+}
+
+/// Shown in place of a header value.
+struct Redacted;
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
     }
 }
 
@@ -84,6 +118,11 @@ pub enum EndpointError {
     /// A timeout is zero.
     #[error("{0} must be greater than zero")]
     ZeroTimeout(&'static str),
+    /// The id is a URL with userinfo, a query or a fragment: ids end up in
+    /// keys, labels and logs, so they must carry no credential (see
+    /// [`Endpoint::id_from_url`]). The id is not repeated.
+    #[error("endpoint id is a URL with credentials, query or fragment; use Endpoint::id_from_url")]
+    CredentialsInId,
 }
 
 impl Endpoint {
@@ -102,19 +141,23 @@ impl Endpoint {
     /// ```
     ///
     /// # Errors
-    /// An invalid URL or a secret that does not parse for `scheme`.
+    /// An invalid URL, a secret that does not parse for `scheme`, or an `id`
+    /// that is a URL with userinfo, query or fragment
+    /// ([`EndpointError::CredentialsInId`]).
     pub fn new(
         id: impl Into<String>,
         url: impl Into<String>,
         scheme: Scheme,
         secret: impl Into<String>,
     ) -> Result<Self, EndpointError> {
+        let id = id.into();
+        check_id(&id)?;
         let url = url.into();
         check_url(&url)?;
         let secret = secret.into();
         check_secret(scheme, &secret)?;
         Ok(Self {
-            id: id.into(),
+            id,
             urls: vec![url],
             scheme,
             secrets: vec![secret],
@@ -122,6 +165,38 @@ impl Endpoint {
             timeout: DEFAULT_TIMEOUT,
             headers: Vec::new(),
             disabled: false,
+        })
+    }
+
+    /// An endpoint id for `url` that carries no credential:
+    /// `scheme://host[:port]/path`, without userinfo, query or fragment (the
+    /// host lower-cased, a default port dropped). Ids end up in queue keys,
+    /// metric labels, spans and dead-letter listings, so a URL's
+    /// `user:password@` and `?token=` must never be part of one.
+    ///
+    /// ```
+    /// use hookgate_sender::Endpoint;
+    /// assert_eq!(
+    ///     Endpoint::id_from_url("https://user:pw@Example.COM:443/hooks/in?token=abc#x")?,
+    ///     "https://example.com/hooks/in"
+    /// );
+    /// # Ok::<(), hookgate_sender::EndpointError>(())
+    /// ```
+    ///
+    /// # Security
+    /// The path is kept. Some providers put a secret in the path itself
+    /// (Slack-style `/services/T../B../XXXX` URLs); give such endpoints an
+    /// explicit id instead.
+    ///
+    /// # Errors
+    /// [`EndpointError::InvalidUrl`] when `url` is not an `http`/`https` URL
+    /// with a host.
+    pub fn id_from_url(url: &str) -> Result<String, EndpointError> {
+        let parsed = parse_url(url)?;
+        let host = parsed.host_str().unwrap_or_default();
+        Ok(match parsed.port() {
+            Some(port) => format!("{}://{host}:{port}{}", parsed.scheme(), parsed.path()),
+            None => format!("{}://{host}{}", parsed.scheme(), parsed.path()),
         })
     }
 
@@ -219,6 +294,7 @@ impl Endpoint {
 }
 
 pub(crate) fn parse_url(url: &str) -> Result<reqwest::Url, EndpointError> {
+    // The parser's messages never quote the input.
     let parsed = reqwest::Url::parse(url).map_err(|e| EndpointError::InvalidUrl(format!("{e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(EndpointError::InvalidUrl(format!(
@@ -230,6 +306,24 @@ pub(crate) fn parse_url(url: &str) -> Result<reqwest::Url, EndpointError> {
         return Err(EndpointError::InvalidUrl("no host".into()));
     }
     Ok(parsed)
+}
+
+/// Refuse an id that is a URL carrying userinfo, a query or a fragment.
+/// Only at construction: endpoints already stored under such an id still
+/// deliver.
+fn check_id(id: &str) -> Result<(), EndpointError> {
+    match reqwest::Url::parse(id) {
+        Ok(u)
+            if u.has_host()
+                && (!u.username().is_empty()
+                    || u.password().is_some()
+                    || u.query().is_some()
+                    || u.fragment().is_some()) =>
+        {
+            Err(EndpointError::CredentialsInId)
+        }
+        _ => Ok(()),
+    }
 }
 
 fn check_url(url: &str) -> Result<(), EndpointError> {
@@ -253,17 +347,6 @@ fn check_header(name: &str, value: &str) -> Result<(), EndpointError> {
         Ok(())
     } else {
         Err(EndpointError::InvalidHeader(name.to_owned()))
-    }
-}
-
-/// `url` with any password replaced by `***`, for records and logs.
-pub(crate) fn redact_url(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => url.to_owned(),
     }
 }
 
@@ -301,19 +384,84 @@ mod tests {
     }
 
     #[test]
-    fn debug_redacts_url_passwords() {
-        let ep = Endpoint::new("e", "https://u:hunter2@example.com/", Scheme::GitHub, "s").unwrap();
+    fn debug_masks_url_credentials_and_header_values() {
+        let ep = Endpoint::new(
+            "e",
+            "https://u:hunter2@example.com/p?token=tok3n&sig=s1g#fr4g",
+            Scheme::GitHub,
+            "s3cret",
+        )
+        .unwrap()
+        .with_url("https://apik3y@backup.example.com/")
+        .unwrap()
+        .with_header("Authorization", "Bearer b34rer")
+        .unwrap()
+        .with_header("X-Api-Key", "k3y")
+        .unwrap();
         let dbg = format!("{ep:?}");
-        assert!(!dbg.contains("hunter2"), "{dbg}");
-        assert!(dbg.contains("u:***@example.com"), "{dbg}");
+        for secret in [
+            "hunter2", "tok3n", "s1g", "fr4g", "apik3y", "b34rer", "k3y", "s3cret",
+        ] {
+            assert!(!dbg.contains(secret), "{secret} in {dbg}");
+        }
+        assert!(
+            dbg.contains("https://***@example.com/p?token=***&sig=***#***"),
+            "{dbg}"
+        );
+        assert!(dbg.contains(r#"("Authorization", <redacted>)"#), "{dbg}");
+        let alt = format!("{ep:#?}");
+        assert!(!alt.contains("b34rer") && !alt.contains("hunter2"), "{alt}");
     }
 
     #[test]
-    fn redacts_passwords() {
-        assert_eq!(
-            redact_url("https://u:hunter2@example.com/x"),
-            "https://u:***@example.com/x"
-        );
-        assert_eq!(redact_url("https://example.com/x"), "https://example.com/x");
+    fn ids_from_urls_carry_no_credentials() {
+        for (url, want) in [
+            ("https://example.com/hook", "https://example.com/hook"),
+            (
+                "https://u:pw@example.com/hook?token=x#f",
+                "https://example.com/hook",
+            ),
+            (
+                "http://user@127.0.0.1:8080/a/b?c=d",
+                "http://127.0.0.1:8080/a/b",
+            ),
+            ("https://EXAMPLE.com:443", "https://example.com/"),
+            ("http://[::1]:9000/h?x", "http://[::1]:9000/h"),
+            ("https://u:p@ss@example.com/h", "https://example.com/h"),
+        ] {
+            assert_eq!(Endpoint::id_from_url(url).unwrap(), want, "{url}");
+        }
+        assert!(matches!(
+            Endpoint::id_from_url("ftp://x/"),
+            Err(EndpointError::InvalidUrl(_))
+        ));
+        let err = Endpoint::id_from_url("https://u:SECRET@exa mple.com/").unwrap_err();
+        assert!(!err.to_string().contains("SECRET"), "{err}");
+    }
+
+    #[test]
+    fn ids_that_are_urls_with_credentials_are_refused() {
+        for id in [
+            "https://u:SECRET@example.com/hook",
+            "https://SECRET@example.com/hook",
+            "https://example.com/hook?token=SECRET",
+            "https://example.com/hook#SECRET",
+        ] {
+            let err =
+                Endpoint::new(id, "https://example.com/hook", Scheme::GitHub, "s").unwrap_err();
+            assert!(matches!(err, EndpointError::CredentialsInId), "{id}");
+            assert!(!err.to_string().contains("SECRET"));
+        }
+        for id in [
+            "orders",
+            "https://example.com/hook",
+            "tenant:42/orders",
+            "a@b",
+        ] {
+            assert!(
+                Endpoint::new(id, "https://example.com/hook", Scheme::GitHub, "s").is_ok(),
+                "{id}"
+            );
+        }
     }
 }

@@ -24,6 +24,7 @@
 //!   time ([`delivery`]), classified ([`outcome`]), retried with backoff and
 //!   full jitter ([`retry`]), dead-lettered when exhausted or permanent.
 //! - [`ssrf`] keeps deliveries out of private networks, on by default.
+//! - [`redact`] masks credentials in URLs, DSNs and messages.
 //! - [`queue`]: the storage contract and its backends.
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -33,13 +34,16 @@ mod endpoint;
 mod message;
 pub mod outcome;
 pub mod queue;
+pub mod redact;
 pub mod retry;
 mod sender;
 pub mod ssrf;
 pub mod worker;
 
 pub use endpoint::{Endpoint, EndpointError, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT};
-pub use message::{new_message_id, now_ms, Message};
+pub use message::{
+    new_message_id, now_ms, validate_message_id, Message, MessageError, MAX_MESSAGE_ID_LEN,
+};
 pub use queue::{MemoryQueue, Queue};
 pub use sender::{SendError, Sender};
 pub use worker::{Worker, WorkerBuilder, WorkerHandle};

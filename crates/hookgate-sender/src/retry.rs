@@ -158,6 +158,10 @@ pub enum RetryPolicyError {
     /// `multiplier` is zero.
     #[error("multiplier must be at least 1")]
     ZeroMultiplier,
+    /// The base delay is zero: every wait would be zero, so a failing
+    /// receiver would be retried in a tight loop.
+    #[error("base delay must be greater than zero")]
+    ZeroBaseDelay,
     /// The base delay exceeds the cap.
     #[error("base delay exceeds max delay")]
     BaseAboveCap,
@@ -170,7 +174,8 @@ impl RetryPolicy {
         Self::default()
     }
 
-    /// The upper bound of the first retry's wait (default 60 s).
+    /// The upper bound of the first retry's wait (default 60 s). Must be
+    /// greater than zero ([`validate`](Self::validate)).
     #[must_use]
     pub fn with_base_delay(mut self, base: Duration) -> Self {
         self.base = base;
@@ -222,13 +227,17 @@ impl RetryPolicy {
     /// Check the settings.
     ///
     /// # Errors
-    /// Zero attempts, a zero multiplier, or a base above the cap.
+    /// Zero attempts, a zero multiplier, a zero base delay, or a base above
+    /// the cap.
     pub fn validate(&self) -> Result<(), RetryPolicyError> {
         if self.max_attempts == 0 {
             return Err(RetryPolicyError::ZeroAttempts);
         }
         if self.multiplier == 0 {
             return Err(RetryPolicyError::ZeroMultiplier);
+        }
+        if self.base.is_zero() {
+            return Err(RetryPolicyError::ZeroBaseDelay);
         }
         if self.base > self.cap {
             return Err(RetryPolicyError::BaseAboveCap);
@@ -468,6 +477,20 @@ mod tests {
     #[test]
     fn validates() {
         assert!(RetryPolicy::default().validate().is_ok());
+        // A zero base makes every wait zero: retries in a tight loop.
+        assert_eq!(
+            RetryPolicy::default()
+                .with_base_delay(Duration::ZERO)
+                .validate(),
+            Err(RetryPolicyError::ZeroBaseDelay)
+        );
+        assert_eq!(
+            RetryPolicy::default()
+                .with_base_delay(Duration::ZERO)
+                .with_max_delay(Duration::ZERO)
+                .validate(),
+            Err(RetryPolicyError::ZeroBaseDelay)
+        );
         assert_eq!(
             RetryPolicy::default().with_max_attempts(0).validate(),
             Err(RetryPolicyError::ZeroAttempts)

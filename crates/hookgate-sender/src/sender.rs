@@ -7,7 +7,7 @@ use std::{
 
 use crate::{
     queue::{DeliveryKey, Queue, QueueError},
-    Endpoint, EndpointError, Message,
+    Endpoint, EndpointError, Message, MessageError,
 };
 
 /// Enqueueing failed.
@@ -17,6 +17,9 @@ pub enum SendError {
     /// The endpoint's settings are invalid.
     #[error(transparent)]
     Endpoint(#[from] EndpointError),
+    /// The message cannot be sent (its id is not a valid header value).
+    #[error(transparent)]
+    Message(#[from] MessageError),
     /// No endpoint with this id is stored in the queue.
     #[error("unknown endpoint {0:?}")]
     UnknownEndpoint(String),
@@ -75,6 +78,8 @@ impl Sender {
     /// Enqueueing the same message id to the same endpoint again is a no-op.
     ///
     /// # Errors
+    /// [`SendError::Message`] when the message id cannot be sent
+    /// ([`validate_message_id`](crate::validate_message_id)); nothing is stored;
     /// [`SendError::UnknownEndpoint`] when no such endpoint is stored;
     /// [`SendError::Queue`] when the queue failed.
     pub async fn enqueue(
@@ -82,6 +87,7 @@ impl Sender {
         endpoint_id: &str,
         message: Message,
     ) -> Result<DeliveryKey, SendError> {
+        message.validate()?;
         let known = self
             .known
             .lock()

@@ -15,7 +15,28 @@
 //! | `fc00::/7`, `fec0::/10` | unique-local, deprecated site-local |
 //! | `192.0.0.0/24`, `198.18.0.0/15`, `240.0.0.0/4`, `255.255.255.255` | protocol assignments, benchmarking, reserved, broadcast |
 //! | `224.0.0.0/4`, `ff00::/8` | multicast |
-//! | `::ffff:0:0/96`, `64:ff9b::/96` | IPv4-mapped and NAT64 forms of all the above |
+//! | `192.0.2.0/24`, `198.51.100.0/24`, `203.0.113.0/24`, `2001:db8::/32`, `3fff::/20` | documentation |
+//!
+//! IPv6 addresses that carry an IPv4 address are also judged by the IPv4
+//! they carry, so every IPv4 range above is refused in each of these forms:
+//!
+//! | form | where the IPv4 is |
+//! |---|---|
+//! | IPv4-mapped `::ffff:0:0/96` | last 32 bits |
+//! | IPv4-compatible `::/96` (but `::` and `::1`) | last 32 bits |
+//! | IPv4-translated `::ffff:0:0:0/96` | last 32 bits |
+//! | NAT64 well-known `64:ff9b::/96` | last 32 bits |
+//! | NAT64 local-use `64:ff9b:1::/48` | every RFC 6052 layout (/48, /56, /64, /96), as the network's prefix length is unknown; shorter layouts reading `0.0.0.0/8` are ignored |
+//! | 6to4 `2002::/16` | bits 16..48 |
+//! | Teredo `2001::/32` | server in bits 32..64; client in the last 32 bits, inverted |
+//!
+//! A refusal by any reading refuses the address. A NAT64 deployment whose
+//! local-use prefix bits happen to read as a refused IPv4 under a shorter
+//! layout allow-lists its prefix (`allow("64:ff9b:1:a9fe::/96")`).
+//!
+//! [`SsrfPolicy::allow_private`] opens loopback, RFC 1918, CGNAT and
+//! unique-local addresses (in every form); [`SsrfPolicy::allow`] opens a
+//! network whatever its range (an IPv4 net in every embedded form too).
 //!
 //! How it holds:
 //! - Host names are resolved by the guard's own resolver, which drops every
@@ -35,6 +56,8 @@
 //! let strict = SsrfPolicy::default();
 //! assert!(strict.check("169.254.169.254".parse().unwrap()).is_err());
 //! assert!(strict.check("93.184.215.14".parse().unwrap()).is_ok());
+//! // IPv4 embedded in IPv6 is judged by the IPv4: 6to4 of 127.0.0.1.
+//! assert_eq!(strict.check("2002:7f00:1::".parse().unwrap()).unwrap_err().range, "loopback");
 //! // Tests and local development: open loopback only.
 //! let local = SsrfPolicy::default().allow("127.0.0.0/8".parse().unwrap());
 //! assert!(local.check("127.0.0.1".parse().unwrap()).is_ok());
@@ -120,7 +143,8 @@ impl SsrfPolicy {
 
     /// Also allow loopback, RFC 1918 private, CGNAT and unique-local
     /// addresses (`--allow-private`). Link-local (cloud metadata), multicast,
-    /// unspecified and reserved addresses stay refused unless allow-listed.
+    /// unspecified, reserved and documentation addresses stay refused unless
+    /// allow-listed.
     #[must_use]
     pub fn allow_private(mut self) -> Self {
         self.allow_private = true;
@@ -128,7 +152,8 @@ impl SsrfPolicy {
     }
 
     /// Allow every address in `net`, whatever range it is in. For an IPv4
-    /// net, the IPv4-mapped IPv6 forms are allowed too.
+    /// net, the IPv6 forms embedding its addresses (mapped, compatible,
+    /// translated, NAT64, 6to4, Teredo) are allowed too.
     #[must_use]
     pub fn allow(mut self, net: IpNet) -> Self {
         self.allowed.push(net);
@@ -151,21 +176,29 @@ impl SsrfPolicy {
         if self.disabled {
             return Ok(());
         }
-        let embedded = embedded_v4(ip);
         let allowed = |a: IpAddr| self.allowed.iter().any(|n| n.contains(&a));
-        if allowed(ip) || embedded.is_some_and(|v4| allowed(IpAddr::V4(v4))) {
+        if allowed(ip) {
             return Ok(());
         }
-        let range = match embedded {
-            Some(v4) => classify_v4(v4),
-            None => match ip {
-                IpAddr::V4(v4) => classify_v4(v4),
-                IpAddr::V6(v6) => classify_v6(v6),
-            },
+        let refuses = |r: Option<Range>| r.filter(|r| !(self.allow_private && r.private));
+        // The address itself, then every IPv4 address it may carry: each is
+        // a destination the packet can end up at.
+        let own = match ip {
+            IpAddr::V4(v4) => classify_v4(v4),
+            IpAddr::V6(v6) => classify_v6(v6),
         };
-        match range {
+        let mut refused = refuses(own);
+        if refused.is_none() {
+            if let IpAddr::V6(v6) = ip {
+                refused = embedded_v4(v6)
+                    .into_iter()
+                    .flatten()
+                    .filter(|v4| !allowed(IpAddr::V4(*v4)))
+                    .find_map(|v4| refuses(classify_v4(v4)));
+            }
+        }
+        match refused {
             None => Ok(()),
-            Some(r) if self.allow_private && r.private => Ok(()),
             Some(r) => Err(Forbidden { ip, range: r.name }),
         }
     }
@@ -192,6 +225,7 @@ fn classify_v4(ip: Ipv4Addr) -> Option<Range> {
         (100, 64..=127, _) => range("shared address space (CGNAT)", true),
         (169, 254, _) => range("link-local", false),
         (192, 0, 0) => range("IETF protocol assignments", false),
+        (192, 0, 2) | (198, 51, 100) | (203, 0, 113) => range("documentation", false),
         (198, 18..=19, _) => range("benchmarking", false),
         (224..=239, _, _) => range("multicast", false),
         (240..=255, _, _) => range("reserved", false),
@@ -200,7 +234,7 @@ fn classify_v4(ip: Ipv4Addr) -> Option<Range> {
 }
 
 fn classify_v6(ip: Ipv6Addr) -> Option<Range> {
-    let seg0 = ip.segments()[0];
+    let [seg0, seg1, ..] = ip.segments();
     if ip.is_unspecified() {
         range("unspecified", false)
     } else if ip.is_loopback() {
@@ -213,26 +247,59 @@ fn classify_v6(ip: Ipv6Addr) -> Option<Range> {
         range("unique-local", true)
     } else if seg0 & 0xff00 == 0xff00 {
         range("multicast", false)
+    } else if (seg0 == 0x2001 && seg1 == 0x0db8) || (seg0 == 0x3fff && seg1 & 0xf000 == 0) {
+        range("documentation", false)
     } else {
         None
     }
 }
 
-/// The IPv4 address inside an IPv4-mapped (`::ffff:a.b.c.d`) or NAT64
-/// (`64:ff9b::a.b.c.d`) IPv6 address.
-fn embedded_v4(ip: IpAddr) -> Option<Ipv4Addr> {
-    let IpAddr::V6(v6) = ip else {
-        return None;
-    };
-    if let Some(v4) = v6.to_ipv4_mapped() {
-        return Some(v4);
-    }
+/// Every IPv4 address an IPv6 address may carry to an IPv4 destination
+/// (up to four readings; `None` fills the rest):
+///
+/// - IPv4-mapped `::ffff:a.b.c.d` and IPv4-compatible `::a.b.c.d` (except
+///   `::` and `::1`, which are IPv6's own unspecified and loopback);
+/// - IPv4-translated `::ffff:0:a.b.c.d` (RFC 2765);
+/// - NAT64 well-known `64:ff9b::/96` (RFC 6052): the last 32 bits;
+/// - NAT64 local-use `64:ff9b:1::/48` (RFC 8215): the network picks the
+///   prefix length (/48, /56, /64 or /96, RFC 6052 section 2.2), so every
+///   layout is read; a shorter layout that reads as `0.0.0.0/8` (a NAT64
+///   never translates to "this network") is ignored, so that the usual /96
+///   deployment is classified by its own IPv4 only;
+/// - 6to4 `2002::/16` (RFC 3056): bits 16..48;
+/// - Teredo `2001::/32` (RFC 4380): the server in bits 32..64 and the client
+///   in the last 32 bits, inverted.
+fn embedded_v4(v6: Ipv6Addr) -> [Option<Ipv4Addr>; 4] {
     let s = v6.segments();
-    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-        let [.., a, b, c, d] = v6.octets();
-        return Some(Ipv4Addr::new(a, b, c, d));
+    let o = v6.octets();
+    let v4 = |a: u8, b: u8, c: u8, d: u8| Ipv4Addr::new(a, b, c, d);
+    let last = v4(o[12], o[13], o[14], o[15]);
+    let mut found = [None; 4];
+    if s[..6] == [0, 0, 0, 0, 0, 0xffff] || s[..6] == [0, 0, 0, 0, 0xffff, 0] {
+        found[0] = Some(last);
+    } else if s[..6] == [0; 6] {
+        if !v6.is_unspecified() && !v6.is_loopback() {
+            found[0] = Some(last);
+        }
+    } else if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        found[0] = Some(last);
+    } else if s[..3] == [0x64, 0xff9b, 1] {
+        found[3] = Some(last);
+        let shorter = [
+            v4(o[6], o[7], o[9], o[10]),   // /48
+            v4(o[7], o[9], o[10], o[11]),  // /56
+            v4(o[9], o[10], o[11], o[12]), // /64
+        ];
+        for (slot, cand) in found.iter_mut().zip(shorter) {
+            *slot = (cand.octets()[0] != 0).then_some(cand);
+        }
+    } else if s[0] == 0x2002 {
+        found[0] = Some(v4(o[2], o[3], o[4], o[5]));
+    } else if s[..2] == [0x2001, 0] {
+        found[0] = Some(v4(o[4], o[5], o[6], o[7]));
+        found[1] = Some(v4(!o[12], !o[13], !o[14], !o[15]));
     }
-    None
+    found
 }
 
 /// Resolves host names to addresses. Injectable, so tests can make
@@ -471,6 +538,123 @@ mod tests {
             .dangerous_disable()
             .check(ip("10.0.0.1"))
             .is_ok());
+    }
+
+    /// IPv4 embedded in IPv6, in every form, and the documentation ranges.
+    const EMBEDDED_REFUSED: &[(&str, &str)] = &[
+        // IPv4-compatible (deprecated, RFC 4291 2.5.5.1).
+        ("::127.0.0.1", "loopback"),
+        ("::a9fe:a9fe", "link-local"),
+        ("::10.0.0.1", "private (RFC 1918)"),
+        ("::0.0.0.2", "this network"),
+        // IPv4-mapped.
+        ("::ffff:7f00:1", "loopback"),
+        // IPv4-translated (RFC 2765).
+        ("::ffff:0:7f00:1", "loopback"),
+        ("::ffff:0:a9fe:a9fe", "link-local"),
+        // NAT64 well-known prefix (RFC 6052).
+        ("64:ff9b::127.0.0.1", "loopback"),
+        ("64:ff9b::c0a8:101", "private (RFC 1918)"),
+        // NAT64 local-use prefix (RFC 8215), every RFC 6052 prefix length.
+        ("64:ff9b:1::7f00:1", "loopback"),
+        ("64:ff9b:1:0:0:0:a9fe:a9fe", "link-local"),
+        ("64:ff9b:1:7f00:0:100::", "loopback"), // /48: bits 48..64 and 72..88
+        ("64:ff9b:1:7f:0:1::", "loopback"),     // /56: bits 56..64 and 72..96
+        ("64:ff9b:1:0:7f:0:100:0", "loopback"), // /64: bits 72..104
+        // 6to4 (RFC 3056): the IPv4 is in bits 16..48.
+        ("2002:7f00:1::", "loopback"),
+        ("2002:a9fe:a9fe::1", "link-local"),
+        ("2002:0a00:0001:1::1", "private (RFC 1918)"),
+        // Teredo (RFC 4380): server IPv4 in bits 32..64, client IPv4 inverted in the last 32.
+        ("2001:0:4136:e378:8000:63bf:80ff:fffe", "loopback"), // client 127.0.0.1
+        ("2001:0:4136:e378:8000:63bf:5601:5601", "link-local"), // client 169.254.169.254
+        ("2001:0:7f00:1:8000:63bf:f7f7:f7f7", "loopback"),    // server 127.0.0.1
+        // Documentation.
+        ("192.0.2.1", "documentation"),
+        ("198.51.100.7", "documentation"),
+        ("203.0.113.255", "documentation"),
+        ("2001:db8::1", "documentation"),
+        ("2001:db8:ffff::1", "documentation"),
+        ("3fff::1", "documentation"),
+        ("3fff:fff::1", "documentation"),
+        ("::ffff:192.0.2.1", "documentation"),
+        ("2002:c000:0201::1", "documentation"),
+    ];
+
+    /// Public addresses in the same forms stay allowed.
+    const EMBEDDED_ALLOWED: &[&str] = &[
+        "::8.8.8.8",
+        "::ffff:0:808:808",
+        "64:ff9b::8.8.8.8",
+        "64:ff9b:1::808:808",
+        "2002:808:808::1",
+        "2001:0:4136:e378:8000:63bf:f7f7:f7f7", // client 8.8.8.8, server 65.54.227.120
+        "3fff:1000::1",
+        "2001:db9::1",
+        "192.0.3.1",
+        "198.51.101.1",
+        "203.0.114.1",
+    ];
+
+    #[test]
+    fn embedded_ipv4_and_documentation_ranges() {
+        let p = SsrfPolicy::default();
+        for (a, range) in EMBEDDED_REFUSED {
+            match p.check(ip(a)) {
+                Err(f) => assert_eq!(f.range, *range, "{a}"),
+                Ok(()) => panic!("{a} should be refused ({range})"),
+            }
+        }
+        for a in EMBEDDED_ALLOWED {
+            assert!(p.check(ip(a)).is_ok(), "{a} should be allowed");
+        }
+        // allow_private opens the private ranges in every form, not the others.
+        let private = SsrfPolicy::default().allow_private();
+        for a in ["::127.0.0.1", "2002:7f00:1::", "64:ff9b:1::a00:1"] {
+            assert!(private.check(ip(a)).is_ok(), "{a}");
+        }
+        for a in [
+            "::a9fe:a9fe",
+            "2002:a9fe:a9fe::",
+            "192.0.2.1",
+            "2001:db8::1",
+        ] {
+            assert!(private.check(ip(a)).is_err(), "{a}");
+        }
+    }
+
+    #[test]
+    fn allow_list_covers_embedded_forms_and_documentation() {
+        let p = SsrfPolicy::default()
+            .allow("127.0.0.0/8".parse().unwrap())
+            .allow("192.0.2.0/24".parse().unwrap())
+            .allow("2001:db8::/32".parse().unwrap());
+        for a in [
+            "127.0.0.1",
+            "::127.0.0.1",
+            "::ffff:0:7f00:1",
+            "2002:7f00:1::",
+            "64:ff9b::7f00:1",
+            "192.0.2.1",
+            "2001:db8::1",
+        ] {
+            assert!(p.check(ip(a)).is_ok(), "{a}");
+        }
+        for a in ["198.51.100.1", "3fff::1", "::a9fe:a9fe", "2002:a00:1::"] {
+            assert!(p.check(ip(a)).is_err(), "{a}");
+        }
+        // An allowed IPv6 net opens its addresses whatever they embed.
+        let p = SsrfPolicy::default().allow("2002::/16".parse().unwrap());
+        assert!(p.check(ip("2002:7f00:1::")).is_ok());
+        // A local-use NAT64 /96 whose prefix reads as link-local under the
+        // /48 layout: refused until its prefix is allow-listed.
+        let nat64 = ip("64:ff9b:1:a9fe::808:808");
+        assert_eq!(
+            SsrfPolicy::default().check(nat64).unwrap_err().range,
+            "link-local"
+        );
+        let p = SsrfPolicy::default().allow("64:ff9b:1:a9fe::/96".parse().unwrap());
+        assert!(p.check(nat64).is_ok());
     }
 
     #[tokio::test]

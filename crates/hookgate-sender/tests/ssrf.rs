@@ -1,6 +1,6 @@
 //! The SSRF guard end to end: literal IPs and host names resolving (through
-//! an injected resolver) into every refused range are refused before any
-//! connection; redirects are not followed; the allow-list opens loopback.
+//! an injected resolver) into every refused range, IPv4 embedded in IPv6 in
+//! every form included, are refused before any connection; redirects are not followed; the allow-list opens loopback.
 //!
 //! Only 127.0.0.1 is ever connected to. Every refused address is first
 //! checked against the policy, so a broken policy fails the test before any
@@ -50,6 +50,25 @@ const REFUSED: &[&str] = &[
     "::ffff:192.168.0.1",
     "::ffff:100.64.0.1",
     "64:ff9b::a9fe:a9fe",
+    // IPv4 embedded in IPv6: compatible, mapped (hex), translated, NAT64
+    // well-known and local-use, 6to4, Teredo (client and server).
+    "::127.0.0.1",
+    "::a9fe:a9fe",
+    "::ffff:7f00:1",
+    "::ffff:0:7f00:1",
+    "64:ff9b::7f00:1",
+    "64:ff9b:1::7f00:1",
+    "64:ff9b:1:7f00:0:100::",
+    "2002:7f00:1::1",
+    "2002:a9fe:a9fe::1",
+    "2001:0:4136:e378:8000:63bf:80ff:fffe",
+    "2001:0:a9fe:a9fe:8000:63bf:f7f7:f7f7",
+    // Documentation.
+    "192.0.2.1",
+    "198.51.100.1",
+    "203.0.113.1",
+    "2001:db8::1",
+    "3fff::1",
 ];
 
 fn endpoint(url: &str) -> Endpoint {

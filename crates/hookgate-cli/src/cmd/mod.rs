@@ -12,6 +12,46 @@ pub(crate) mod verify;
 
 use hookgate_core::Scheme;
 
+/// `message` fit to print: every URL and DSN in it masked
+/// ([`redact::text`](hookgate_sender::redact::text)), and every credential
+/// this invocation was given (`--secret` values, `HOOKGATE_SECRET`, the
+/// passwords and parameters of any URL or DSN argument, `HOOKGATE_STORE`)
+/// masked wherever it appears on its own, e.g. quoted by a driver's error.
+pub(crate) fn scrub(message: &str) -> String {
+    let args = std::env::args_os().map(|a| a.to_string_lossy().into_owned());
+    let store = std::env::var("HOOKGATE_STORE").ok();
+    // A secret from the environment is masked as if given with `--secret`.
+    let secret = std::env::var("HOOKGATE_SECRET")
+        .ok()
+        .map(|s| ["--secret".to_owned(), s]);
+    scrub_with(
+        message,
+        args.chain(store).chain(secret.into_iter().flatten()),
+    )
+}
+
+fn scrub_with(message: &str, invocation: impl IntoIterator<Item = String>) -> String {
+    let mut credentials = Vec::new();
+    let mut after_secret_flag = false;
+    for arg in invocation {
+        if after_secret_flag {
+            credentials.push(arg.clone());
+        }
+        after_secret_flag = arg == "--secret";
+        if let Some(value) = arg.strip_prefix("--secret=") {
+            credentials.push(value.to_owned());
+        }
+        credentials.extend(hookgate_sender::redact::credentials(&arg));
+    }
+    // Longest first, so a credential containing another is masked whole.
+    credentials.sort_by_key(|c| std::cmp::Reverse(c.len()));
+    let mut out = hookgate_sender::redact::text(message);
+    for c in credentials.iter().filter(|c| c.len() >= 3) {
+        out = out.replace(c.as_str(), "***");
+    }
+    out
+}
+
 /// `--scheme` and `--secret`, spelled the same in every subcommand.
 #[derive(clap::Args)]
 pub(crate) struct SchemeArgs {
@@ -41,5 +81,49 @@ impl std::fmt::Debug for SchemeArgs {
                 &format_args!("<{} redacted>", self.secrets.len()),
             )
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scrub_with;
+
+    fn scrub(message: &str, args: &[&str]) -> String {
+        scrub_with(message, args.iter().map(|a| (*a).to_owned()))
+    }
+
+    #[test]
+    fn masks_urls_dsns_and_given_credentials() {
+        let args = [
+            "hookgate",
+            "dlq",
+            "list",
+            "--store",
+            "host=db user=app password=kv_secret",
+            "--secret",
+            "whsec_abc",
+        ];
+        for (message, want) in [
+            (
+                "cannot open store postgres://u:p@ss@db/x: refused",
+                "cannot open store postgres://u:***@db/x: refused",
+            ),
+            (
+                "unsupported store URL scheme \"host=db user=app password=kv_secret\"",
+                "unsupported store URL scheme \"host=db user=app password=***",
+            ),
+            // A driver quoting the bare password, and a secret on its own.
+            (
+                "authentication failed (kv_secret); key whsec_abc",
+                "authentication failed (***); key ***",
+            ),
+            ("plain message", "plain message"),
+        ] {
+            assert_eq!(scrub(message, &args), want);
+        }
+        assert_eq!(
+            scrub("x --secret=s3cr3t", &["hookgate", "--secret=s3cr3t"]),
+            "x --secret=***"
+        );
     }
 }

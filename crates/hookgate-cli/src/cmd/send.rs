@@ -55,7 +55,8 @@ pub(crate) struct Args {
     /// Connect timeout per attempt.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
     connect_timeout: Duration,
-    /// Endpoint id the message is recorded under (default: the URL).
+    /// Endpoint id the message is recorded under (default: the URL's
+    /// `scheme://host[:port]/path`, without credentials or query).
     #[arg(long, value_name = "NAME")]
     endpoint: Option<String>,
     /// Write the dead letter here when delivery fails: `postgres://..` or `redis://..`.
@@ -108,18 +109,9 @@ pub(crate) fn retry_policy(
     Ok(policy)
 }
 
-/// A store URL without its password, for messages.
+/// A store DSN without its password (every form), for messages.
 pub(crate) fn redact(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.split_once('@') {
-            Some((userinfo, host)) => {
-                let user = userinfo.split(':').next().unwrap_or("");
-                format!("{scheme}://{user}:***@{host}")
-            }
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
+    hookgate_sender::redact::dsn(url)
 }
 
 /// Open a store given with `--store`, refusing the per-process memory store.
@@ -206,7 +198,11 @@ async fn send(args: Args) -> anyhow::Result<ExitCode> {
     let policy = retry_policy(args.max_attempts, args.base_delay, args.max_delay)?;
     let ssrf = ssrf_policy(args.allow_private, &args.allow)?;
     let body = read_data(&args.data)?;
-    let endpoint_id = args.endpoint.clone().unwrap_or_else(|| args.url.clone());
+    // Never the URL itself: its userinfo and query must stay in the endpoint record.
+    let endpoint_id = match &args.endpoint {
+        Some(id) => id.clone(),
+        None => Endpoint::id_from_url(&args.url).context("invalid endpoint")?,
+    };
     let mut secrets = args.key.secrets.iter().rev();
     let first = secrets.next().context("--secret is required")?;
     let mut endpoint = Endpoint::new(endpoint_id.clone(), &args.url, args.key.scheme, first)
@@ -234,7 +230,7 @@ async fn send(args: Args) -> anyhow::Result<ExitCode> {
 
     let mut message = Message::new(args.event_type.clone(), body);
     if let Some(id) = &args.id {
-        message = message.with_id(id.clone());
+        message = message.try_with_id(id.clone()).context("invalid --id")?;
     }
     let local: Arc<dyn Queue> = Arc::new(MemoryQueue::new());
     local.put_endpoint(&endpoint).await?;
@@ -247,7 +243,7 @@ async fn send(args: Args) -> anyhow::Result<ExitCode> {
         "sending {} ({}) to {} with scheme {}",
         message.id,
         message.event_type,
-        redact(&args.url),
+        hookgate_sender::redact::url(&args.url),
         args.key.scheme
     );
 
