@@ -75,6 +75,7 @@
 
 mod future;
 mod layer;
+mod policy;
 mod service;
 mod verified;
 
@@ -83,5 +84,6 @@ pub use layer::{
     VerifyWebhookLayer, DEFAULT_BODY_LIMIT, DEFAULT_LEASE, DEFAULT_PREFIX, DEFAULT_RETENTION,
     STORE_RETRY_AFTER_SECS,
 };
+pub use policy::{DefaultStatusPolicy, StatusPolicy};
 pub use service::VerifyWebhook;
 pub use verified::VerifiedWebhook;

@@ -193,6 +193,7 @@ pub struct Counting<S> {
     pub claims: AtomicUsize,
     pub completes: AtomicUsize,
     pub releases: AtomicUsize,
+    pub renewals: AtomicUsize,
 }
 
 impl<S> Counting<S> {
@@ -202,6 +203,7 @@ impl<S> Counting<S> {
             claims: AtomicUsize::new(0),
             completes: AtomicUsize::new(0),
             releases: AtomicUsize::new(0),
+            renewals: AtomicUsize::new(0),
         }
     }
 
@@ -237,6 +239,16 @@ impl<S: DedupStore> DedupStore for Counting<S> {
     fn release<'a>(&'a self, key: &'a str, token: &'a ClaimToken) -> BoxFuture<'a, Result<bool>> {
         self.releases.fetch_add(1, Ordering::SeqCst);
         self.inner.release(key, token)
+    }
+
+    fn renew<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a ClaimToken,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<bool>> {
+        self.renewals.fetch_add(1, Ordering::SeqCst);
+        self.inner.renew(key, token, lease)
     }
 }
 
@@ -464,6 +476,20 @@ impl<S: DedupStore> DedupStore for LostAfterClaim<S> {
     }
 
     fn release<'a>(&'a self, _: &'a str, _: &'a ClaimToken) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async {
+            Err(hookgate_tower::store::StoreError::new(
+                hookgate_tower::store::StoreErrorKind::Unavailable,
+                "connection lost",
+            ))
+        })
+    }
+
+    fn renew<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a ClaimToken,
+        _: Duration,
+    ) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async {
             Err(hookgate_tower::store::StoreError::new(
                 hookgate_tower::store::StoreErrorKind::Unavailable,
