@@ -3,6 +3,8 @@
 //! wrapper that counts round trips.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod freeze_proxy;
+
 use std::{
     future::Future,
     net::SocketAddr,
@@ -276,11 +278,11 @@ pub async fn memory_store() -> Option<Fixture> {
     })
 }
 
-fn redis_url() -> String {
+pub fn redis_url() -> String {
     std::env::var("HOOKGATE_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
 
-fn postgres_url() -> String {
+pub fn postgres_url() -> String {
     std::env::var("HOOKGATE_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
 }
