@@ -233,3 +233,109 @@ async fn a_request_dropped_during_complete_still_records_the_outcome() {
     assert!(replayed, "the retry was answered from the done record");
     assert_eq!(store.completes.load(Ordering::SeqCst), 1);
 }
+
+/// A replayed answer carries the handler's body (when it is at most 4 KiB)
+/// and its content type, on every store; a larger body is replayed empty,
+/// with the status and content type.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_carries_the_original_body_and_content_type() {
+    use axum::{routing::post as post_route, Json, Router};
+    for_each_store(|name, store, _replica| async move {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let (c1, c2) = (Arc::clone(&calls), Arc::clone(&calls));
+        let app = Router::new()
+            .route(
+                "/slack",
+                post_route(move || {
+                    let c = Arc::clone(&c1);
+                    async move {
+                        c.fetch_add(1, Ordering::SeqCst);
+                        Json(serde_json::json!({"response_type": "in_channel", "text": "Done ✓"}))
+                    }
+                }),
+            )
+            .route(
+                "/big",
+                post_route(move || {
+                    let c = Arc::clone(&c2);
+                    async move {
+                        c.fetch_add(1, Ordering::SeqCst);
+                        (
+                            [(http::header::CONTENT_TYPE, "application/octet-stream")],
+                            vec![7u8; 5000],
+                        )
+                    }
+                }),
+            )
+            .route_layer(
+                VerifyWebhookLayer::new(verifier(Scheme::StandardWebhooks))
+                    .with_store(store)
+                    .with_prefix(test_prefix()),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let client = client();
+
+        let id = random_id("slack");
+        let url = format!("http://{addr}/slack");
+        let first = post(
+            &client,
+            &url,
+            &sign(Scheme::StandardWebhooks, &id, BODY),
+            BODY,
+        )
+        .await;
+        assert_eq!(first.status(), 200, "[{name}]");
+        let first_type = first.headers()["content-type"].clone();
+        let first_body = first.bytes().await.unwrap();
+        let dup = post(
+            &client,
+            &url,
+            &sign(Scheme::StandardWebhooks, &id, BODY),
+            BODY,
+        )
+        .await;
+        assert_eq!(dup.status(), 200, "[{name}]");
+        assert_eq!(dup.headers()["idempotent-replayed"], "true", "[{name}]");
+        assert_eq!(dup.headers()["content-type"], first_type, "[{name}]");
+        assert_eq!(first_type, "application/json");
+        assert_eq!(dup.bytes().await.unwrap(), first_body, "[{name}] same body");
+
+        let id = random_id("big");
+        let url = format!("http://{addr}/big");
+        let first = post(
+            &client,
+            &url,
+            &sign(Scheme::StandardWebhooks, &id, BODY),
+            BODY,
+        )
+        .await;
+        assert_eq!(
+            first.bytes().await.unwrap().len(),
+            5000,
+            "[{name}] passed through"
+        );
+        let dup = post(
+            &client,
+            &url,
+            &sign(Scheme::StandardWebhooks, &id, BODY),
+            BODY,
+        )
+        .await;
+        assert_eq!(dup.status(), 200, "[{name}]");
+        assert_eq!(dup.headers()["idempotent-replayed"], "true");
+        assert_eq!(dup.headers()["content-type"], "application/octet-stream");
+        assert!(
+            dup.bytes().await.unwrap().is_empty(),
+            "[{name}] a body over 4 KiB is not kept"
+        );
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            2,
+            "[{name}] each handler ran once"
+        );
+        task.abort();
+    })
+    .await;
+}
