@@ -413,11 +413,13 @@ impl PostgresStore {
     /// [`StoreErrorKind::Backend`] if the statements fail.
     pub async fn migrate(&self) -> Result<()> {
         self.bounded_for(self.timeout.max(SWEEP_TIMEOUT), async {
-            let client = self.client().await?;
-            client
+            let conn = self.checked().await?;
+            conn.client()
                 .batch_execute(&self.sql.migrate)
                 .await
-                .map_err(map_pg)
+                .map_err(map_pg)?;
+            conn.done();
+            Ok(())
         })
         .await
     }
@@ -437,8 +439,8 @@ impl PostgresStore {
         loop {
             let n = self
                 .bounded_for(self.timeout.max(SWEEP_TIMEOUT), async {
-                    let mut client = self.client().await?;
-                    let tx = client.transaction().await.map_err(map_pg)?;
+                    let mut conn = self.checked().await?;
+                    let tx = conn.client_mut().transaction().await.map_err(map_pg)?;
                     tx.batch_execute(&format!(
                         "SET LOCAL statement_timeout = {}",
                         self.timeout.max(SWEEP_TIMEOUT).as_millis()
@@ -448,6 +450,7 @@ impl PostgresStore {
                     let stmt = tx.prepare_cached(&self.sql.sweep).await.map_err(map_pg)?;
                     let n = tx.execute(&stmt, &[&SWEEP_BATCH]).await.map_err(map_pg)?;
                     tx.commit().await.map_err(map_pg)?;
+                    conn.done();
                     Ok(n)
                 })
                 .await?;
@@ -479,10 +482,6 @@ impl PostgresStore {
                 }
             }
         })
-    }
-
-    async fn client(&self) -> Result<deadpool_postgres::Object> {
-        self.pooled().await
     }
 
     /// A pooled connection that is discarded, not returned to the pool,
@@ -638,6 +637,10 @@ impl Checked {
     fn client(&self) -> &deadpool_postgres::Object {
         // Only `done` and `drop` take the object out, and both consume.
         self.0.as_ref().unwrap_or_else(|| unreachable!("taken"))
+    }
+
+    fn client_mut(&mut self) -> &mut deadpool_postgres::Object {
+        self.0.as_mut().unwrap_or_else(|| unreachable!("taken"))
     }
 
     /// The call finished: return the connection to the pool.

@@ -287,7 +287,16 @@ impl RedisStore {
                 "no Redis connection",
             ));
         };
-        let mut opened = self.conn.connecting.lock().await;
+        // Callers queue here while one opens the connection; bound the wait
+        // so a burst of requests against a dead server each fail within the
+        // timeout rather than one connect attempt after another.
+        let Ok(mut opened) = tokio::time::timeout(self.timeout, self.conn.connecting.lock()).await
+        else {
+            return Err(StoreError::new(
+                StoreErrorKind::Unavailable,
+                format!("could not connect to Redis within {:?}", self.timeout),
+            ));
+        };
         if let Some(current) = self.conn.get() {
             return Ok(current);
         }
