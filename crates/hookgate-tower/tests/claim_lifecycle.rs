@@ -339,3 +339,34 @@ async fn a_replay_carries_the_original_body_and_content_type() {
     })
     .await;
 }
+
+/// A custom policy (here a closure) replaces the default: with "only 200
+/// is final", a 404 is released and a 200 is stored.
+#[tokio::test]
+async fn a_custom_status_policy_decides_what_is_final() {
+    let layer = VerifyWebhookLayer::new(verifier(Scheme::StandardWebhooks))
+        .with_status_policy(|status: http::StatusCode| status == http::StatusCode::OK);
+    let srv = serve(
+        layer,
+        vec![
+            Action::Status(404),
+            Action::Status(200),
+            Action::Status(500),
+        ],
+    )
+    .await;
+    let (client, id) = (client(), random_id("policy"));
+    let headers = || sign(Scheme::StandardWebhooks, &id, BODY);
+    assert_eq!(
+        post(&client, &srv.url(), &headers(), BODY).await.status(),
+        404
+    );
+    assert_eq!(
+        post(&client, &srv.url(), &headers(), BODY).await.status(),
+        200
+    );
+    let third = post(&client, &srv.url(), &headers(), BODY).await;
+    assert_eq!(third.status(), 200);
+    assert_eq!(third.headers()["idempotent-replayed"], "true");
+    assert_eq!(srv.calls(), 2, "404 released, 200 stored");
+}

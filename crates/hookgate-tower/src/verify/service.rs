@@ -465,11 +465,10 @@ where
             let (res, kept) = keep_small_body(res).await;
             match kept {
                 Ok(kept) => {
-                    if let (Some((content_type, body)), Some((_, Some(record)))) =
+                    if let (Some((content_type, body)), Some((_, record))) =
                         (kept, guard.claim.as_mut())
                     {
-                        *record = std::mem::replace(record, DoneRecord::new(0, digest))
-                            .with_body(content_type, body);
+                        *record = record.take().map(|r| r.with_body(content_type, body));
                     }
                     Ok(res)
                 }
