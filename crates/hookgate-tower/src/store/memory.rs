@@ -636,6 +636,14 @@ mod tests {
                     _ => live.push((k, t)),
                 }
             }
+            if i % 11 == 0 {
+                // Completing a free (or foreign) key, and renewing live claims.
+                let k = format!("f{}", i % 13);
+                store.complete_sync(&k, &ClaimToken::generate(), done(201), KEEP);
+                if let Some((k, t)) = live.last() {
+                    store.renew_sync(k, t, LEASE);
+                }
+            }
             if i % 97 == 0 {
                 store.purge_expired();
             }
@@ -645,6 +653,24 @@ mod tests {
             store.release_sync(&k, &t);
             check_invariants(&store);
         }
+    }
+
+    #[test]
+    fn expired_claims_stay_owned_until_taken() {
+        let store = MemoryStore::new();
+        let t = match store.claim_sync("k", &[1; 32], Duration::ZERO) {
+            Claim::Acquired(t) => t,
+            other => panic!("{other:?}"),
+        };
+        // Expired but not purged or re-claimed: the token still owns it.
+        assert!(store.renew_sync("k", &t, LEASE));
+        assert!(matches!(
+            store.claim_sync("k", &[1; 32], LEASE),
+            Claim::InFlight { .. }
+        ));
+        assert!(store.complete_sync("k", &t, done(200), KEEP));
+        assert!(!store.renew_sync("k", &t, LEASE));
+        check_invariants(&store);
     }
 
     #[test]

@@ -192,7 +192,9 @@ pub enum StoreErrorKind {
     /// The backend could not be reached (connection refused, timed out, pool
     /// exhausted). Receivers answer 503 + `Retry-After`.
     Unavailable,
-    /// The backend answered with an error or with data it should not hold.
+    /// The backend answered with an error that is neither "unreachable" nor
+    /// "misconfigured" (an unexpected reply, a failed statement). Receivers
+    /// answer 503 + `Retry-After`, as for [`Unavailable`](Self::Unavailable).
     Backend,
     /// The store is set up wrongly: a malformed URL or an invalid table
     /// name when building it; per request, a missing table or a key holding
