@@ -444,15 +444,11 @@ where
     if let (Some(status), Some((_, record))) = (final_status, guard.claim.as_mut()) {
         *record = Some(DoneRecord::new(status.as_u16(), digest));
     }
-    let outcome = match (&result, owns_claim, final_status) {
-        (_, false, _) => "undeduplicated",
-        (_, true, Some(_)) => "completed",
-        (Ok(Ok(_)), true, None) => "released",
-        (Ok(Err(_)), true, None) => "error",
-        (Err(_), true, None) => "panic",
+    let not_final = match &result {
+        Ok(Ok(_)) => "released",
+        Ok(Err(_)) => "error",
+        Err(_) => "panic",
     };
-    metrics::counter!("hookgate_receiver_handled_total", "scheme" => scheme, "outcome" => outcome)
-        .increment(1);
 
     let key = guard.key.clone();
     let key = key.as_str();
@@ -508,6 +504,15 @@ where
             )))
         }
     };
+
+    let outcome = match &guard.claim {
+        None => "undeduplicated",
+        Some((_, Some(_))) => "completed",
+        Some((_, None)) if final_status.is_some() => "error",
+        Some((_, None)) => not_final,
+    };
+    metrics::counter!("hookgate_receiver_handled_total", "scheme" => scheme, "outcome" => outcome)
+        .increment(1);
 
     // Record the outcome in a task of its own, so a request dropped while
     // the store answers cannot cancel it; wait for it so that a sender's
