@@ -370,3 +370,81 @@ async fn a_custom_status_policy_decides_what_is_final() {
     assert_eq!(third.headers()["idempotent-replayed"], "true");
     assert_eq!(srv.calls(), 2, "404 released, 200 stored");
 }
+
+/// A response body of known small size whose bytes arrive late.
+struct SlowBody {
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    sent: bool,
+}
+
+impl http_body::Body for SlowBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<std::result::Result<http_body::Frame<Bytes>, Infallible>>> {
+        if self.sent {
+            return std::task::Poll::Ready(None);
+        }
+        std::task::ready!(std::future::Future::poll(self.sleep.as_mut(), cx));
+        self.sent = true;
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(b"ok")))))
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(2)
+    }
+}
+
+/// The handler answered 200, and the request is dropped while the layer
+/// still reads the (small) response body to keep it: the drop guard records
+/// the answer (without its body) instead of releasing the claim, so the
+/// next delivery is replayed, not run again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_dropped_after_a_final_answer_is_not_released() {
+    let store = Arc::new(MemoryStore::default());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = Arc::clone(&calls);
+    let svc = ServiceBuilder::new()
+        .layer(
+            VerifyWebhookLayer::new(verifier(Scheme::StandardWebhooks))
+                .with_shared_store(Arc::clone(&store)),
+        )
+        .service_fn(move |_req: Request<Full<Bytes>>| {
+            let c = Arc::clone(&c);
+            async move {
+                c.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, Infallible>(Response::new(SlowBody {
+                    sleep: Box::pin(tokio::time::sleep(Duration::from_secs(2))),
+                    sent: false,
+                }))
+            }
+        });
+    let id = random_id("dropped_body");
+    let outer = tokio::time::timeout(
+        Duration::from_millis(200),
+        svc.clone().oneshot(signed_request(&id)),
+    )
+    .await;
+    assert!(outer.is_err(), "the outer timeout dropped the request");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let mut replayed = None;
+    for _ in 0..50 {
+        let res = svc.clone().oneshot(signed_request(&id)).await.unwrap();
+        if res.status() == 409 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        replayed = Some((
+            res.status(),
+            res.headers().get("idempotent-replayed").cloned(),
+        ));
+        break;
+    }
+    let (status, header) = replayed.expect("an answer other than 409");
+    assert_eq!(status, 200);
+    assert!(header.is_some(), "replayed from the done record");
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "the handler ran once");
+}
