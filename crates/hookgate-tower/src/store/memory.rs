@@ -54,7 +54,10 @@
 //! the capacity, plus the hash index and the expiry index, under 200 bytes
 //! per key in all. A done record whose handler answered a body or a content
 //! type also keeps those (at most [`DoneRecord::MAX_BODY`] bytes of body) in
-//! a side map. Two different keys would have to collide on 128 keyed
+//! a side map: about 100 bytes plus the body and the content type per such
+//! record. Handlers answering short bodies (`ok`, `{}`) add little; at the
+//! default capacity, 100,000 records with 4 KiB bodies would hold about
+//! 420 MB, so size the capacity (or the bodies) accordingly. Two different keys would have to collide on 128 keyed
 //! bits to be confused (about 10^-29 at capacity); an attacker cannot aim for
 //! it without the per-store keys. See the "Dedup stores" section of
 //! BENCHMARKS.md for the measured resident size at 100,000 keys.
