@@ -32,6 +32,23 @@ async fn resolve(host: &str, port: u16) -> SocketAddr {
         .expect("an address")
 }
 
+/// Run `body` (bounded by 60 s), then `cleanup`, also when `body` panics.
+async fn with_cleanup(
+    body: impl std::future::Future<Output = ()>,
+    cleanup: impl std::future::Future<Output = ()>,
+) {
+    use futures_util::FutureExt as _;
+    let outcome = std::panic::AssertUnwindSafe(tokio::time::timeout(Duration::from_secs(60), body))
+        .catch_unwind()
+        .await;
+    cleanup.await;
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => panic!("test did not finish within 60 s"),
+        Err(p) => std::panic::resume_unwind(p),
+    }
+}
+
 async fn deliver(srv: &Server, id: &str) -> reqwest::Response {
     post(
         &client(),
@@ -121,13 +138,11 @@ mod redis_faults {
             .with_store(store)
             .with_prefix("faults");
         let srv = serve(layer, vec![Action::Status(200)]).await;
-        let outcome = tokio::time::timeout(
-            Duration::from_secs(60),
+        with_cleanup(
             freeze_then_recover("redis", &proxy, &srv),
+            delete_redis_prefix(&prefix),
         )
         .await;
-        delete_redis_prefix(&prefix).await;
-        outcome.expect("bounded");
     }
 
     /// A key holding a value the store did not write: 500 (logged at
@@ -156,13 +171,16 @@ mod redis_faults {
             .with_prefix("faults")
             .with_fail_open(true);
         let srv = serve(layer, vec![Action::Status(200)]).await;
-        let res = deliver(&srv, &id).await;
-        let status = res.status();
-        let kind = problem_type(res).await;
-        delete_redis_prefix(&prefix).await;
-        assert_eq!(status, 500);
-        assert_eq!(kind, "https://hookgate.dev/problems/store_misconfigured");
-        assert_eq!(srv.calls(), 0, "never fail-open on a misconfigured store");
+        let body = async {
+            let res = deliver(&srv, &id).await;
+            assert_eq!(res.status(), 500);
+            assert_eq!(
+                problem_type(res).await,
+                "https://hookgate.dev/problems/store_misconfigured"
+            );
+            assert_eq!(srv.calls(), 0, "never fail-open on a misconfigured store");
+        };
+        with_cleanup(body, delete_redis_prefix(&prefix)).await;
     }
 
     async fn delete_redis_prefix(prefix: &str) {
@@ -246,15 +264,11 @@ mod postgres_faults {
             .with_store(store)
             .with_prefix("faults");
         let srv = serve(layer, vec![Action::Status(200)]).await;
-        let outcome = tokio::time::timeout(
-            Duration::from_secs(60),
+        with_cleanup(
             freeze_then_recover("postgres", &proxy, &srv),
+            drop_table(&table),
         )
         .await;
-        drop(srv);
-        drop(proxy);
-        drop_table(&table).await;
-        outcome.expect("bounded");
     }
 
     /// The dedup table dropped under a running store: 500, even with
@@ -273,13 +287,17 @@ mod postgres_faults {
             .with_shared_store(Arc::new(store))
             .with_fail_open(true);
         let srv = serve(layer, vec![Action::Status(200)]).await;
-        assert_eq!(deliver(&srv, &random_id("ok")).await.status(), 200);
-        drop_table(&table).await;
-        let res = deliver(&srv, &random_id("gone")).await;
-        let status = res.status();
-        let kind = problem_type(res).await;
-        assert_eq!(status, 500);
-        assert_eq!(kind, "https://hookgate.dev/problems/store_misconfigured");
-        assert_eq!(srv.calls(), 1, "never fail-open on a misconfigured store");
+        let body = async {
+            assert_eq!(deliver(&srv, &random_id("ok")).await.status(), 200);
+            drop_table(&table).await;
+            let res = deliver(&srv, &random_id("gone")).await;
+            assert_eq!(res.status(), 500);
+            assert_eq!(
+                problem_type(res).await,
+                "https://hookgate.dev/problems/store_misconfigured"
+            );
+            assert_eq!(srv.calls(), 1, "never fail-open on a misconfigured store");
+        };
+        with_cleanup(body, drop_table(&table)).await;
     }
 }

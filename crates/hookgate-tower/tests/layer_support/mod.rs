@@ -398,17 +398,29 @@ where
         #[cfg(feature = "postgres")]
         ("postgres", postgres_store().await),
     ];
+    // Every fixture is cleaned up, also when a test panics (then the panic
+    // is resumed after the cleanup).
+    let mut panic = None;
     for (name, fixture) in stores {
         if let Some(fixture) = fixture {
-            eprintln!("store: {name}");
-            test(
-                name,
-                Arc::clone(&fixture.store),
-                Arc::clone(&fixture.replica),
-            )
-            .await;
+            if panic.is_none() {
+                eprintln!("store: {name}");
+                let run = test(
+                    name,
+                    Arc::clone(&fixture.store),
+                    Arc::clone(&fixture.replica),
+                );
+                if let Err(p) =
+                    futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(run)).await
+                {
+                    panic = Some(p);
+                }
+            }
             fixture.cleanup().await;
         }
+    }
+    if let Some(p) = panic {
+        std::panic::resume_unwind(p);
     }
 }
 
