@@ -45,10 +45,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let Claim::Acquired(token) = store.claim(&key, &digest, lease).await? else {
             return Err(format!("key {key} was not free").into());
         };
-        let record = DoneRecord {
-            status: 200,
-            digest,
-        };
+        let record = DoneRecord::new(200, digest);
         if !store.complete(&key, &token, record, retention).await? {
             return Err(format!("complete failed for {key}").into());
         }

@@ -80,10 +80,7 @@ async fn phase(
                     };
                     match (op, store.claim(key, &digest, LEASE).await?) {
                         (Op::New, Claim::Acquired(token)) => {
-                            let record = DoneRecord {
-                                status: 200,
-                                digest,
-                            };
+                            let record = DoneRecord::new(200, digest);
                             if !store.complete(key, &token, record, RETENTION).await? {
                                 return Err(format!("complete failed for {key}").into());
                             }

@@ -16,6 +16,13 @@
 //!
 //! See [`verify`] for the steps, status codes and metrics, [`rejection`] for
 //! the problem documents, and [`store`] for the dedup stores.
+//!
+//! # Limits
+//! - GitHub and Shopify sign no timestamp, so their replay protection lasts
+//!   as long as the done record is kept (the layer's retention, 72 h by
+//!   default); a captured request replayed later runs the handler again.
+//! - The [`MemoryStore`] protects one process and forgets on restart; use
+//!   Redis or Postgres for replicas and restarts.
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

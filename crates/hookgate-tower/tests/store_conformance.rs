@@ -81,10 +81,7 @@ async fn claim(store: &dyn DedupStore, key: &str) -> Claim {
 }
 
 fn record(status: u16, d: u8) -> DoneRecord {
-    DoneRecord {
-        status,
-        digest: digest(d),
-    }
+    DoneRecord::new(status, digest(d))
 }
 
 /// The cases, each a function of a fixture.
@@ -169,15 +166,19 @@ mod cases {
             .unwrap());
         assert!(!f.store.release(&k, &t).await.unwrap());
         assert_eq!(claim(&*f.store, &k).await, Claim::Done(record(200, 1)));
-        // Tokens on keys never claimed.
+        // Tokens on keys never claimed: nothing to release or renew; a
+        // complete records the outcome (the key is free, see the contract).
         let none = key("never");
-        assert!(!f
+        assert!(!f.store.release(&none, &t).await.unwrap());
+        assert!(!f.store.renew(&none, &t, LONG).await.unwrap());
+        assert!(matches!(claim(&*f.store, &none).await, Claim::Acquired(_)));
+        let free = key("free");
+        assert!(f
             .store
-            .complete(&none, &t, record(200, 1), KEEP)
+            .complete(&free, &t, record(200, 7), KEEP)
             .await
             .unwrap());
-        assert!(!f.store.release(&none, &t).await.unwrap());
-        assert!(matches!(claim(&*f.store, &none).await, Claim::Acquired(_)));
+        assert_eq!(claim(&*f.store, &free).await, Claim::Done(record(200, 7)));
     }
 
     pub(crate) async fn release_frees_the_key(f: Arc<Fixture>) {
@@ -211,6 +212,7 @@ mod cases {
             .await
             .unwrap());
         assert!(!f.store.release(&k, &old).await.unwrap());
+        assert!(!f.store.renew(&k, &old, LONG).await.unwrap());
         assert!(matches!(
             claim(&*f.store, &k).await,
             Claim::InFlight { digest: d, .. } if d == digest(2)
@@ -223,18 +225,102 @@ mod cases {
         assert_eq!(claim(&*f.store, &k).await, Claim::Done(record(202, 2)));
     }
 
-    pub(crate) async fn expired_lease_cannot_complete(f: Arc<Fixture>) {
+    pub(crate) async fn expired_lease_still_completes(f: Arc<Fixture>) {
         let k = key("late");
         let t = acquire(&*f.store, &k, &digest(1), SHORT).await;
         tokio::time::sleep(PAST_LEASE).await;
-        // Nobody re-claimed, but the lease is over: the token owns nothing.
-        assert!(!f
+        // Nobody re-claimed: the token still owns the key (or the backend
+        // forgot the claim and the key is free), so the outcome is kept.
+        assert!(f
             .store
             .complete(&k, &t, record(200, 1), KEEP)
             .await
             .unwrap());
+        assert_eq!(claim(&*f.store, &k).await, Claim::Done(record(200, 1)));
+        // Once done, the token owns nothing any more.
         assert!(!f.store.release(&k, &t).await.unwrap());
-        assert!(matches!(claim(&*f.store, &k).await, Claim::Acquired(_)));
+        assert!(!f.store.renew(&k, &t, LONG).await.unwrap());
+        assert_eq!(claim(&*f.store, &k).await, Claim::Done(record(200, 1)));
+
+        // Release of an expired claim: done, or nothing left to release.
+        let k2 = key("late_release");
+        let t2 = acquire(&*f.store, &k2, &digest(1), SHORT).await;
+        tokio::time::sleep(PAST_LEASE).await;
+        let _ = f.store.release(&k2, &t2).await.unwrap();
+        assert!(matches!(claim(&*f.store, &k2).await, Claim::Acquired(_)));
+    }
+
+    pub(crate) async fn renew_extends_the_lease(f: Arc<Fixture>) {
+        let k = key("renew");
+        let t = acquire(&*f.store, &k, &digest(1), SHORT).await;
+        // Renew well past the short lease, three times, before it ends.
+        for _ in 0..3 {
+            tokio::time::sleep(SHORT / 3).await;
+            assert!(f.store.renew(&k, &t, SHORT).await.unwrap());
+        }
+        assert!(f.store.renew(&k, &t, LONG).await.unwrap());
+        tokio::time::sleep(PAST_LEASE).await;
+        match claim(&*f.store, &k).await {
+            Claim::InFlight {
+                remaining,
+                digest: d,
+            } => {
+                assert!(
+                    remaining > SHORT,
+                    "the lease follows the renewal: {remaining:?}"
+                );
+                assert_eq!(d, digest(1), "renewing keeps the claim's digest");
+            }
+            other => panic!("expected InFlight after renewals, got {other:?}"),
+        }
+        // Another token cannot renew it; the owner still completes it.
+        assert!(!f
+            .store
+            .renew(&k, &ClaimToken::generate(), LONG)
+            .await
+            .unwrap());
+        assert!(f
+            .store
+            .complete(&k, &t, record(200, 1), KEEP)
+            .await
+            .unwrap());
+        assert!(!f.store.renew(&k, &t, LONG).await.unwrap());
+        assert_eq!(claim(&*f.store, &k).await, Claim::Done(record(200, 1)));
+    }
+
+    pub(crate) async fn done_record_keeps_the_response(f: Arc<Fixture>) {
+        let k = key("body");
+        let t = acquire(&*f.store, &k, &digest(1), LONG).await;
+        // Binary, including the separators a backend might use.
+        let body: Vec<u8> = (0..DoneRecord::MAX_BODY + 100)
+            .map(|i| u8::try_from(i % 256).unwrap())
+            .collect();
+        let full = record(200, 1).with_body(
+            Some("application/json; charset=utf-8".into()),
+            bytes::Bytes::from(body.clone()),
+        );
+        assert_eq!(full.body.len(), DoneRecord::MAX_BODY, "cut to the bound");
+        assert!(f.store.complete(&k, &t, full.clone(), KEEP).await.unwrap());
+        assert_eq!(claim(&*f.store, &k).await, Claim::Done(full));
+        // Content type without a body, and a body without content type.
+        let k2 = key("ct");
+        let t2 = acquire(&*f.store, &k2, &digest(2), LONG).await;
+        let ct_only = record(204, 2).with_body(Some("text/plain".into()), bytes::Bytes::new());
+        assert!(f
+            .store
+            .complete(&k2, &t2, ct_only.clone(), KEEP)
+            .await
+            .unwrap());
+        assert_eq!(claim(&*f.store, &k2).await, Claim::Done(ct_only));
+        let k3 = key("bodyonly");
+        let t3 = acquire(&*f.store, &k3, &digest(3), LONG).await;
+        let body_only = record(200, 3).with_body(None, bytes::Bytes::from_static(b"\n\nok\n"));
+        assert!(f
+            .store
+            .complete(&k3, &t3, body_only.clone(), KEEP)
+            .await
+            .unwrap());
+        assert_eq!(claim(&*f.store, &k3).await, Claim::Done(body_only));
     }
 
     pub(crate) async fn retention_expiry_frees_the_key(f: Arc<Fixture>) {
@@ -392,7 +478,9 @@ macro_rules! conformance {
             wrong_token_changes_nothing,
             release_frees_the_key,
             expired_lease_fences_the_old_token,
-            expired_lease_cannot_complete,
+            expired_lease_still_completes,
+            renew_extends_the_lease,
+            done_record_keeps_the_response,
             retention_expiry_frees_the_key,
             concurrent_claims_have_one_winner,
             keys_are_independent,
@@ -482,10 +570,10 @@ mod redis_store {
         }
     }
 
-    /// A key holding something the store did not write is an error, not a
-    /// guess at a status.
+    /// A key holding something the store did not write is a configuration
+    /// error (the layer's 500), not a guess at a status.
     #[tokio::test]
-    async fn foreign_values_are_backend_errors() {
+    async fn foreign_values_are_config_errors() {
         let Some((_, cleanup)) = setup().await else {
             return;
         };
@@ -508,7 +596,7 @@ mod redis_store {
             ] {
                 let () = conn.set(format!("{run}{name}"), value).await.expect("set");
                 let err = store.claim(name, &digest(1), LONG).await.expect_err(name);
-                assert_eq!(err.kind(), StoreErrorKind::Backend, "{name}: {err}");
+                assert_eq!(err.kind(), StoreErrorKind::Config, "{name}: {err}");
                 // Nor can a token complete or release it.
                 let t = ClaimToken::generate();
                 assert!(!store
@@ -653,6 +741,105 @@ mod postgres_store {
             .catch_unwind()
             .await;
         drop(store);
+        drop_tables(url, vec![table]).await;
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => panic!("test timed out"),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+
+    /// A table dropped under a running store is a configuration error (the
+    /// layer's 500), not "unavailable"; `migrate` brings it back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn missing_table_is_a_config_error() {
+        let url = url();
+        let table = format!("hookgate_test_{:016x}_gone", rand::random::<u64>());
+        let store = PostgresStore::new(&url)
+            .expect("url")
+            .with_table(&table)
+            .expect("table name");
+        match store.migrate().await {
+            Ok(()) => {}
+            Err(e) if e.kind() == StoreErrorKind::Unavailable => {
+                unreachable_server(&format!("PostgreSQL at {url}"), &e);
+                return;
+            }
+            Err(e) => panic!("cannot set up PostgresStore: {e}"),
+        }
+        let body = async {
+            let k = key("gone");
+            let t = acquire(&store, &k, &digest(1), LONG).await;
+            drop_tables(url.clone(), vec![table.clone()]).await;
+            let err = store.claim(&k, &digest(1), LONG).await.expect_err("claim");
+            assert_eq!(err.kind(), StoreErrorKind::Config, "{err}");
+            for err in [
+                store
+                    .complete(&k, &t, record(200, 1), KEEP)
+                    .await
+                    .expect_err("complete"),
+                store.release(&k, &t).await.expect_err("release"),
+                store.renew(&k, &t, LONG).await.expect_err("renew"),
+            ] {
+                assert_eq!(err.kind(), StoreErrorKind::Config, "{err}");
+            }
+            store.migrate().await.expect("migrate again");
+            assert!(matches!(claim(&store, &k).await, Claim::Acquired(_)));
+        };
+        let outcome = AssertUnwindSafe(tokio::time::timeout(CASE_TIMEOUT, body))
+            .catch_unwind()
+            .await;
+        drop_tables(url, vec![table]).await;
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => panic!("test timed out"),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+
+    /// A table created by an earlier version (no response columns) is
+    /// upgraded in place by `migrate`; its done records replay with an
+    /// empty body.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn migrate_upgrades_a_table_from_an_earlier_version() {
+        let url = url();
+        let table = format!("hookgate_test_{:016x}_old", rand::random::<u64>());
+        let (admin, conn) = match tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+            Ok(c) => c,
+            Err(e) => {
+                unreachable_server(&format!("PostgreSQL at {url}"), &e);
+                return;
+            }
+        };
+        let conn = tokio::spawn(conn);
+        let body = async {
+            admin
+                .batch_execute(&format!(
+                    "CREATE TABLE {table} (key text PRIMARY KEY, token text, status integer NOT NULL,
+                         digest bytea NOT NULL, expires_at timestamptz NOT NULL);
+                     INSERT INTO {table} VALUES ('old', NULL, 201, '\\x{}', now() + interval '1 hour');",
+                    "11".repeat(32)
+                ))
+                .await
+                .expect("old table");
+            let store = PostgresStore::new(&url)
+                .expect("url")
+                .with_table(&table)
+                .expect("table name");
+            store.migrate().await.expect("migrate an old table");
+            store.migrate().await.expect("migrate is idempotent");
+            assert_eq!(claim(&store, "old").await, Claim::Done(record(201, 0x11)));
+            let k = key("new");
+            let t = acquire(&store, &k, &digest(1), LONG).await;
+            let full = record(200, 1).with_body(Some("text/plain".into()), "ok".into());
+            assert!(store.complete(&k, &t, full.clone(), KEEP).await.unwrap());
+            assert_eq!(claim(&store, &k).await, Claim::Done(full));
+        };
+        let outcome = AssertUnwindSafe(tokio::time::timeout(CASE_TIMEOUT, body))
+            .catch_unwind()
+            .await;
+        drop(admin);
+        let _ = conn.await;
         drop_tables(url, vec![table]).await;
         match outcome {
             Ok(Ok(())) => {}

@@ -104,10 +104,7 @@ async fn store_recovers_after_a_redis_restart() {
     else {
         panic!("the restarted server has no keys");
     };
-    let record = hookgate_tower::store::DoneRecord {
-        status: 200,
-        digest: [1; 32],
-    };
+    let record = hookgate_tower::store::DoneRecord::new(200, [1; 32]);
     assert!(store
         .complete("before", &token, record, LEASE)
         .await

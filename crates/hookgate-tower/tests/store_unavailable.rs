@@ -31,10 +31,7 @@ async fn expect_unavailable<T: std::fmt::Debug>(
 
 async fn all_ops_unavailable(store: &dyn DedupStore) {
     let token = hookgate_tower::store::ClaimToken::generate();
-    let record = hookgate_tower::store::DoneRecord {
-        status: 200,
-        digest: [0; 32],
-    };
+    let record = hookgate_tower::store::DoneRecord::new(200, [0; 32]);
     expect_unavailable("claim", store.claim("k", &[0; 32], Duration::from_secs(30))).await;
     expect_unavailable(
         "complete",
@@ -42,6 +39,7 @@ async fn all_ops_unavailable(store: &dyn DedupStore) {
     )
     .await;
     expect_unavailable("release", store.release("k", &token)).await;
+    expect_unavailable("renew", store.renew("k", &token, Duration::from_secs(30))).await;
 }
 
 #[cfg(feature = "redis")]

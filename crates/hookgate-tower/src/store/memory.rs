@@ -10,8 +10,8 @@
 //! let Claim::Acquired(token) = store.claim("p:standard:msg_1", &digest, Duration::from_secs(30)).await? else {
 //!     unreachable!("a fresh key is free");
 //! };
-//! let record = DoneRecord { status: 200, digest };
-//! assert!(store.complete("p:standard:msg_1", &token, record, Duration::from_secs(3600)).await?);
+//! let record = DoneRecord::new(200, digest);
+//! assert!(store.complete("p:standard:msg_1", &token, record.clone(), Duration::from_secs(3600)).await?);
 //! assert_eq!(
 //!     store.claim("p:standard:msg_1", &digest, Duration::from_secs(30)).await?,
 //!     Claim::Done(record)
@@ -42,17 +42,28 @@
 //! Expired entries are also removed a few at a time on every claim, so memory
 //! is given back without a background task.
 //!
+//! # Limits
+//! The store protects **one process**, and forgets everything when it
+//! restarts: a retry arriving after a restart (or at another replica) runs
+//! the handler again. Use Redis or Postgres for replicas or restarts.
+//!
 //! # Footprint
 //! The store does not keep the keys themselves but a 128-bit keyed hash of
 //! each (two SipHash-1-3 with random per-store keys), so an entry costs the
 //! same whatever the key's length: about 80 bytes in a slot array sized to
 //! the capacity, plus the hash index and the expiry index, under 200 bytes
-//! per key in all. Two different keys would have to collide on 128 keyed
+//! per key in all. A done record whose handler answered a body or a content
+//! type also keeps those (at most [`DoneRecord::MAX_BODY`] bytes of body) in
+//! a side map: about 100 bytes plus the body and the content type per such
+//! record. Handlers answering short bodies (`ok`, `{}`) add little; at the
+//! default capacity, 100,000 records with 4 KiB bodies would hold about
+//! 420 MB, so size the capacity (or the bodies) accordingly. Two different keys would have to collide on 128 keyed
 //! bits to be confused (about 10^-29 at capacity); an attacker cannot aim for
 //! it without the per-store keys. See the "Dedup stores" section of
 //! BENCHMARKS.md for the measured resident size at 100,000 keys.
 
 use super::{BoxFuture, Claim, ClaimToken, DedupStore, Digest, DoneRecord, Result};
+use bytes::Bytes;
 use std::{
     collections::{hash_map::RandomState, BTreeSet, HashMap},
     fmt,
@@ -116,6 +127,8 @@ struct Inner {
     claims: BTreeSet<(u64, SlotId)>,
     /// Done records ordered by retention end.
     done: BTreeSet<(u64, SlotId)>,
+    /// Response content type and body of done records that have either.
+    replays: HashMap<SlotId, Box<(Option<String>, Bytes)>>,
 }
 
 impl Inner {
@@ -137,6 +150,7 @@ impl Inner {
         let slot = *self.slot(id);
         self.order_of(&slot).remove(&(slot.expires_ms, id));
         self.index.remove(&slot.key);
+        self.replays.remove(&id);
         self.free.push(id);
     }
 
@@ -217,6 +231,7 @@ impl MemoryStore {
                 free: Vec::new(),
                 claims: BTreeSet::new(),
                 done: BTreeSet::new(),
+                replays: HashMap::new(),
             }),
             epoch: Instant::now(),
             hash: [RandomState::new(), RandomState::new()],
@@ -297,15 +312,18 @@ impl MemoryStore {
                             digest: slot.digest,
                         }
                     } else {
-                        Claim::Done(DoneRecord {
-                            status: slot.status,
-                            digest: slot.digest,
-                        })
+                        let mut record = DoneRecord::new(slot.status, slot.digest);
+                        if let Some(replay) = inner.replays.get(&id) {
+                            record.content_type.clone_from(&replay.0);
+                            record.body = replay.1.clone();
+                        }
+                        Claim::Done(record)
                     };
                 }
                 // Expired claim or done record: the key is free again; take
                 // over its slot.
                 inner.order_of(&slot).remove(&(slot.expires_ms, id));
+                inner.replays.remove(&id);
                 inner.slots[id as usize] = fill;
                 id
             }
@@ -322,12 +340,12 @@ impl MemoryStore {
         Claim::Acquired(ClaimToken::from_string(format!("{raw:032x}")))
     }
 
-    /// The slot of the live claim on `key` owned by `token`.
-    fn owned(&self, inner: &Inner, key: &str, token: &ClaimToken, now: u64) -> Option<SlotId> {
+    /// The slot of the claim on `key` owned by `token`, expired or not.
+    fn owned(&self, inner: &Inner, key: &str, token: &ClaimToken) -> Option<SlotId> {
         let token = parse_token(token)?;
         let id = *inner.index.get(&self.key_hash(key))?;
         let slot = inner.slot(id);
-        (slot.is_claim() && slot.token == token && slot.expires_ms > now).then_some(id)
+        (slot.is_claim() && slot.token == token).then_some(id)
     }
 
     fn complete_sync(
@@ -337,13 +355,39 @@ impl MemoryStore {
         record: DoneRecord,
         retention: Duration,
     ) -> bool {
+        if parse_token(token).is_none() {
+            return false;
+        }
         let now = self.now_ms();
         let mut inner = self.lock();
-        let Some(id) = self.owned(&inner, key, token, now) else {
-            return false;
+        let hash = self.key_hash(key);
+        let id = match self.owned(&inner, key, token) {
+            Some(id) => id,
+            None => match inner.index.get(&hash).copied() {
+                // A live claim of another token, or a live done record.
+                Some(id) if inner.slot(id).expires_ms > now => return false,
+                // Free: an expired entry, taken over like a claim would.
+                Some(id) => id,
+                None => {
+                    if inner.index.len() >= inner.capacity {
+                        inner.evict_one(now);
+                    }
+                    let placeholder = Slot {
+                        key: hash,
+                        digest: record.digest,
+                        token: [0; 2],
+                        expires_ms: now,
+                        status: 0,
+                    };
+                    let id = inner.take_slot(placeholder);
+                    inner.index.insert(hash, id);
+                    inner.claims.insert((now, id));
+                    id
+                }
+            },
         };
         let mut slot = *inner.slot(id);
-        inner.claims.remove(&(slot.expires_ms, id));
+        inner.order_of(&slot).remove(&(slot.expires_ms, id));
         // Status 0 marks a claim; HTTP has no status 0, but keep the
         // invariant even for odd callers.
         slot.status = record.status.max(1);
@@ -352,16 +396,36 @@ impl MemoryStore {
         slot.expires_ms = add_ms(now, retention);
         inner.done.insert((slot.expires_ms, id));
         inner.slots[id as usize] = slot;
+        if record.content_type.is_some() || !record.body.is_empty() {
+            inner
+                .replays
+                .insert(id, Box::new((record.content_type, record.body)));
+        } else {
+            inner.replays.remove(&id);
+        }
         true
     }
 
     fn release_sync(&self, key: &str, token: &ClaimToken) -> bool {
-        let now = self.now_ms();
         let mut inner = self.lock();
-        let Some(id) = self.owned(&inner, key, token, now) else {
+        let Some(id) = self.owned(&inner, key, token) else {
             return false;
         };
         inner.free_slot(id);
+        true
+    }
+
+    fn renew_sync(&self, key: &str, token: &ClaimToken, lease: Duration) -> bool {
+        let now = self.now_ms();
+        let mut inner = self.lock();
+        let Some(id) = self.owned(&inner, key, token) else {
+            return false;
+        };
+        let mut slot = *inner.slot(id);
+        inner.claims.remove(&(slot.expires_ms, id));
+        slot.expires_ms = add_ms(now, lease);
+        inner.claims.insert((slot.expires_ms, id));
+        inner.slots[id as usize] = slot;
         true
     }
 }
@@ -429,6 +493,16 @@ impl DedupStore for MemoryStore {
         let released = self.release_sync(key, token);
         Box::pin(std::future::ready(Ok(released)))
     }
+
+    fn renew<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a ClaimToken,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<bool>> {
+        let renewed = self.renew_sync(key, token, lease);
+        Box::pin(std::future::ready(Ok(renewed)))
+    }
 }
 
 #[cfg(test)]
@@ -446,10 +520,7 @@ mod tests {
     }
 
     fn done(status: u16) -> DoneRecord {
-        DoneRecord {
-            status,
-            digest: [1; 32],
-        }
+        DoneRecord::new(status, [1; 32])
     }
 
     #[test]
@@ -542,6 +613,11 @@ mod tests {
             };
             assert!(order.contains(&(slot.expires_ms, id)));
         }
+        for id in inner.replays.keys() {
+            let slot = inner.slot(*id);
+            assert!(!slot.is_claim(), "only done records keep a replay body");
+            assert_eq!(inner.index.get(&slot.key), Some(id));
+        }
     }
 
     #[test]
@@ -554,12 +630,21 @@ mod tests {
             if let Claim::Acquired(t) = store.claim_sync(&k, &[1; 32], lease) {
                 match i % 3 {
                     0 => {
-                        store.complete_sync(&k, &t, done(200), KEEP);
+                        let record = done(200).with_body(None, Bytes::from_static(b"ok"));
+                        store.complete_sync(&k, &t, record, KEEP);
                     }
                     1 => {
                         store.release_sync(&k, &t);
                     }
                     _ => live.push((k, t)),
+                }
+            }
+            if i % 11 == 0 {
+                // Completing a free (or foreign) key, and renewing live claims.
+                let k = format!("f{}", i % 13);
+                store.complete_sync(&k, &ClaimToken::generate(), done(201), KEEP);
+                if let Some((k, t)) = live.last() {
+                    store.renew_sync(k, t, LEASE);
                 }
             }
             if i % 97 == 0 {
@@ -571,6 +656,24 @@ mod tests {
             store.release_sync(&k, &t);
             check_invariants(&store);
         }
+    }
+
+    #[test]
+    fn expired_claims_stay_owned_until_taken() {
+        let store = MemoryStore::new();
+        let t = match store.claim_sync("k", &[1; 32], Duration::ZERO) {
+            Claim::Acquired(t) => t,
+            other => panic!("{other:?}"),
+        };
+        // Expired but not purged or re-claimed: the token still owns it.
+        assert!(store.renew_sync("k", &t, LEASE));
+        assert!(matches!(
+            store.claim_sync("k", &[1; 32], LEASE),
+            Claim::InFlight { .. }
+        ));
+        assert!(store.complete_sync("k", &t, done(200), KEEP));
+        assert!(!store.renew_sync("k", &t, LEASE));
+        check_invariants(&store);
     }
 
     #[test]

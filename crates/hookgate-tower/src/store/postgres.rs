@@ -25,9 +25,15 @@
 //!     token      text,                 -- the claim's fencing token, NULL once done
 //!     status     integer NOT NULL,     -- 0 while claimed, else the stored HTTP status
 //!     digest     bytea NOT NULL,       -- SHA-256 of the body
-//!     expires_at timestamptz NOT NULL  -- lease end (claim) or retention end (done)
+//!     expires_at timestamptz NOT NULL, -- lease end (claim) or retention end (done)
+//!     content_type text,               -- done: the response's content type
+//!     body       bytea                 -- done: the response body (at most 4 KiB)
 //! );
 //! ```
+//! Tables created by earlier versions (without the last two columns) get
+//! them from [`migrate`](PostgresStore::migrate) (`ADD COLUMN IF NOT
+//! EXISTS`); until then the store answers [`StoreErrorKind::Config`]
+//! (500), as it does for a table that is missing.
 //! [`migrate`](PostgresStore::migrate) (run by [`connect`](PostgresStore::connect))
 //! creates it (and its schema, if the name has one) under an advisory lock,
 //! so that replicas starting together do not race. Times are always the
@@ -61,9 +67,11 @@
 //! retention are all taken by the `INSERT .. ON CONFLICT`, which the unique
 //! key makes atomic. In one race only — another claim committed between this
 //! statement's snapshot and its insert — the statement returns no row; it is
-//! then rerun once (the new snapshot sees that claim). `complete` and
-//! `release` are one `UPDATE` / `DELETE .. WHERE key = $1 AND token = $2 AND
-//! status = 0 AND expires_at > now()`. Statements are prepared once per
+//! then rerun once (the new snapshot sees that claim). `complete` is one
+//! `INSERT .. ON CONFLICT (key) DO UPDATE .. WHERE (d.status = 0 AND d.token
+//! = $2) OR d.expires_at <= now()` (the token's own claim, expired or not,
+//! or a free key); `release` and `renew` are one `DELETE` / `UPDATE .. WHERE
+//! key = $1 AND token = $2 AND status = 0`. Statements are prepared once per
 //! pooled connection (`prepare_cached`). Keys longer than 256 bytes are
 //! stored as `#sha256:<hex>` of the key (B-tree entries are size-limited).
 //!
@@ -82,6 +90,18 @@
 //! server (the store's sessions run with `statement_timeout` set to it), so
 //! a claim the caller gave up on does not take effect later.
 //!
+//! A call that times out (or is dropped by its caller) takes its connection
+//! out of the pool instead of returning it: a connection that went silent
+//! without closing (a lost NAT entry, a frozen network path) is never handed
+//! out again, and the next call opens a fresh one, so service returns within
+//! one timeout of the network returning. Connections that finished their
+//! call go back to the pool unchecked (`RecyclingMethod::Fast`), which keeps
+//! the common path at one round trip.
+//!
+//! A missing table or column (SQLSTATE `42P01`, `42703`: the table was
+//! dropped, or [`migrate`](PostgresStore::migrate) never ran) maps to
+//! [`StoreErrorKind::Config`], which the layer answers with 500.
+//!
 //! # Durability
 //! By default each new event costs two commits (claim, complete), each
 //! flushed to disk under the server's `synchronous_commit` setting.
@@ -94,6 +114,7 @@ use super::{
     BoxFuture, Claim, ClaimToken, DedupStore, Digest, DoneRecord, Result, StoreError,
     StoreErrorKind,
 };
+use bytes::Bytes;
 use deadpool_postgres::{
     Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime, Timeouts,
 };
@@ -121,6 +142,7 @@ struct Sql {
     claim: String,
     complete: String,
     release: String,
+    renew: String,
     sweep: String,
 }
 
@@ -159,13 +181,17 @@ impl Sql {
                      token text,
                      status integer NOT NULL,
                      digest bytea NOT NULL,
-                     expires_at timestamptz NOT NULL
+                     expires_at timestamptz NOT NULL,
+                     content_type text,
+                     body bytea
                  );
+                 ALTER TABLE {t} ADD COLUMN IF NOT EXISTS content_type text,
+                     ADD COLUMN IF NOT EXISTS body bytea;
                  COMMIT;"
             ),
             claim: format!(
                 "WITH cur AS (
-                     SELECT status, digest, expires_at FROM {t}
+                     SELECT status, digest, expires_at, content_type, body FROM {t}
                      WHERE key = $1 AND expires_at > now()
                  ), ins AS (
                      INSERT INTO {t} AS d (key, token, status, digest, expires_at)
@@ -177,20 +203,26 @@ impl Sql {
                          WHERE d.expires_at <= now()
                      RETURNING 1
                  )
-                 SELECT 0::int4, 0::int8, 0::int4, NULL::bytea FROM ins
+                 SELECT 0::int4, 0::int8, 0::int4, NULL::bytea, NULL::text, NULL::bytea FROM ins
                  UNION ALL
                  SELECT CASE WHEN status = 0 THEN 1 ELSE 2 END::int4,
                         GREATEST(0, CEIL(EXTRACT(EPOCH FROM (expires_at - now())) * 1000))::int8,
-                        status::int4, digest
+                        status::int4, digest, content_type, body
                  FROM cur"
             ),
             complete: format!(
-                "UPDATE {t} SET token = NULL, status = $3, digest = $4,
-                     expires_at = now() + $5::int8 * interval '1 millisecond'
-                 WHERE key = $1 AND token = $2 AND status = 0 AND expires_at > now()"
+                "INSERT INTO {t} AS d (key, token, status, digest, expires_at, content_type, body)
+                 VALUES ($1, NULL, $3, $4, now() + $5::int8 * interval '1 millisecond', $6, $7)
+                 ON CONFLICT (key) DO UPDATE
+                     SET token = NULL, status = EXCLUDED.status, digest = EXCLUDED.digest,
+                         expires_at = EXCLUDED.expires_at,
+                         content_type = EXCLUDED.content_type, body = EXCLUDED.body
+                     WHERE (d.status = 0 AND d.token = $2::text) OR d.expires_at <= now()"
             ),
-            release: format!(
-                "DELETE FROM {t} WHERE key = $1 AND token = $2 AND status = 0 AND expires_at > now()"
+            release: format!("DELETE FROM {t} WHERE key = $1 AND token = $2 AND status = 0"),
+            renew: format!(
+                "UPDATE {t} SET expires_at = now() + $3::int8 * interval '1 millisecond'
+                 WHERE key = $1 AND token = $2 AND status = 0"
             ),
             sweep: format!(
                 "DELETE FROM {t} WHERE ctid = ANY(ARRAY(
@@ -381,11 +413,13 @@ impl PostgresStore {
     /// [`StoreErrorKind::Backend`] if the statements fail.
     pub async fn migrate(&self) -> Result<()> {
         self.bounded_for(self.timeout.max(SWEEP_TIMEOUT), async {
-            let client = self.client().await?;
-            client
+            let conn = self.checked().await?;
+            conn.client()
                 .batch_execute(&self.sql.migrate)
                 .await
-                .map_err(map_pg)
+                .map_err(map_pg)?;
+            conn.done();
+            Ok(())
         })
         .await
     }
@@ -405,8 +439,8 @@ impl PostgresStore {
         loop {
             let n = self
                 .bounded_for(self.timeout.max(SWEEP_TIMEOUT), async {
-                    let mut client = self.client().await?;
-                    let tx = client.transaction().await.map_err(map_pg)?;
+                    let mut conn = self.checked().await?;
+                    let tx = conn.client_mut().transaction().await.map_err(map_pg)?;
                     tx.batch_execute(&format!(
                         "SET LOCAL statement_timeout = {}",
                         self.timeout.max(SWEEP_TIMEOUT).as_millis()
@@ -416,6 +450,7 @@ impl PostgresStore {
                     let stmt = tx.prepare_cached(&self.sql.sweep).await.map_err(map_pg)?;
                     let n = tx.execute(&stmt, &[&SWEEP_BATCH]).await.map_err(map_pg)?;
                     tx.commit().await.map_err(map_pg)?;
+                    conn.done();
                     Ok(n)
                 })
                 .await?;
@@ -449,7 +484,13 @@ impl PostgresStore {
         })
     }
 
-    async fn client(&self) -> Result<deadpool_postgres::Object> {
+    /// A pooled connection that is discarded, not returned to the pool,
+    /// unless the call using it finishes ([`Checked::done`]).
+    async fn checked(&self) -> Result<Checked> {
+        Ok(Checked(Some(self.pooled().await?)))
+    }
+
+    async fn pooled(&self) -> Result<deadpool_postgres::Object> {
         self.pool.get().await.map_err(|e| match e {
             PoolError::Timeout(_) => StoreError::new(
                 StoreErrorKind::Unavailable,
@@ -489,7 +530,8 @@ impl PostgresStore {
         let token = ClaimToken::generate();
         let lease_ms = millis(lease);
         self.bounded(async {
-            let client = self.client().await?;
+            let conn = self.checked().await?;
+            let client = conn.client();
             let stmt = client
                 .prepare_cached(&self.sql.claim)
                 .await
@@ -512,7 +554,9 @@ impl PostgresStore {
                     Err(e) => return Err(map_pg(e)),
                 };
                 if let Some(row) = rows.first() {
-                    return parse_claim(row, &token);
+                    let claim = parse_claim(row, &token);
+                    conn.done();
+                    return claim;
                 }
                 // Lost the snapshot race: another claim committed after this
                 // statement's snapshot. Rerun; the next snapshot sees it.
@@ -536,45 +580,81 @@ impl PostgresStore {
         let key = &*db_key(key);
         let status = i32::from(record.status.max(1));
         let retention_ms = millis(retention);
-        self.bounded(async {
-            let client = self.client().await?;
-            let stmt = client
-                .prepare_cached(&self.sql.complete)
-                .await
-                .map_err(map_pg)?;
-            let n = client
-                .execute(
-                    &stmt,
-                    &[
-                        &key,
-                        &token.as_str(),
-                        &status,
-                        &record.digest.as_slice(),
-                        &retention_ms,
-                    ],
-                )
-                .await
-                .map_err(map_pg)?;
-            Ok(n == 1)
-        })
+        let body: Option<&[u8]> = (!record.body.is_empty()).then_some(&record.body[..]);
+        self.execute(
+            &self.sql.complete,
+            &[
+                &key,
+                &token.as_str(),
+                &status,
+                &record.digest.as_slice(),
+                &retention_ms,
+                &record.content_type.as_deref(),
+                &body,
+            ],
+        )
         .await
     }
 
     async fn release_impl(&self, key: &str, token: &ClaimToken) -> Result<bool> {
         let key = &*db_key(key);
+        self.execute(&self.sql.release, &[&key, &token.as_str()])
+            .await
+    }
+
+    async fn renew_impl(&self, key: &str, token: &ClaimToken, lease: Duration) -> Result<bool> {
+        let key = &*db_key(key);
+        let lease_ms = millis(lease);
+        self.execute(&self.sql.renew, &[&key, &token.as_str(), &lease_ms])
+            .await
+    }
+
+    /// Run one statement that changes at most one row; `true` if it did.
+    async fn execute(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<bool> {
         self.bounded(async {
-            let client = self.client().await?;
-            let stmt = client
-                .prepare_cached(&self.sql.release)
-                .await
-                .map_err(map_pg)?;
-            let n = client
-                .execute(&stmt, &[&key, &token.as_str()])
-                .await
-                .map_err(map_pg)?;
+            let conn = self.checked().await?;
+            let client = conn.client();
+            let stmt = client.prepare_cached(sql).await.map_err(map_pg)?;
+            let n = client.execute(&stmt, params).await.map_err(map_pg)?;
+            conn.done();
             Ok(n == 1)
         })
         .await
+    }
+}
+
+/// A pooled connection used by one call. Dropped before [`Checked::done`]
+/// (the call timed out, or its caller went away), it leaves the pool with
+/// its connection closed, so a connection that stopped answering is never
+/// handed out again.
+struct Checked(Option<deadpool_postgres::Object>);
+
+impl Checked {
+    fn client(&self) -> &deadpool_postgres::Object {
+        // Only `done` and `drop` take the object out, and both consume.
+        self.0.as_ref().unwrap_or_else(|| unreachable!("taken"))
+    }
+
+    fn client_mut(&mut self) -> &mut deadpool_postgres::Object {
+        self.0.as_mut().unwrap_or_else(|| unreachable!("taken"))
+    }
+
+    /// The call finished: return the connection to the pool.
+    fn done(mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl Drop for Checked {
+    fn drop(&mut self) {
+        if let Some(obj) = self.0.take() {
+            tracing::debug!("discarding a Postgres connection whose call did not finish");
+            drop(deadpool_postgres::Object::take(obj));
+        }
     }
 }
 
@@ -627,18 +707,23 @@ fn parse_claim(row: &tokio_postgres::Row, token: &ClaimToken) -> Result<Claim> {
     let digest: Option<&[u8]> = row.try_get(3).map_err(get)?;
     let digest = digest
         .and_then(|d| Digest::try_from(d).ok())
-        .ok_or_else(|| StoreError::new(StoreErrorKind::Backend, "stored digest is not 32 bytes"))?;
+        .ok_or_else(|| StoreError::new(StoreErrorKind::Config, "stored digest is not 32 bytes"))?;
     match kind {
         1 => Ok(Claim::InFlight {
             remaining: Duration::from_millis(u64::try_from(remaining).unwrap_or(0)),
             digest,
         }),
-        2 => Ok(Claim::Done(DoneRecord {
-            status: u16::try_from(status).map_err(|_| {
-                StoreError::new(StoreErrorKind::Backend, "stored status out of range")
-            })?,
-            digest,
-        })),
+        2 => {
+            let status = u16::try_from(status).map_err(|_| {
+                StoreError::new(StoreErrorKind::Config, "stored status out of range")
+            })?;
+            let content_type: Option<String> = row.try_get(4).map_err(get)?;
+            let body: Option<Vec<u8>> = row.try_get(5).map_err(get)?;
+            Ok(Claim::Done(DoneRecord::new(status, digest).with_body(
+                content_type,
+                body.map(Bytes::from).unwrap_or_default(),
+            )))
+        }
         _ => Err(StoreError::new(
             StoreErrorKind::Backend,
             "unknown claim outcome",
@@ -655,6 +740,17 @@ fn is_retryable(e: &tokio_postgres::Error) -> bool {
 }
 
 fn map_pg(e: tokio_postgres::Error) -> StoreError {
+    // 42P01 undefined table, 42703 undefined column, 3F000 invalid schema:
+    // the store is set up wrongly (dropped table, migrate never ran).
+    if let Some(db) = e.as_db_error() {
+        if matches!(db.code().code(), "42P01" | "42703" | "3F000") {
+            return StoreError::new(
+                StoreErrorKind::Config,
+                "the dedup table is missing or outdated (run migrate)",
+            )
+            .with_source(e);
+        }
+    }
     let unavailable = match e.as_db_error() {
         // 08: connection exception; 53300 too many connections; 53400
         // configuration limit exceeded; 57014 query canceled (our
@@ -699,6 +795,15 @@ impl DedupStore for PostgresStore {
 
     fn release<'a>(&'a self, key: &'a str, token: &'a ClaimToken) -> BoxFuture<'a, Result<bool>> {
         Box::pin(self.release_impl(key, token))
+    }
+
+    fn renew<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a ClaimToken,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(self.renew_impl(key, token, lease))
     }
 }
 

@@ -18,17 +18,26 @@
 //! Each key holds one string value:
 //!
 //! - a claim: `c` + digest (32 bytes) + token, stored with `PX lease`;
-//! - a done record: `d` + digest (32 bytes) + status (decimal), stored with
-//!   `PX retention`.
+//! - a done record: `d` + digest (32 bytes) + status (decimal) + `\n` +
+//!   content type + `\n` + response body (at most 4 KiB), stored with
+//!   `PX retention` (records written before bodies were kept end after the
+//!   status and replay with an empty body).
 //!
 //! [`claim`](DedupStore::claim) is one Lua script: `SET key claim NX PX lease`,
 //! and when the key exists, the stored value (and `PTTL` for a claim) in the
 //! same call — so a new event, an in-flight duplicate and a done duplicate
-//! each cost **one** round trip. [`complete`](DedupStore::complete) and
-//! [`release`](DedupStore::release) are compare-and-set scripts that act only
-//! when the stored value is a claim carrying the caller's token (one round
-//! trip each). Redis expires leases and retention by itself; there is nothing
-//! to sweep.
+//! each cost **one** round trip. [`complete`](DedupStore::complete),
+//! [`release`](DedupStore::release) and [`renew`](DedupStore::renew) are
+//! compare-and-set scripts that act only when the stored value is a claim
+//! carrying the caller's token, or, for `complete`, when the key is free
+//! (one round trip each). Redis expires leases and retention by itself;
+//! there is nothing to sweep. Because Redis drops a claim as soon as its
+//! lease ends, an expired claim cannot be renewed or released (it is
+//! already gone), but it can still be completed.
+//!
+//! A key holding a value this store did not write (a shared prefix, another
+//! application's data) is a [`StoreErrorKind::Config`] error, which the
+//! layer answers with 500.
 //!
 //! Scripts run by `EVALSHA`; they are loaded when the store connects, and
 //! reloaded once (`NOSCRIPT`) if the server lost them, e.g. after a restart.
@@ -38,19 +47,25 @@
 //! restarts. Every call is bounded by a timeout (default
 //! [`RedisStore::DEFAULT_TIMEOUT`]); refused connections, I/O errors,
 //! timeouts and "loading"/"try again" replies map to
-//! [`StoreErrorKind::Unavailable`], which the layer answers with 503.
+//! [`StoreErrorKind::Unavailable`], which the layer answers with 503. A call
+//! that times out also drops the connection (for stores built from a URL),
+//! and the next call opens a fresh one: a connection that went silent
+//! without closing (a lost NAT entry, a frozen network path) is not used
+//! again, so service returns as soon as the network does rather than after
+//! the kernel's TCP timeout.
 
 use super::{
     BoxFuture, Claim, ClaimToken, DedupStore, Digest, DoneRecord, Result, StoreError,
     StoreErrorKind,
 };
+use bytes::Bytes;
 use redis::{aio::ConnectionManager, aio::ConnectionManagerConfig, Client, Script, Value};
 use std::{fmt, sync::Arc, time::Duration};
-use tokio::sync::OnceCell;
 
 /// `SET NX PX`, else report what holds the key. KEYS[1] = key; ARGV[1] =
 /// claim value, ARGV[2] = lease in ms. Returns `{0}` (acquired),
-/// `{1, pttl, digest}` (in flight), `{2, status, digest}` (done) or `{3}`
+/// `{1, pttl, digest}` (in flight), `{2, status, digest, content type +
+/// "\n" + body}` (done) or `{3}`
 /// (the key holds something this store did not write).
 const CLAIM: &str = r"
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
@@ -66,19 +81,33 @@ local digest = string.sub(v, 2, 33)
 if kind == 'c' and #v > 33 then
   return {1, redis.call('PTTL', KEYS[1]), digest}
 end
-local status = tonumber(string.sub(v, 34))
-if kind == 'd' and status then
-  return {2, status, digest}
+local rest = string.sub(v, 34)
+local nl = string.find(rest, '\n', 1, true)
+local status = tonumber(nl and string.sub(rest, 1, nl - 1) or rest)
+if kind == 'd' and status and #v >= 33 then
+  return {2, status, digest, nl and string.sub(rest, nl + 1) or ''}
 end
 return {3}
 ";
 
-/// Compare-and-set: if KEYS[1] holds a claim with token ARGV[1], replace it by
-/// ARGV[2] (the done value) for ARGV[3] ms. Returns 1 if it did, else 0.
+/// Compare-and-set: if KEYS[1] holds a claim with token ARGV[1], or nothing
+/// (free), set it to ARGV[2] (the done value) for ARGV[3] ms. Returns 1 if it
+/// did, else 0.
 const COMPLETE: &str = r"
 local v = redis.call('GET', KEYS[1])
+if v and not (string.sub(v, 1, 1) == 'c' and string.sub(v, 34) == ARGV[1]) then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+";
+
+/// Compare-and-extend: if KEYS[1] holds a claim with token ARGV[1], make its
+/// lease end ARGV[2] ms from now. Returns 1 if it did, else 0.
+const RENEW: &str = r"
+local v = redis.call('GET', KEYS[1])
 if v and string.sub(v, 1, 1) == 'c' and string.sub(v, 34) == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return 1
 end
 return 0
@@ -98,6 +127,7 @@ struct Scripts {
     claim: Script,
     complete: Script,
     release: Script,
+    renew: Script,
 }
 
 impl Scripts {
@@ -106,7 +136,46 @@ impl Scripts {
             claim: Script::new(CLAIM),
             complete: Script::new(COMPLETE),
             release: Script::new(RELEASE),
+            renew: Script::new(RENEW),
         }
+    }
+}
+
+/// The current connection and a counter of how many were opened, so a call
+/// that timed out drops only the connection it used.
+#[derive(Default)]
+struct Slot {
+    current: std::sync::Mutex<Option<(u64, ConnectionManager)>>,
+    /// Serializes opening a connection.
+    connecting: tokio::sync::Mutex<u64>,
+}
+
+impl Slot {
+    fn get(&self) -> Option<(u64, ConnectionManager)> {
+        self.current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set(&self, generation: u64, conn: ConnectionManager) {
+        *self
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((generation, conn));
+    }
+
+    /// Forget connection `generation` if it is still the current one.
+    fn drop_if(&self, generation: u64) -> bool {
+        let mut current = self
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if current.as_ref().is_some_and(|(g, _)| *g == generation) {
+            *current = None;
+            return true;
+        }
+        false
     }
 }
 
@@ -115,7 +184,7 @@ impl Scripts {
 #[derive(Clone)]
 pub struct RedisStore {
     client: Option<Client>,
-    conn: Arc<OnceCell<ConnectionManager>>,
+    conn: Arc<Slot>,
     scripts: Arc<Scripts>,
     prefix: Arc<str>,
     timeout: Duration,
@@ -126,7 +195,7 @@ impl fmt::Debug for RedisStore {
         f.debug_struct("RedisStore")
             .field("prefix", &self.prefix)
             .field("timeout", &self.timeout)
-            .field("connected", &self.conn.initialized())
+            .field("connected", &self.conn.get().is_some())
             .finish_non_exhaustive()
     }
 }
@@ -144,7 +213,7 @@ impl RedisStore {
     /// [`Self::DEFAULT_TIMEOUT`].
     pub async fn connect(url: &str) -> Result<Self> {
         let store = Self::lazy(url)?;
-        let mut conn = store.conn().await?;
+        let (_, mut conn) = store.conn().await?;
         store.load_scripts(&mut conn).await?;
         Ok(store)
     }
@@ -162,19 +231,23 @@ impl RedisStore {
         })?;
         Ok(Self {
             client: Some(client),
-            conn: Arc::new(OnceCell::new()),
+            conn: Arc::new(Slot::default()),
             scripts: Arc::new(Scripts::new()),
             prefix: Arc::from(""),
             timeout: Self::DEFAULT_TIMEOUT,
         })
     }
 
-    /// A store on an existing connection manager.
+    /// A store on an existing connection manager. Such a store cannot open
+    /// a fresh connection after a call times out (it has no URL); prefer
+    /// [`connect`](Self::connect) or [`lazy`](Self::lazy).
     #[must_use]
     pub fn new(conn: ConnectionManager) -> Self {
+        let slot = Slot::default();
+        slot.set(0, conn);
         Self {
             client: None,
-            conn: Arc::new(OnceCell::new_with(Some(conn))),
+            conn: Arc::new(slot),
             scripts: Arc::new(Scripts::new()),
             prefix: Arc::from(""),
             timeout: Self::DEFAULT_TIMEOUT,
@@ -202,27 +275,73 @@ impl RedisStore {
         &self.prefix
     }
 
-    async fn conn(&self) -> Result<ConnectionManager> {
-        let client = self.client.clone();
-        let timeout = self.timeout;
-        let init = async move {
-            let Some(client) = client else {
-                return Err(StoreError::new(
-                    StoreErrorKind::Unavailable,
-                    "no Redis connection",
-                ));
-            };
-            // No reconnect retries with back-off inside the manager: while
-            // Redis is down each call tries once and fails fast with
-            // Unavailable (the layer answers 503 and the sender retries);
-            // the manager reconnects on the next call after an I/O error.
-            let config = ConnectionManagerConfig::new()
-                .set_connection_timeout(timeout)
-                .set_response_timeout(timeout)
-                .set_number_of_retries(0);
-            bounded(timeout, client.get_connection_manager_with_config(config)).await
+    /// The current connection (and its generation), opening one if there is
+    /// none.
+    async fn conn(&self) -> Result<(u64, ConnectionManager)> {
+        if let Some(current) = self.conn.get() {
+            return Ok(current);
+        }
+        let Some(client) = self.client.clone() else {
+            return Err(StoreError::new(
+                StoreErrorKind::Unavailable,
+                "no Redis connection",
+            ));
         };
-        self.conn.get_or_try_init(|| init).await.cloned()
+        // Callers queue here while one opens the connection; bound the wait
+        // so a burst of requests against a dead server each fail within the
+        // timeout rather than one connect attempt after another.
+        let Ok(mut opened) = tokio::time::timeout(self.timeout, self.conn.connecting.lock()).await
+        else {
+            return Err(StoreError::new(
+                StoreErrorKind::Unavailable,
+                format!("could not connect to Redis within {:?}", self.timeout),
+            ));
+        };
+        if let Some(current) = self.conn.get() {
+            return Ok(current);
+        }
+        // No reconnect retries with back-off inside the manager: while
+        // Redis is down each call tries once and fails fast with
+        // Unavailable (the layer answers 503 and the sender retries);
+        // the manager reconnects on the next call after an I/O error.
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(self.timeout)
+            .set_response_timeout(self.timeout)
+            .set_number_of_retries(0);
+        let conn = bounded(
+            self.timeout,
+            client.get_connection_manager_with_config(config),
+        )
+        .await?;
+        *opened += 1;
+        self.conn.set(*opened, conn.clone());
+        Ok((*opened, conn))
+    }
+
+    /// Run one script call on the current connection; if it times out,
+    /// drop that connection so the next call opens a fresh one.
+    async fn call<T: redis::FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T> {
+        let (generation, mut conn) = self.conn().await?;
+        match tokio::time::timeout(self.timeout, invocation.invoke_async(&mut conn)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(map_err(e)),
+            Err(elapsed) => {
+                if self.client.is_some() && self.conn.drop_if(generation) {
+                    tracing::warn!(
+                        timeout = ?self.timeout,
+                        "Redis did not answer in time; dropping the connection, the next call opens a new one"
+                    );
+                }
+                Err(StoreError::new(
+                    StoreErrorKind::Unavailable,
+                    format!("Redis did not answer within {:?}", self.timeout),
+                )
+                .with_source(elapsed))
+            }
+        }
     }
 
     async fn load_scripts(&self, conn: &mut ConnectionManager) -> Result<()> {
@@ -230,6 +349,7 @@ impl RedisStore {
             &self.scripts.claim,
             &self.scripts.complete,
             &self.scripts.release,
+            &self.scripts.renew,
         ] {
             bounded(self.timeout, script.prepare_invoke().load_async(conn)).await?;
         }
@@ -249,17 +369,9 @@ impl RedisStore {
         value.push(b'c');
         value.extend_from_slice(digest);
         value.extend_from_slice(token.as_str().as_bytes());
-        let mut conn = self.conn().await?;
-        let reply: Vec<Value> = bounded(
-            self.timeout,
-            self.scripts
-                .claim
-                .key(self.key(key))
-                .arg(value)
-                .arg(millis(lease))
-                .invoke_async(&mut conn),
-        )
-        .await?;
+        let mut invocation = self.scripts.claim.key(self.key(key));
+        invocation.arg(value).arg(millis(lease));
+        let reply: Vec<Value> = self.call(&invocation).await?;
         parse_claim(&reply, token)
     }
 
@@ -270,38 +382,46 @@ impl RedisStore {
         record: DoneRecord,
         retention: Duration,
     ) -> Result<bool> {
-        let mut value = Vec::with_capacity(1 + 32 + 3);
-        value.push(b'd');
-        value.extend_from_slice(&record.digest);
-        value.extend_from_slice(record.status.to_string().as_bytes());
-        let mut conn = self.conn().await?;
-        let done: i64 = bounded(
-            self.timeout,
-            self.scripts
-                .complete
-                .key(self.key(key))
-                .arg(token.as_str())
-                .arg(value)
-                .arg(millis(retention))
-                .invoke_async(&mut conn),
-        )
-        .await?;
+        let mut invocation = self.scripts.complete.key(self.key(key));
+        invocation
+            .arg(token.as_str())
+            .arg(done_value(&record))
+            .arg(millis(retention));
+        let done: i64 = self.call(&invocation).await?;
         Ok(done == 1)
     }
 
     async fn release_impl(&self, key: &str, token: &ClaimToken) -> Result<bool> {
-        let mut conn = self.conn().await?;
-        let done: i64 = bounded(
-            self.timeout,
-            self.scripts
-                .release
-                .key(self.key(key))
-                .arg(token.as_str())
-                .invoke_async(&mut conn),
-        )
-        .await?;
+        let mut invocation = self.scripts.release.key(self.key(key));
+        invocation.arg(token.as_str());
+        let done: i64 = self.call(&invocation).await?;
         Ok(done == 1)
     }
+
+    async fn renew_impl(&self, key: &str, token: &ClaimToken, lease: Duration) -> Result<bool> {
+        let mut invocation = self.scripts.renew.key(self.key(key));
+        invocation.arg(token.as_str()).arg(millis(lease));
+        let done: i64 = self.call(&invocation).await?;
+        Ok(done == 1)
+    }
+}
+
+/// `d` + digest + status + `\n` + content type + `\n` + body.
+fn done_value(record: &DoneRecord) -> Vec<u8> {
+    let content_type = record
+        .content_type
+        .as_deref()
+        .filter(|c| !c.contains('\n'))
+        .unwrap_or("");
+    let mut value = Vec::with_capacity(1 + 32 + 5 + content_type.len() + record.body.len());
+    value.push(b'd');
+    value.extend_from_slice(&record.digest);
+    value.extend_from_slice(record.status.to_string().as_bytes());
+    value.push(b'\n');
+    value.extend_from_slice(content_type.as_bytes());
+    value.push(b'\n');
+    value.extend_from_slice(&record.body);
+    value
 }
 
 /// Longest lease or retention passed to Redis (ten years), well inside what
@@ -347,13 +467,23 @@ fn parse_claim(reply: &[Value], token: ClaimToken) -> Result<Claim> {
         2 => {
             let status =
                 u16::try_from(int(reply.get(1))?).map_err(|_| bad_reply("status out of range"))?;
-            Ok(Claim::Done(DoneRecord {
-                status,
-                digest: digest(reply.get(2))?,
-            }))
+            let mut record = DoneRecord::new(status, digest(reply.get(2))?);
+            // Content type and body; absent in records written before they
+            // were kept.
+            if let Some(Value::BulkString(rest)) = reply.get(3) {
+                if let Some(nl) = rest.iter().position(|&b| b == b'\n') {
+                    let content_type = std::str::from_utf8(&rest[..nl])
+                        .ok()
+                        .filter(|c| !c.is_empty())
+                        .map(str::to_owned);
+                    record =
+                        record.with_body(content_type, Bytes::copy_from_slice(&rest[nl + 1..]));
+                }
+            }
+            Ok(Claim::Done(record))
         }
         3 => Err(StoreError::new(
-            StoreErrorKind::Backend,
+            StoreErrorKind::Config,
             "the Redis key holds a value this store did not write (key prefix shared?)",
         )),
         _ => Err(bad_reply("unknown outcome")),
@@ -416,6 +546,15 @@ impl DedupStore for RedisStore {
     fn release<'a>(&'a self, key: &'a str, token: &'a ClaimToken) -> BoxFuture<'a, Result<bool>> {
         Box::pin(self.release_impl(key, token))
     }
+
+    fn renew<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a ClaimToken,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(self.renew_impl(key, token, lease))
+    }
 }
 
 #[cfg(test)]
@@ -438,11 +577,16 @@ mod tests {
             }
         );
         assert_eq!(
-            parse_claim(&[Value::Int(2), Value::Int(204), d], t.clone()).unwrap(),
-            Claim::Done(DoneRecord {
-                status: 204,
-                digest: [7; 32]
-            })
+            parse_claim(&[Value::Int(2), Value::Int(204), d.clone()], t.clone()).unwrap(),
+            Claim::Done(DoneRecord::new(204, [7; 32]))
+        );
+        let rest = Value::BulkString(b"application/json\n{\"ok\":1}".to_vec());
+        assert_eq!(
+            parse_claim(&[Value::Int(2), Value::Int(200), d, rest], t.clone()).unwrap(),
+            Claim::Done(DoneRecord::new(200, [7; 32]).with_body(
+                Some("application/json".into()),
+                Bytes::from_static(b"{\"ok\":1}")
+            ))
         );
         for bad in [
             vec![],

@@ -5,7 +5,10 @@ use std::{fmt, sync::Arc, time::Duration};
 use hookgate_core::Verifier;
 use tower_layer::Layer;
 
-use super::VerifyWebhook;
+use super::{
+    policy::{DefaultStatusPolicy, Policy, StatusPolicy},
+    VerifyWebhook,
+};
 use crate::store::{DedupStore, MemoryStore};
 
 /// Default key prefix.
@@ -46,6 +49,7 @@ pub(crate) struct Shared<S> {
     pub(crate) retention: Duration,
     pub(crate) fail_open: bool,
     pub(crate) clock: Clock,
+    pub(crate) policy: Policy,
 }
 
 /// Applies [`VerifyWebhook`] to a service: verification, then deduplication
@@ -64,6 +68,7 @@ pub(crate) struct Shared<S> {
 /// | [lease](Self::with_lease) | 30 s |
 /// | [retention](Self::with_retention) | 72 h |
 /// | [fail-open](Self::with_fail_open) | `false` (fail closed: 503) |
+/// | [status policy](Self::with_status_policy) | [`DefaultStatusPolicy`] |
 ///
 /// ```
 /// use hookgate_core::{Scheme, Verifier};
@@ -114,6 +119,7 @@ impl VerifyWebhookLayer<MemoryStore> {
                 retention: DEFAULT_RETENTION,
                 fail_open: false,
                 clock: Clock(Arc::new(hookgate_core::unix_now)),
+                policy: Policy(Arc::new(DefaultStatusPolicy)),
             }),
         }
     }
@@ -132,6 +138,7 @@ impl<S> VerifyWebhookLayer<S> {
                 retention: arc.retention,
                 fail_open: arc.fail_open,
                 clock: arc.clock.clone(),
+                policy: arc.policy.clone(),
             },
         }
     }
@@ -166,6 +173,7 @@ impl<S> VerifyWebhookLayer<S> {
                 retention: s.retention,
                 fail_open: s.fail_open,
                 clock: s.clock,
+                policy: s.policy,
             }),
         }
     }
@@ -193,9 +201,12 @@ impl<S> VerifyWebhookLayer<S> {
         self.map(|s| s.body_limit = limit)
     }
 
-    /// How long a claim protects an event while its handler runs (default
-    /// 30 s, at least 1 ms). If the process dies, a retry can take the event
-    /// after this long. Make it longer than your slowest handler.
+    /// How long a claim protects an event without a renewal (default 30 s,
+    /// at least 1 ms). While the handler runs, the layer renews the claim
+    /// every third of the lease, so a slow handler keeps it; if the process
+    /// dies (or cannot reach the store) for longer than the lease, a retry
+    /// can take the event. Shorter leases let a retry take over sooner after
+    /// a crash, at the price of more renewals.
     #[must_use]
     pub fn with_lease(self, lease: Duration) -> Self {
         self.map(|s| s.lease = lease.max(Duration::from_millis(1)))
@@ -222,6 +233,15 @@ impl<S> VerifyWebhookLayer<S> {
     pub fn with_clock(self, clock: impl Fn() -> i64 + Send + Sync + 'static) -> Self {
         let clock = Clock(Arc::new(clock));
         self.map(|s| s.clock = clock)
+    }
+
+    /// Decide which handler answers are final (stored and replayed) with
+    /// `policy` instead of [`DefaultStatusPolicy`]; any
+    /// `Fn(StatusCode) -> bool` works. See [`StatusPolicy`].
+    #[must_use]
+    pub fn with_status_policy(self, policy: impl StatusPolicy) -> Self {
+        let policy = Policy(Arc::new(policy));
+        self.map(|s| s.policy = policy)
     }
 
     /// The store.

@@ -17,14 +17,22 @@
 //!    Shopify, Slack — under `prefix:scheme:sha256:<body digest>`, so a
 //!    captured request replayed under a new id header is still caught):
 //!    - **new**: the handler runs with the body restored and a
-//!      [`VerifiedWebhook`] in the request extensions. A 2xx, or a 4xx other
-//!      than 408/429, is stored as done for the retention period; a 5xx,
-//!      408, 429, an error or a panic (answered 500) releases the claim so
-//!      the sender's retry runs the handler again. If the request is dropped
-//!      mid-handler the claim is released in the background; if the process
-//!      dies the lease expires;
-//!    - **done**: the handler is not called; the stored status is answered
-//!      with an empty body and `Idempotent-Replayed: true`;
+//!      [`VerifiedWebhook`] in the request extensions. While it runs, the
+//!      layer renews the claim every third of the lease, so a slow but live
+//!      handler keeps it (a lease only runs out when the process, or its
+//!      path to the store, is gone for longer than the lease). What the
+//!      [`StatusPolicy`] calls final ([`DefaultStatusPolicy`]: a 2xx, or a
+//!      4xx other than 408/409/425/429) is stored as done for the retention
+//!      period, with the response's content type and body (a body of known
+//!      size up to 4 KiB; a larger or streamed one is replayed empty); a
+//!      5xx, 408, 409, 425, 429, an error or a panic (answered 500)
+//!      releases the claim so the sender's retry runs the handler again.
+//!      Recording the outcome runs in a task of its own: once the handler
+//!      has answered, a dropped request (client gone, outer timeout) still
+//!      records it. If the request is dropped mid-handler the claim is
+//!      released in the background; if the process dies the lease expires;
+//!    - **done**: the handler is not called; the stored status, content type
+//!      and body are answered with `Idempotent-Replayed: true`;
 //!    - **in flight**: **409** `duplicate_in_flight` with `Retry-After` (the
 //!      rest of the lease, rounded up, at least 1 s);
 //!    - **same id, different body**: **422** `conflicting_duplicate`, logged
@@ -32,9 +40,27 @@
 //! 6. the store cannot be reached: **503** `store_unavailable` with
 //!    `Retry-After: 5` (fail closed), unless
 //!    [`with_fail_open(true)`](VerifyWebhookLayer::with_fail_open), which
-//!    runs the handler without deduplication and logs a warning. If marking
-//!    the event done (or releasing it) fails after the handler ran, that is
-//!    logged and the handler's response is returned anyway.
+//!    runs the handler without deduplication and logs a warning. The store
+//!    is **misconfigured** (a missing table, a key holding a value the
+//!    store did not write: [`StoreErrorKind::Config`](crate::store::StoreErrorKind::Config)):
+//!    **500** `store_misconfigured`, logged at `error`, never fail-open. If
+//!    marking the event done (or releasing it) fails after the handler ran,
+//!    that is logged and the handler's response is returned anyway.
+//!
+//! Dedup keys are `prefix:scheme:id` (or `prefix:scheme:sha256:<hex>`) with
+//! `%` and `:` percent-escaped in the prefix and the id, so no two
+//! different events, prefixes or digests share a key.
+//!
+//! # Limits
+//! - GitHub and Shopify sign no timestamp: a captured request can be
+//!   replayed for as long as its done record is kept (the
+//!   [retention](VerifyWebhookLayer::with_retention), 72 h by default), and
+//!   after that it runs the handler again. Keep the retention longer than
+//!   any replay you must refuse, or check the event's own date in the
+//!   handler.
+//! - The [`MemoryStore`](crate::MemoryStore) protects one process and
+//!   forgets everything on restart; replicas, and restarts, need Redis or
+//!   Postgres.
 //!
 //! Rejections are `application/problem+json` ([`crate::rejection`]).
 //!
@@ -52,7 +78,7 @@
 //! |---|---|---|
 //! | `hookgate_receiver_verifications_total` | counter | `scheme`, `result` (`ok` or a rejection kind of steps 1-4) |
 //! | `hookgate_receiver_duplicates_total` | counter | `scheme`, `kind` (`replayed`, `in_flight`, `conflicting`) |
-//! | `hookgate_receiver_store_errors_total` | counter | `scheme`, `op` (`claim`, `complete`, `release`) |
+//! | `hookgate_receiver_store_errors_total` | counter | `scheme`, `op` (`claim`, `complete`, `release`, `renew`) |
 //! | `hookgate_receiver_handled_total` | counter | `scheme`, `outcome` (`completed`, `released`, `error`, `panic`, `undeduplicated`) |
 //! | `hookgate_receiver_handler_duration_seconds` | histogram | `scheme` |
 //!
@@ -75,6 +101,7 @@
 
 mod future;
 mod layer;
+mod policy;
 mod service;
 mod verified;
 
@@ -83,5 +110,6 @@ pub use layer::{
     VerifyWebhookLayer, DEFAULT_BODY_LIMIT, DEFAULT_LEASE, DEFAULT_PREFIX, DEFAULT_RETENTION,
     STORE_RETRY_AFTER_SECS,
 };
+pub use policy::{DefaultStatusPolicy, StatusPolicy};
 pub use service::VerifyWebhook;
 pub use verified::VerifiedWebhook;

@@ -9,7 +9,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use futures_util::FutureExt as _;
+use futures_util::{future::Either, FutureExt as _};
 use hookgate_core::VerifyError;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body::Body;
@@ -28,7 +28,7 @@ use crate::{
         InvalidSignature, MalformedWebhook, PayloadTooLarge, StoreUnavailable,
         TimestampOutOfTolerance, WebhookRejection,
     },
-    store::{Claim, ClaimToken, DedupStore, Digest, DoneRecord},
+    store::{Claim, ClaimToken, DedupStore, Digest, DoneRecord, StoreErrorKind},
 };
 
 /// Name of the header marking an answer replayed from the store.
@@ -176,40 +176,93 @@ fn retry_after_secs(remaining: Duration) -> u64 {
     secs.max(1)
 }
 
-fn is_cacheable(status: StatusCode) -> bool {
-    status.is_success()
-        || (status.is_client_error()
-            && status != StatusCode::REQUEST_TIMEOUT
-            && status != StatusCode::TOO_MANY_REQUESTS)
+/// The part of a dedup key that names the event.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum KeyPart<'a> {
+    /// A signed event id.
+    Id(&'a str),
+    /// The body's SHA-256, for schemes that do not sign their id.
+    Digest(&'a Digest),
 }
 
-/// Releases a claim in the background if the request future is dropped
-/// while it owns one (the client went away mid-handler).
+/// `prefix:scheme:id` or `prefix:scheme:sha256:<hex>`, with `%` and `:`
+/// percent-escaped in the prefix and the id, so the parts can always be
+/// told apart: no two different (prefix, scheme, id or digest) give one
+/// key. Prefixes and ids without `%` or `:` are unchanged.
+pub(crate) fn dedup_key(prefix: &str, scheme: &str, part: KeyPart<'_>) -> String {
+    fn push_escaped(out: &mut String, s: &str) {
+        for c in s.chars() {
+            match c {
+                '%' => out.push_str("%25"),
+                ':' => out.push_str("%3A"),
+                c => out.push(c),
+            }
+        }
+    }
+    let mut key = String::with_capacity(prefix.len() + scheme.len() + 80);
+    push_escaped(&mut key, prefix);
+    key.push(':');
+    // Scheme names are fixed lowercase words; escape anyway.
+    push_escaped(&mut key, scheme);
+    key.push(':');
+    match part {
+        KeyPart::Id(id) => push_escaped(&mut key, id),
+        KeyPart::Digest(d) => {
+            key.push_str("sha256:");
+            key.push_str(&hex::encode(d));
+        }
+    }
+    key
+}
+
+/// Owns the claim while the request runs. Dropped with the claim still in
+/// it (the request went away), it finishes in the background: it releases
+/// the claim, or, once the handler has given a final answer, records it.
 struct ClaimGuard<S: DedupStore> {
     store: Arc<S>,
     key: String,
-    token: Option<ClaimToken>,
+    /// The token, and the done record to store (`None`: release).
+    claim: Option<(ClaimToken, Option<DoneRecord>)>,
+    retention: Duration,
+    scheme: &'static str,
 }
 
 impl<S: DedupStore> ClaimGuard<S> {
-    fn take(&mut self) -> Option<ClaimToken> {
-        self.token.take()
+    /// Take the claim out and return the future that completes or releases
+    /// it.
+    fn finish(&mut self) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+        let (token, record) = self.claim.take()?;
+        let store = Arc::clone(&self.store);
+        let key = std::mem::take(&mut self.key);
+        let (retention, scheme) = (self.retention, self.scheme);
+        Some(async move {
+            let key = key.as_str();
+            if let Some(record) = record {
+                match store.complete(key, &token, record, retention).await {
+                    Ok(true) => {}
+                    Ok(false) => tracing::warn!(scheme, key, "a newer claim holds the event (our lease expired and another delivery took it); it may be handled twice"),
+                    Err(e) => {
+                        metrics::counter!("hookgate_receiver_store_errors_total", "scheme" => scheme, "op" => "complete")
+                            .increment(1);
+                        tracing::error!(scheme, key, error = %e, "could not mark the event done; a retry may run the handler again");
+                    }
+                }
+            } else if let Err(e) = store.release(key, &token).await {
+                metrics::counter!("hookgate_receiver_store_errors_total", "scheme" => scheme, "op" => "release")
+                    .increment(1);
+                tracing::error!(scheme, key, error = %e, "could not release the claim; a retry must wait for the lease");
+            }
+        })
     }
 }
 
 impl<S: DedupStore> Drop for ClaimGuard<S> {
     fn drop(&mut self) {
-        let Some(token) = self.token.take() else {
+        let Some(finish) = self.finish() else {
             return;
         };
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            let store = Arc::clone(&self.store);
-            let key = std::mem::take(&mut self.key);
-            handle.spawn(async move {
-                if let Err(e) = store.release(&key, &token).await {
-                    tracing::warn!(key, error = %e, "could not release an abandoned claim; its lease will expire");
-                }
-            });
+            handle.spawn(finish);
         }
     }
 }
@@ -223,6 +276,8 @@ where
     Svc: Service<Request<Full<Bytes>>, Response = Response<ResB>>,
     ReqB: Body,
     ReqB::Error: Into<BoxError>,
+    ResB: Body<Data = Bytes>,
+    ResB::Error: Into<BoxError>,
     S: DedupStore,
 {
     let verifier = &shared.verifier;
@@ -272,8 +327,8 @@ where
     // 5. Dedup claim.
     let digest: Digest = Sha256::digest(&bytes).into();
     let key = match (&verified.id, verifier.id_is_signed()) {
-        (Some(id), true) => format!("{}:{scheme}:{id}", shared.prefix),
-        _ => format!("{}:{scheme}:sha256:{}", shared.prefix, hex::encode(digest)),
+        (Some(id), true) => dedup_key(&shared.prefix, scheme, KeyPart::Id(id)),
+        _ => dedup_key(&shared.prefix, scheme, KeyPart::Digest(&digest)),
     };
     let mut webhook = VerifiedWebhook {
         scheme: verified.scheme,
@@ -311,16 +366,23 @@ where
             }
             metrics::counter!("hookgate_receiver_duplicates_total", "scheme" => scheme, "kind" => "replayed")
                 .increment(1);
-            tracing::debug!(scheme, key = %webhook.dedup_key, status = record.status, "duplicate of a handled event; replaying its status");
-            let status = StatusCode::from_u16(record.status).unwrap_or_else(|_| {
-                tracing::error!(key = %webhook.dedup_key, status = record.status, "store holds an invalid status");
-                StatusCode::INTERNAL_SERVER_ERROR
-            });
-            let mut res = Response::new(ResponseBody::layer(Full::new(Bytes::new())));
-            *res.status_mut() = status;
-            res.headers_mut()
-                .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
-            return Ok(res);
+            tracing::debug!(scheme, key = %webhook.dedup_key, status = record.status, "duplicate of a handled event; replaying its answer");
+            return Ok(replay(&webhook.dedup_key, record));
+        }
+        Err(e) if e.kind() == StoreErrorKind::Config => {
+            metrics::counter!("hookgate_receiver_store_errors_total", "scheme" => scheme, "op" => "claim")
+                .increment(1);
+            // Never fail-open: retrying will not help until someone fixes
+            // the store's setup, and running the handler undeduplicated
+            // would hide that.
+            tracing::error!(scheme, key = %webhook.dedup_key, error = %e, "dedup store is misconfigured; answering 500 (an operator must fix the store)");
+            return Ok(layer_response(problem_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "store_misconfigured",
+                "Dedup store misconfigured",
+                "the receiver's dedup store is misconfigured",
+                None,
+            )));
         }
         Err(e) => {
             metrics::counter!("hookgate_receiver_store_errors_total", "scheme" => scheme, "op" => "claim")
@@ -342,59 +404,86 @@ where
     let mut guard = ClaimGuard {
         store: Arc::clone(&shared.store),
         key: webhook.dedup_key.clone(),
-        token,
+        claim: token.map(|t| (t, None)),
+        retention: shared.retention,
+        scheme,
     };
     parts.extensions.insert(webhook);
     let req = Request::from_parts(parts, Full::new(bytes));
 
     let started = Instant::now();
-    let result = match std::panic::catch_unwind(AssertUnwindSafe(|| inner.call(req))) {
-        Ok(fut) => AssertUnwindSafe(fut).catch_unwind().await,
-        Err(panic) => Err(panic),
+    let handler = async {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.call(req))) {
+            Ok(fut) => AssertUnwindSafe(fut).catch_unwind().await,
+            Err(panic) => Err(panic),
+        }
+    };
+    // While the handler runs, keep its claim alive.
+    let result = match &guard.claim {
+        Some((token, _)) => {
+            let renewals =
+                renew_every_third(&*shared.store, &guard.key, token, shared.lease, scheme);
+            let (handler, renewals) = (std::pin::pin!(handler), std::pin::pin!(renewals));
+            match futures_util::future::select(handler, renewals).await {
+                Either::Left((result, _)) => result,
+                Either::Right(((), handler)) => handler.await,
+            }
+        }
+        None => handler.await,
     };
     metrics::histogram!("hookgate_receiver_handler_duration_seconds", "scheme" => scheme)
         .record(started.elapsed().as_secs_f64());
 
-    // What to store: the handler's status if it is final (2xx, or a 4xx
-    // other than 408/429); anything else releases the claim.
+    let owns_claim = guard.claim.is_some();
     let final_status = match &result {
-        Ok(Ok(res)) if is_cacheable(res.status()) => Some(res.status().as_u16()),
+        Ok(Ok(res)) if shared.policy.0.is_final(res.status()) => Some(res.status()),
         _ => None,
     };
-    let outcome = match (&result, guard.token.is_some(), final_status) {
-        (_, false, _) => "undeduplicated",
-        (_, true, Some(_)) => "completed",
-        (Ok(Ok(_)), true, None) => "released",
-        (Ok(Err(_)), true, None) => "error",
-        (Err(_), true, None) => "panic",
+    // From here on, the handler has answered: a request dropped from now on
+    // records a final answer (without its body) instead of releasing it.
+    if let (Some(status), Some((_, record))) = (final_status, guard.claim.as_mut()) {
+        *record = Some(DoneRecord::new(status.as_u16(), digest));
+    }
+    let not_final = match &result {
+        Ok(Ok(_)) => "released",
+        Ok(Err(_)) => "error",
+        Err(_) => "panic",
     };
-    metrics::counter!("hookgate_receiver_handled_total", "scheme" => scheme, "outcome" => outcome)
-        .increment(1);
-    // The guard keeps the token until the store answered, so a request
-    // dropped meanwhile still releases (a no-op once completed: fencing).
-    if let Some(token) = guard.token.clone() {
-        let key = guard.key.as_str();
-        if let Some(status) = final_status {
-            let record = DoneRecord { status, digest };
-            match shared.store.complete(key, &token, record, shared.retention).await {
-                Ok(true) => {}
-                Ok(false) => tracing::warn!(scheme, key, "claim was lost before completion (lease expired?); the event may be handled again"),
+
+    let key = guard.key.clone();
+    let key = key.as_str();
+    let response = match result {
+        Ok(Ok(res)) if owns_claim && final_status.is_some() => {
+            // Keep the start of the answer for replays: a body of known size
+            // up to DoneRecord::MAX_BODY is read here and answered from
+            // memory; a larger or streamed one is passed through and replayed
+            // empty.
+            let (res, kept) = keep_small_body(res).await;
+            match kept {
+                Ok(kept) => {
+                    if let (Some((content_type, body)), Some((_, record))) =
+                        (kept, guard.claim.as_mut())
+                    {
+                        *record = record.take().map(|r| r.with_body(content_type, body));
+                    }
+                    Ok(res)
+                }
                 Err(e) => {
-                    metrics::counter!("hookgate_receiver_store_errors_total", "scheme" => scheme, "op" => "complete")
-                        .increment(1);
-                    tracing::error!(scheme, key, error = %e, "could not mark the event done; a retry may run the handler again");
+                    // The answer could not be read: not a final answer.
+                    if let Some((_, record)) = guard.claim.as_mut() {
+                        *record = None;
+                    }
+                    tracing::error!(scheme, key, error = %e, "could not read the handler's response body; claim released, answering 500");
+                    Ok(layer_response(problem_response(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "handler_failed",
+                        "Handler failed",
+                        "the handler failed; retry later",
+                        None,
+                    )))
                 }
             }
-        } else if let Err(e) = shared.store.release(key, &token).await {
-            metrics::counter!("hookgate_receiver_store_errors_total", "scheme" => scheme, "op" => "release")
-                .increment(1);
-            tracing::error!(scheme, key, error = %e, "could not release the claim; a retry must wait for the lease");
         }
-        guard.take();
-    }
-    let key = guard.key.as_str();
-
-    match result {
         Ok(Ok(res)) => Ok(res.map(ResponseBody::inner)),
         Ok(Err(e)) => {
             tracing::warn!(scheme, key, "handler returned an error; claim released");
@@ -413,6 +502,121 @@ where
                 "the handler failed; retry later",
                 None,
             )))
+        }
+    };
+
+    let outcome = match &guard.claim {
+        None => "undeduplicated",
+        Some((_, Some(_))) => "completed",
+        Some((_, None)) if final_status.is_some() => "error",
+        Some((_, None)) => not_final,
+    };
+    metrics::counter!("hookgate_receiver_handled_total", "scheme" => scheme, "outcome" => outcome)
+        .increment(1);
+
+    // Record the outcome in a task of its own, so a request dropped while
+    // the store answers cannot cancel it; wait for it so that a sender's
+    // retry after this response finds the outcome recorded.
+    if let Some(finish) = guard.finish() {
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                let _ = rt.spawn(finish).await;
+            }
+            Err(_) => finish.await,
+        }
+    }
+    response
+}
+
+/// Answer a duplicate of a handled event from its done record.
+fn replay<B>(key: &str, record: DoneRecord) -> Response<ResponseBody<B>> {
+    let status = StatusCode::from_u16(record.status).unwrap_or_else(|_| {
+        tracing::error!(key, status = record.status, "store holds an invalid status");
+        StatusCode::INTERNAL_SERVER_ERROR
+    });
+    let mut res = Response::new(ResponseBody::layer(Full::new(record.body)));
+    *res.status_mut() = status;
+    if let Some(value) = record
+        .content_type
+        .and_then(|c| HeaderValue::from_str(&c).ok())
+    {
+        res.headers_mut().insert(header::CONTENT_TYPE, value);
+    }
+    res.headers_mut()
+        .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    res
+}
+
+/// The body and content type a done record keeps, if the body's size is
+/// known and at most [`DoneRecord::MAX_BODY`]; the response is rebuilt
+/// around the bytes read. A larger or streamed body is left untouched.
+async fn keep_small_body<B>(
+    res: Response<B>,
+) -> (
+    Response<ResponseBody<B>>,
+    Result<Option<(Option<String>, Bytes)>, BoxError>,
+)
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let small = res
+        .body()
+        .size_hint()
+        .exact()
+        .is_some_and(|n| n <= DoneRecord::MAX_BODY as u64);
+    if !small {
+        let content_type = content_type(res.headers());
+        return (
+            res.map(ResponseBody::inner),
+            Ok(Some((content_type, Bytes::new()))),
+        );
+    }
+    let (parts, body) = res.into_parts();
+    match Limited::new(body, DoneRecord::MAX_BODY).collect().await {
+        Ok(collected) => {
+            let bytes = collected.to_bytes();
+            let content_type = content_type(&parts.headers);
+            let res = Response::from_parts(parts, ResponseBody::layer(Full::new(bytes.clone())));
+            (res, Ok(Some((content_type, bytes))))
+        }
+        Err(e) => {
+            let res = Response::from_parts(parts, ResponseBody::layer(Full::new(Bytes::new())));
+            (res, Err(e))
+        }
+    }
+}
+
+fn content_type(headers: &http::HeaderMap) -> Option<String> {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// Renew the claim every third of `lease` until dropped; returns (and stops
+/// renewing) once the token no longer owns the key.
+async fn renew_every_third<S: DedupStore + ?Sized>(
+    store: &S,
+    key: &str,
+    token: &ClaimToken,
+    lease: Duration,
+    scheme: &'static str,
+) {
+    let every = (lease / 3).max(Duration::from_millis(1));
+    loop {
+        tokio::time::sleep(every).await;
+        match store.renew(key, token, lease).await {
+            Ok(true) => tracing::trace!(scheme, key, "claim renewed"),
+            Ok(false) => {
+                tracing::warn!(scheme, key, "the claim was lost while the handler ran (the store was unreachable for longer than the lease?); a duplicate may run concurrently");
+                return;
+            }
+            Err(e) => {
+                metrics::counter!("hookgate_receiver_store_errors_total", "scheme" => scheme, "op" => "renew")
+                    .increment(1);
+                tracing::warn!(scheme, key, error = %e, "could not renew the claim; retrying");
+            }
         }
     }
 }
@@ -548,12 +752,65 @@ mod tests {
     }
 
     #[test]
-    fn cacheable_statuses() {
-        for s in [200, 201, 204, 400, 404, 410, 422] {
-            assert!(is_cacheable(StatusCode::from_u16(s).unwrap()), "{s}");
+    fn dedup_keys_cannot_collide() {
+        let d = [0xab; 32];
+        assert_eq!(
+            dedup_key("p", "standard", KeyPart::Id("msg_1")),
+            "p:standard:msg_1"
+        );
+        assert_eq!(
+            dedup_key("p", "github", KeyPart::Digest(&d)),
+            format!("p:github:sha256:{}", hex::encode(d))
+        );
+        let (hex_id, sha_id) = (hex::encode(d), format!("sha256:{}", hex::encode(d)));
+        // Triples that naive joining with ':' would confuse.
+        let triples: Vec<(&str, &str, KeyPart<'_>)> = vec![
+            ("a:standard:b", "standard", KeyPart::Id("c")),
+            ("a", "standard", KeyPart::Id("b:standard:c")),
+            ("a:standard", "standard", KeyPart::Id("b:c")),
+            ("a", "standard", KeyPart::Id("b%3Ac")),
+            ("a", "standard", KeyPart::Id("b:c")),
+            ("a%3A", "standard", KeyPart::Id("c")),
+            ("a:", "standard", KeyPart::Id("c")),
+            ("a", "github", KeyPart::Digest(&d)),
+            ("a", "github", KeyPart::Id(&sha_id)),
+            ("a:github", "sha256", KeyPart::Id(&hex_id)),
+            ("", "standard", KeyPart::Id("")),
+            ("", "standard", KeyPart::Id(":")),
+            (":", "standard", KeyPart::Id("")),
+        ];
+        let keys: Vec<String> = triples
+            .iter()
+            .map(|(p, s, part)| dedup_key(p, s, *part))
+            .collect();
+        let unique: std::collections::HashSet<&String> = keys.iter().collect();
+        assert_eq!(unique.len(), keys.len(), "{keys:#?}");
+        // Escaped keys split into exactly the parts they were built from.
+        for key in &keys {
+            let parts = key.split(':').count();
+            assert!(parts == 3 || parts == 4, "{key}");
         }
-        for s in [301, 408, 429, 500, 502, 503] {
-            assert!(!is_cacheable(StatusCode::from_u16(s).unwrap()), "{s}");
+    }
+
+    #[test]
+    fn random_parts_never_collide() {
+        // Short random strings over an alphabet rich in separators.
+        let alphabet = [":", "%", "3", "A", "a", "2", "5"];
+        let pick = |n: usize| -> String {
+            (0..n)
+                .map(|_| alphabet[rand::random::<usize>() % alphabet.len()])
+                .collect()
+        };
+        let mut seen = std::collections::HashMap::new();
+        for _ in 0..20_000 {
+            let (p, i) = (
+                pick(rand::random::<usize>() % 4),
+                pick(rand::random::<usize>() % 4),
+            );
+            let key = dedup_key(&p, "standard", KeyPart::Id(&i));
+            if let Some(prev) = seen.insert(key.clone(), (p.clone(), i.clone())) {
+                assert_eq!(prev, (p, i), "two triples gave {key}");
+            }
         }
     }
 }

@@ -31,7 +31,8 @@ pub struct VerifiedWebhook {
     /// Index, in the verifier's secrets, of the one whose signature matched.
     pub key_index: usize,
     /// The dedup key: `prefix:scheme:id` when the id is signed, otherwise
-    /// `prefix:scheme:sha256:<hex body digest>`.
+    /// `prefix:scheme:sha256:<hex body digest>`; `%` and `:` in the prefix
+    /// and the id are percent-escaped (`%25`, `%3A`).
     pub dedup_key: String,
     /// `false` when the store was unreachable and fail-open let the request
     /// through without a claim (the handler may see this event again).

@@ -3,6 +3,8 @@
 //! wrapper that counts round trips.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod freeze_proxy;
+
 use std::{
     future::Future,
     net::SocketAddr,
@@ -193,6 +195,7 @@ pub struct Counting<S> {
     pub claims: AtomicUsize,
     pub completes: AtomicUsize,
     pub releases: AtomicUsize,
+    pub renewals: AtomicUsize,
 }
 
 impl<S> Counting<S> {
@@ -202,6 +205,7 @@ impl<S> Counting<S> {
             claims: AtomicUsize::new(0),
             completes: AtomicUsize::new(0),
             releases: AtomicUsize::new(0),
+            renewals: AtomicUsize::new(0),
         }
     }
 
@@ -238,6 +242,16 @@ impl<S: DedupStore> DedupStore for Counting<S> {
         self.releases.fetch_add(1, Ordering::SeqCst);
         self.inner.release(key, token)
     }
+
+    fn renew<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a ClaimToken,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<bool>> {
+        self.renewals.fetch_add(1, Ordering::SeqCst);
+        self.inner.renew(key, token, lease)
+    }
 }
 
 /// A shared store to run a test against, or `None` (with a "skipping"
@@ -264,11 +278,11 @@ pub async fn memory_store() -> Option<Fixture> {
     })
 }
 
-fn redis_url() -> String {
+pub fn redis_url() -> String {
     std::env::var("HOOKGATE_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
 
-fn postgres_url() -> String {
+pub fn postgres_url() -> String {
     std::env::var("HOOKGATE_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
 }
@@ -384,17 +398,29 @@ where
         #[cfg(feature = "postgres")]
         ("postgres", postgres_store().await),
     ];
+    // Every fixture is cleaned up, also when a test panics (then the panic
+    // is resumed after the cleanup).
+    let mut panic = None;
     for (name, fixture) in stores {
         if let Some(fixture) = fixture {
-            eprintln!("store: {name}");
-            test(
-                name,
-                Arc::clone(&fixture.store),
-                Arc::clone(&fixture.replica),
-            )
-            .await;
+            if panic.is_none() {
+                eprintln!("store: {name}");
+                let run = test(
+                    name,
+                    Arc::clone(&fixture.store),
+                    Arc::clone(&fixture.replica),
+                );
+                if let Err(p) =
+                    futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(run)).await
+                {
+                    panic = Some(p);
+                }
+            }
             fixture.cleanup().await;
         }
+    }
+    if let Some(p) = panic {
+        std::panic::resume_unwind(p);
     }
 }
 
@@ -464,6 +490,20 @@ impl<S: DedupStore> DedupStore for LostAfterClaim<S> {
     }
 
     fn release<'a>(&'a self, _: &'a str, _: &'a ClaimToken) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async {
+            Err(hookgate_tower::store::StoreError::new(
+                hookgate_tower::store::StoreErrorKind::Unavailable,
+                "connection lost",
+            ))
+        })
+    }
+
+    fn renew<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a ClaimToken,
+        _: Duration,
+    ) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async {
             Err(hookgate_tower::store::StoreError::new(
                 hookgate_tower::store::StoreErrorKind::Unavailable,
