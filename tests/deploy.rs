@@ -202,6 +202,19 @@ impl DedupStore for Unreachable {
             ))
         })
     }
+    fn renew<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a ClaimToken,
+        _: Duration,
+    ) -> BoxFuture<'a, hookgate::tower::store::Result<bool>> {
+        Box::pin(async {
+            Err(StoreError::new(
+                StoreErrorKind::Unavailable,
+                "test: unreachable",
+            ))
+        })
+    }
 }
 
 /// A receiver on 127.0.0.1: `/ok` answers 200, `/fail` 500, `/gone` 400,
