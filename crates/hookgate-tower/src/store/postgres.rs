@@ -115,11 +115,11 @@ use super::{
     StoreErrorKind,
 };
 use bytes::Bytes;
-use deadpool_postgres::{
-    Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime, Timeouts,
-};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use hookgate_backend::postgres::{classify, describe, valid_identifier, PgUrl, PoolOptions};
+use hookgate_backend::ErrorClass;
 use sha2::Digest as _;
-use std::{borrow::Cow, fmt, str::FromStr, sync::Arc, time::Duration};
+use std::{borrow::Cow, fmt, sync::Arc, time::Duration};
 use tokio_postgres::{Config, NoTls};
 
 /// Longest lease or retention passed to the database (ten years).
@@ -151,7 +151,7 @@ impl Sql {
     /// SQL identifier of at most 63 bytes.
     fn new(table: &str) -> Result<Self> {
         let parts: Vec<&str> = table.split('.').collect();
-        if parts.is_empty() || parts.len() > 2 || !parts.iter().all(|p| valid_ident(p)) {
+        if parts.is_empty() || parts.len() > 2 || !parts.iter().all(|p| valid_identifier(p)) {
             return Err(StoreError::new(
                 StoreErrorKind::Config,
                 format!(
@@ -232,18 +232,11 @@ impl Sql {
     }
 }
 
-fn valid_ident(s: &str) -> bool {
-    let mut bytes = s.bytes();
-    matches!(bytes.next(), Some(b'a'..=b'z' | b'A'..=b'Z' | b'_'))
-        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        && s.len() <= 63
-}
-
 /// A [`DedupStore`] on PostgreSQL (feature `postgres`), through a
 /// deadpool-postgres connection pool. Cheap to clone: clones share the pool.
 #[derive(Clone)]
 pub struct PostgresStore {
-    config: Config,
+    url: PgUrl,
     pool: Pool,
     sql: Arc<Sql>,
     pool_size: usize,
@@ -294,11 +287,11 @@ impl PostgresStore {
     /// # Errors
     /// [`StoreErrorKind::Config`] for a malformed URL.
     pub fn new(url: &str) -> Result<Self> {
-        let config = Config::from_str(url).map_err(|e| {
+        let url = PgUrl::parse(url).map_err(|e| {
             StoreError::new(StoreErrorKind::Config, "invalid PostgreSQL URL").with_source(e)
         })?;
         let mut store = Self {
-            config,
+            url,
             pool: placeholder_pool()?,
             sql: Arc::new(Sql::new(Self::DEFAULT_TABLE)?),
             pool_size: Self::DEFAULT_POOL_SIZE,
@@ -369,35 +362,24 @@ impl PostgresStore {
     }
 
     fn rebuild_pool(&mut self) -> Result<()> {
-        let mut config = self.config.clone();
-        config.connect_timeout(self.timeout);
-        // The server gives up on a statement when the client does, so a
-        // claim that timed out here (answered 503) does not take effect
-        // later behind the caller's back.
-        let mut options = format!("-c statement_timeout={}", self.timeout.as_millis().max(1));
+        let mut settings = Vec::new();
         if self.synchronous_commit_off {
-            options.push_str(" -c synchronous_commit=off");
+            settings.push(("synchronous_commit".to_owned(), "off".to_owned()));
         }
-        if let Some(user) = config.get_options() {
-            options = format!("{user} {options}");
-        }
-        config.options(options);
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        self.pool = Pool::builder(manager)
-            .max_size(self.pool_size)
-            .runtime(Runtime::Tokio1)
-            .timeouts(Timeouts {
-                wait: Some(self.timeout),
-                create: Some(self.timeout),
-                recycle: Some(self.timeout),
+        self.pool = self
+            .url
+            .pool(&PoolOptions {
+                max_size: self.pool_size,
+                timeout: self.timeout,
+                // The server gives up on a statement when the client does, so
+                // a claim that timed out here (answered 503) does not take
+                // effect later behind the caller's back.
+                statement_timeout: Some(self.timeout),
+                settings,
+                // A connection whose call did not finish is discarded (see
+                // `Checked`), so checkout need not spend a round trip.
+                verify_on_checkout: false,
             })
-            .build()
             .map_err(|e| {
                 StoreError::new(StoreErrorKind::Config, "cannot build the Postgres pool")
                     .with_source(e)
@@ -740,36 +722,27 @@ fn is_retryable(e: &tokio_postgres::Error) -> bool {
 }
 
 fn map_pg(e: tokio_postgres::Error) -> StoreError {
-    // 42P01 undefined table, 42703 undefined column, 3F000 invalid schema:
-    // the store is set up wrongly (dropped table, migrate never ran).
-    if let Some(db) = e.as_db_error() {
-        if matches!(db.code().code(), "42P01" | "42703" | "3F000") {
-            return StoreError::new(
-                StoreErrorKind::Config,
-                "the dedup table is missing or outdated (run migrate)",
-            )
-            .with_source(e);
+    match classify(&e) {
+        // A missing table, column or schema: the store is set up wrongly
+        // (dropped table, migrate never ran); authentication or TLS checks
+        // failing likewise.
+        ErrorClass::Misconfigured => {
+            let what = if e
+                .as_db_error()
+                .is_some_and(|db| matches!(db.code().code(), "42P01" | "42703" | "3F000"))
+            {
+                "the dedup table is missing or outdated (run migrate)".to_owned()
+            } else {
+                format!("PostgreSQL refused the store's setup: {}", describe(&e))
+            };
+            StoreError::new(StoreErrorKind::Config, what).with_source(e)
         }
-    }
-    let unavailable = match e.as_db_error() {
-        // 08: connection exception; 53300 too many connections; 53400
-        // configuration limit exceeded; 57014 query canceled (our
-        // statement_timeout); 57P01-57P03 shutdown / cannot connect now.
-        Some(db) => {
-            let code = db.code().code();
-            code.starts_with("08")
-                || matches!(
-                    code,
-                    "53300" | "53400" | "57014" | "57P01" | "57P02" | "57P03"
-                )
+        ErrorClass::Unavailable => {
+            StoreError::new(StoreErrorKind::Unavailable, "PostgreSQL is unreachable").with_source(e)
         }
-        // No server error: refused, closed, I/O or connect timeout.
-        None => true,
-    };
-    if unavailable {
-        StoreError::new(StoreErrorKind::Unavailable, "PostgreSQL is unreachable").with_source(e)
-    } else {
-        StoreError::new(StoreErrorKind::Backend, "PostgreSQL returned an error").with_source(e)
+        _ => {
+            StoreError::new(StoreErrorKind::Backend, "PostgreSQL returned an error").with_source(e)
+        }
     }
 }
 

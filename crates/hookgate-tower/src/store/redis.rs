@@ -226,8 +226,33 @@ impl RedisStore {
     /// # Errors
     /// [`StoreErrorKind::Config`] for a malformed URL.
     pub fn lazy(url: &str) -> Result<Self> {
-        let client = Client::open(url).map_err(|e| {
-            StoreError::new(StoreErrorKind::Config, "invalid Redis URL").with_source(e)
+        Self::lazy_with_ca(url, None)
+    }
+
+    /// [`connect`](Self::connect) to a `rediss://` URL whose certificate is
+    /// checked against the CA certificates in the PEM file `ca` (instead of
+    /// the system's roots).
+    ///
+    /// # Errors
+    /// As [`connect`](Self::connect); [`StoreErrorKind::Config`] also when
+    /// `ca` cannot be read or the URL is not `rediss://`.
+    pub async fn connect_with_ca(url: &str, ca: &std::path::Path) -> Result<Self> {
+        let store = Self::lazy_with_ca(url, Some(ca))?;
+        let (_, mut conn) = store.conn().await?;
+        store.load_scripts(&mut conn).await?;
+        Ok(store)
+    }
+
+    /// [`lazy`](Self::lazy), checking a `rediss://` server against the CA
+    /// certificates in the PEM file `ca` when given (else the system's).
+    /// `rediss://..#insecure` (no certificate check) is refused.
+    ///
+    /// # Errors
+    /// [`StoreErrorKind::Config`] for a malformed URL or an unreadable CA file.
+    pub fn lazy_with_ca(url: &str, ca: Option<&std::path::Path>) -> Result<Self> {
+        let client = hookgate_backend::redis::client(url, ca).map_err(|e| {
+            StoreError::new(StoreErrorKind::Config, "invalid Redis URL or TLS setting")
+                .with_source(e)
         })?;
         Ok(Self {
             client: Some(client),
