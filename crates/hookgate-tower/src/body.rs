@@ -1,4 +1,5 @@
-//! [`ResponseBody`]: the body of every response the layer returns.
+//! [`ResponseBody`]: the body of every response the layer returns, and the
+//! bounded collection of request bodies.
 
 use std::{
     error::Error as StdError,
@@ -6,9 +7,9 @@ use std::{
     task::{Context, Poll},
 };
 
-use bytes::Bytes;
+use bytes::{Buf as _, Bytes};
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::Full;
+use http_body_util::{BodyExt as _, Full};
 use pin_project_lite::pin_project;
 
 /// Boxed error of a [`ResponseBody`].
@@ -83,5 +84,124 @@ where
             Kind::Inner { body } => body.size_hint(),
             Kind::Layer { body } => body.size_hint(),
         }
+    }
+}
+
+/// First capacity for a body of unknown length; doubled (up to the limit)
+/// as frames arrive.
+const INITIAL_CAPACITY: usize = 16 * 1024;
+
+/// Why [`collect_limited`] stopped.
+#[derive(Debug)]
+pub(crate) enum CollectError {
+    /// The body is larger than the limit.
+    TooLarge,
+    /// Reading the body failed (the client went away, bad framing).
+    Read(BoxError),
+}
+
+/// Read `body` into one contiguous buffer of at most `limit` bytes.
+///
+/// Every data frame is copied into that buffer and dropped at once, so
+/// however the body is framed (a million 1-byte chunks included), the heap
+/// it costs is the buffer: at most `limit` bytes once grown, and, while
+/// growing, the old and the new buffer together (under twice the limit).
+/// `expected` (a declared `Content-Length`, already checked against the
+/// limit) sizes the buffer up front, so a well-framed body is one allocation.
+/// Capacity grows by doubling, capped at the limit, never past it.
+pub(crate) async fn collect_limited<B>(
+    body: B,
+    limit: usize,
+    expected: Option<usize>,
+) -> Result<Bytes, CollectError>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    let mut body = std::pin::pin!(body);
+    let hint = expected.unwrap_or_else(|| {
+        usize::try_from(body.size_hint().lower()).map_or(limit, |n| n.max(INITIAL_CAPACITY))
+    });
+    let mut buf: Vec<u8> = Vec::with_capacity(hint.min(limit));
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| CollectError::Read(e.into()))?;
+        let Ok(mut data) = frame.into_data() else {
+            // Trailers carry nothing that is signed.
+            continue;
+        };
+        let needed = buf
+            .len()
+            .checked_add(data.remaining())
+            .filter(|&n| n <= limit)
+            .ok_or(CollectError::TooLarge)?;
+        if needed > buf.capacity() {
+            let grown = buf.capacity().saturating_mul(2).clamp(needed, limit);
+            buf.reserve_exact(grown - buf.len());
+        }
+        while data.has_remaining() {
+            let chunk = data.chunk();
+            let n = chunk.len();
+            buf.extend_from_slice(chunk);
+            data.advance(n);
+        }
+    }
+    Ok(Bytes::from(buf))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::StreamBody;
+    use std::convert::Infallible;
+
+    fn frames(
+        chunks: Vec<Bytes>,
+    ) -> StreamBody<impl futures_util::Stream<Item = Result<Frame<Bytes>, Infallible>>> {
+        StreamBody::new(futures_util::stream::iter(
+            chunks.into_iter().map(|c| Ok(Frame::data(c))),
+        ))
+    }
+
+    fn of(chunks: &[&'static [u8]]) -> Vec<Bytes> {
+        chunks.iter().map(|c| Bytes::from_static(c)).collect()
+    }
+
+    #[tokio::test]
+    async fn frames_are_joined_up_to_the_limit() {
+        let body = collect_limited(frames(of(&[b"ab", b"", b"cd", b"e"])), 5, None)
+            .await
+            .unwrap();
+        assert_eq!(&body[..], b"abcde");
+        let over = collect_limited(frames(of(&[b"ab", b"cd", b"ef"])), 5, None).await;
+        assert!(matches!(over, Err(CollectError::TooLarge)), "{over:?}");
+        let empty = collect_limited(frames(vec![]), 5, None).await.unwrap();
+        assert!(empty.is_empty());
+    }
+
+    #[tokio::test]
+    async fn growth_stops_at_the_limit() {
+        let body = collect_limited(Full::new(Bytes::from_static(&[7; 1000])), 1000, Some(1000))
+            .await
+            .unwrap();
+        assert_eq!(body.len(), 1000);
+        // Unknown length: doubling from 16 KiB would overshoot; the buffer
+        // is capped at the limit instead.
+        let limit = INITIAL_CAPACITY + 1;
+        let chunks = vec![
+            Bytes::from(vec![1u8; INITIAL_CAPACITY]),
+            Bytes::from_static(b"z"),
+        ];
+        let body = collect_limited(frames(chunks), limit, None).await.unwrap();
+        assert_eq!(body.len(), limit);
+    }
+
+    #[tokio::test]
+    async fn read_errors_are_reported() {
+        let failing = StreamBody::new(futures_util::stream::iter(vec![
+            Ok(Frame::data(Bytes::from_static(b"ab"))),
+            Err::<Frame<Bytes>, BoxError>("connection reset".into()),
+        ]));
+        let err = collect_limited(failing, 100, None).await;
+        assert!(matches!(err, Err(CollectError::Read(_))), "{err:?}");
     }
 }

@@ -13,7 +13,7 @@ use futures_util::FutureExt as _;
 use hookgate_core::VerifyError;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body::Body;
-use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
+use http_body_util::Full;
 use sha2::{Digest as _, Sha256};
 use tower_service::Service;
 
@@ -22,7 +22,7 @@ use super::{
     ResponseFuture, VerifiedWebhook, VerifyWebhookLayer,
 };
 use crate::{
-    body::{BoxError, ResponseBody},
+    body::{collect_limited, BoxError, CollectError, ResponseBody},
     rejection::{
         problem_response, BodyReadFailed, ConflictingDuplicate, DuplicateInFlight,
         InvalidSignature, MalformedWebhook, PayloadTooLarge, StoreUnavailable,
@@ -249,10 +249,12 @@ where
         return Ok(too_large(scheme, limit));
     }
     let (mut parts, body) = req.into_parts();
-    let bytes = match Limited::new(body, limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<LengthLimitError>() => return Ok(too_large(scheme, limit)),
-        Err(e) => {
+    // One buffer, capped at the limit, whatever the framing.
+    let expected = declared.and_then(|n| usize::try_from(n).ok());
+    let bytes = match collect_limited(body, limit, expected).await {
+        Ok(bytes) => bytes,
+        Err(CollectError::TooLarge) => return Ok(too_large(scheme, limit)),
+        Err(CollectError::Read(e)) => {
             metrics::counter!("hookgate_receiver_verifications_total", "scheme" => scheme, "result" => "body_read_failed")
                 .increment(1);
             return Ok(reject(
@@ -434,6 +436,7 @@ mod tests {
     use super::*;
     use crate::MemoryStore;
     use hookgate_core::{Scheme, Signer, Verifier};
+    use http_body_util::BodyExt as _;
     use std::convert::Infallible;
     use tower::{ServiceBuilder, ServiceExt as _};
 
