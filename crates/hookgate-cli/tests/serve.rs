@@ -370,6 +370,34 @@ fn non_json_bodies_are_printed_as_strings_and_bad_flags_exit_2() {
     assert!(err.contains("unsupported --store"), "{err}");
 }
 
+#[test]
+fn max_body_is_the_only_limit_a_3_mib_body_is_accepted_under_20_mb() {
+    let serve = Serve::start(&[
+        "--scheme",
+        "github",
+        "--secret",
+        "s3cret",
+        "--max-body",
+        "20000000",
+    ]);
+    let signer = Signer::new(Scheme::GitHub, Scheme::GitHub.secret("s3cret").unwrap());
+    let body = vec![b'x'; 3 * 1024 * 1024];
+    let (status, head) = post(
+        serve.addr,
+        "/",
+        &owned(signer.sign("d-big", 0, &body)),
+        &body,
+    );
+    assert_eq!(
+        status, 200,
+        "no 2 MiB framework default under --max-body: {head}"
+    );
+    let lines = serve.stop();
+    assert_eq!(lines.len(), 1);
+    let event: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(event["body"].as_str().map(str::len), Some(3 * 1024 * 1024));
+}
+
 /// Store URLs to run the replica test against; unreachable ones are
 /// skipped (failing under `CI=true`).
 fn shared_store_urls() -> Vec<(&'static str, String)> {
