@@ -24,6 +24,7 @@ mod body;
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod extract;
 pub mod rejection;
+pub mod source;
 pub mod store;
 pub mod verify;
 

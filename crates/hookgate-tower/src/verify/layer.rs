@@ -6,7 +6,10 @@ use hookgate_core::Verifier;
 use tower_layer::Layer;
 
 use super::VerifyWebhook;
-use crate::store::{DedupStore, MemoryStore};
+use crate::{
+    source::{Cidr, SourcePolicy},
+    store::{DedupStore, MemoryStore},
+};
 
 /// Default key prefix.
 pub const DEFAULT_PREFIX: &str = "hookgate";
@@ -46,6 +49,7 @@ pub(crate) struct Shared<S> {
     pub(crate) retention: Duration,
     pub(crate) fail_open: bool,
     pub(crate) clock: Clock,
+    pub(crate) sources: SourcePolicy,
 }
 
 /// Applies [`VerifyWebhook`] to a service: verification, then deduplication
@@ -64,6 +68,8 @@ pub(crate) struct Shared<S> {
 /// | [lease](Self::with_lease) | 30 s |
 /// | [retention](Self::with_retention) | 72 h |
 /// | [fail-open](Self::with_fail_open) | `false` (fail closed: 503) |
+/// | [allowed sources](Self::with_allowed_sources) | any address |
+/// | [trusted proxies](Self::with_trusted_proxies) | none (`X-Forwarded-For` ignored) |
 ///
 /// ```
 /// use hookgate_core::{Scheme, Verifier};
@@ -114,6 +120,7 @@ impl VerifyWebhookLayer<MemoryStore> {
                 retention: DEFAULT_RETENTION,
                 fail_open: false,
                 clock: Clock(Arc::new(hookgate_core::unix_now)),
+                sources: SourcePolicy::default(),
             }),
         }
     }
@@ -132,6 +139,7 @@ impl<S> VerifyWebhookLayer<S> {
                 retention: arc.retention,
                 fail_open: arc.fail_open,
                 clock: arc.clock.clone(),
+                sources: arc.sources.clone(),
             },
         }
     }
@@ -166,6 +174,7 @@ impl<S> VerifyWebhookLayer<S> {
                 retention: s.retention,
                 fail_open: s.fail_open,
                 clock: s.clock,
+                sources: s.sources,
             }),
         }
     }
@@ -222,6 +231,31 @@ impl<S> VerifyWebhookLayer<S> {
     pub fn with_clock(self, clock: impl Fn() -> i64 + Send + Sync + 'static) -> Self {
         let clock = Clock(Arc::new(clock));
         self.map(|s| s.clock = clock)
+    }
+
+    /// Accept requests only from client addresses in `ranges`; others get
+    /// **403** `source_not_allowed` before their headers or body are read,
+    /// and nothing is written to the store. The client address is the
+    /// connection's peer (axum's `ConnectInfo<SocketAddr>` or a
+    /// [`PeerAddr`](crate::source::PeerAddr) in the request extensions; a
+    /// request without either is refused), or, from a
+    /// [trusted proxy](Self::with_trusted_proxies), the rightmost untrusted
+    /// `X-Forwarded-For` hop. An empty list refuses everyone. Default: no
+    /// allow-list. See [`crate::source`] for providers' published ranges.
+    #[must_use]
+    pub fn with_allowed_sources(self, ranges: impl IntoIterator<Item = Cidr>) -> Self {
+        let ranges: Vec<Cidr> = ranges.into_iter().collect();
+        self.map(|s| s.sources.allowed = Some(ranges))
+    }
+
+    /// Peers whose `X-Forwarded-For` is believed (your load balancers and
+    /// reverse proxies). Default: none, so the header is ignored and the
+    /// peer address is the client's. Only used with
+    /// [`with_allowed_sources`](Self::with_allowed_sources).
+    #[must_use]
+    pub fn with_trusted_proxies(self, ranges: impl IntoIterator<Item = Cidr>) -> Self {
+        let ranges: Vec<Cidr> = ranges.into_iter().collect();
+        self.map(|s| s.sources.trusted_proxies = ranges)
     }
 
     /// The store.

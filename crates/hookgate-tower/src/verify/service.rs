@@ -25,9 +25,10 @@ use crate::{
     body::{collect_limited, BoxError, CollectError, ResponseBody},
     rejection::{
         problem_response, BodyReadFailed, ConflictingDuplicate, DuplicateInFlight,
-        InvalidSignature, MalformedWebhook, PayloadTooLarge, StoreUnavailable,
+        InvalidSignature, MalformedWebhook, PayloadTooLarge, SourceNotAllowed, StoreUnavailable,
         TimestampOutOfTolerance, WebhookRejection,
     },
+    source::Refused,
     store::{Claim, ClaimToken, DedupStore, Digest, DoneRecord},
 };
 
@@ -154,12 +155,34 @@ fn verification_failed<B>(scheme: &'static str, err: VerifyError) -> Response<Re
         }
         VerifyError::TimestampTooOld { .. } | VerifyError::TimestampInFuture { .. } => reject(
             scheme,
-            TimestampOutOfTolerance::new(detail).with_source(err),
+            TimestampOutOfTolerance::new(detail)
+                .with_challenge(scheme)
+                .with_source(err),
         ),
         // `VerifyError` is non-exhaustive: a future variant is a failed
         // verification, never a pass.
-        _ => reject(scheme, InvalidSignature::new(detail).with_source(err)),
+        _ => reject(
+            scheme,
+            InvalidSignature::new(detail)
+                .with_challenge(scheme)
+                .with_source(err),
+        ),
     }
+}
+
+fn source_refused<B>(scheme: &'static str, refused: &Refused) -> Response<ResponseBody<B>> {
+    metrics::counter!("hookgate_receiver_verifications_total", "scheme" => scheme, "result" => "source_not_allowed")
+        .increment(1);
+    if *refused == Refused::NoPeerAddress {
+        tracing::error!(scheme, kind = "source_not_allowed", reason = %refused, "webhook rejected: allow-list configured but the request carries no peer address");
+    } else {
+        tracing::info!(scheme, kind = "source_not_allowed", reason = %refused, "webhook rejected");
+    }
+    layer_response(
+        SourceNotAllowed::new("requests from this address are not accepted")
+            .with_source(refused.to_string())
+            .into_response(),
+    )
 }
 
 fn too_large<B>(scheme: &'static str, limit: usize) -> Response<ResponseBody<B>> {
@@ -228,6 +251,10 @@ where
     let verifier = &shared.verifier;
     let scheme = verifier.scheme().name();
 
+    // 0. Source address, before anything of the request is read.
+    if let Err(refused) = shared.sources.check(&req) {
+        return Ok(source_refused(scheme, &refused));
+    }
     // 1. Headers.
     let parsed = match verifier.parse_headers(req.headers()) {
         Ok(p) => p,
