@@ -45,7 +45,7 @@ pub use scheme::Scheme;
 pub use secret::Secret;
 pub use sign::Signer;
 pub use verify::{
-    unix_now, IdSource, ParsedHeaders, Verified, Verifier, DEFAULT_MAX_SIGNATURES,
+    unix_now, CheckedHeaders, IdSource, ParsedHeaders, Verified, Verifier, DEFAULT_MAX_SIGNATURES,
     DEFAULT_TOLERANCE,
 };
 

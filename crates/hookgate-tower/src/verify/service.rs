@@ -261,9 +261,10 @@ where
         Err(e) => return Ok(verification_failed(scheme, e)),
     };
     // 2. Timestamp.
-    if let Err(e) = verifier.check_timestamp(&parsed, shared.clock.now()) {
-        return Ok(verification_failed(scheme, e));
-    }
+    let parsed = match verifier.check_timestamp(parsed, shared.clock.now()) {
+        Ok(checked) => checked,
+        Err(e) => return Ok(verification_failed(scheme, e)),
+    };
     // 3. Body, up to the limit; Content-Length first.
     let limit = shared.body_limit;
     let declared = req
