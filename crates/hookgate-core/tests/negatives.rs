@@ -289,6 +289,58 @@ fn standard_empty_and_truncated_signatures() {
 }
 
 #[test]
+fn standard_malformed_entry_beside_a_valid_signature_is_skipped() {
+    let h = std_headers();
+    let good = get(&h, "webhook-signature");
+    let b64 = good.strip_prefix("v1,").unwrap();
+    let bad_entries = [
+        "v1".to_owned(),
+        "v1,".to_owned(),
+        "v1,AAAA".to_owned(),
+        "v1,%%%%not*base64%%%%".to_owned(),
+        format!("v1,{}", &b64[..b64.len() - 1]),
+        format!("v1,{}", "A".repeat(500)),
+        "garbage".to_owned(),
+    ];
+    for bad in &bad_entries {
+        for value in [format!("{bad} {good}"), format!("{good} {bad}")] {
+            assert!(
+                std_verify(&set(&h, "webhook-signature", &value)).is_ok(),
+                "{value:?}"
+            );
+        }
+        // Beside a well-formed but wrong signature it still fails on the MAC.
+        let wrong = format!("v1,{}", "A".repeat(43) + "=");
+        assert_eq!(
+            std_verify(&set(&h, "webhook-signature", &format!("{bad} {wrong}"))),
+            Err(VerifyError::NoMatchingSignature),
+            "{bad:?}"
+        );
+    }
+    // Only malformed entries: the first one's error.
+    assert_eq!(
+        std_verify(&set(&h, "webhook-signature", "v1,AAAA v1")),
+        Err(malformed(
+            "webhook-signature",
+            Malformed::WrongLength { len: 3 }
+        ))
+    );
+    assert_eq!(
+        std_verify(&set(&h, "webhook-signature", "v2,x v1")),
+        Err(malformed("webhook-signature", Malformed::BadSyntax))
+    );
+    // Malformed entries still count toward the bound.
+    let many = format!("{} {good}", vec!["v1"; DEFAULT_MAX_SIGNATURES].join(" "));
+    assert!(matches!(
+        std_verify(&set(&h, "webhook-signature", &many)),
+        Err(VerifyError::MalformedHeader {
+            reason: Malformed::TooManySignatures { .. },
+            ..
+        })
+    ));
+}
+
+#[test]
 fn standard_wrong_version_only() {
     let h = std_headers();
     let good = get(&h, "webhook-signature");
