@@ -15,7 +15,8 @@
 //! ```
 //!
 //! See [`verify`] for the steps, status codes and metrics, [`rejection`] for
-//! the problem documents, and [`store`] for the dedup stores.
+//! the problem documents, [`store`] for the dedup stores, and [`source`] for
+//! the source-address allow-list.
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
