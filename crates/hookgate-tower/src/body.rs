@@ -87,8 +87,10 @@ where
     }
 }
 
-/// First capacity for a body of unknown length; doubled (up to the limit)
-/// as frames arrive.
+/// Largest buffer allocated before any body byte has arrived. A declared
+/// length is a claim by a client that has not authenticated yet: honouring
+/// it up front would let header-only connections pin `limit` bytes each, so
+/// beyond this the buffer grows as bytes actually arrive.
 const INITIAL_CAPACITY: usize = 16 * 1024;
 
 /// Why [`collect_limited`] stopped.
@@ -106,9 +108,10 @@ pub(crate) enum CollectError {
 /// however the body is framed (a million 1-byte chunks included), the heap
 /// it costs is the buffer: at most `limit` bytes once grown, and, while
 /// growing, the old and the new buffer together (under twice the limit).
-/// `expected` (a declared `Content-Length`, already checked against the
-/// limit) sizes the buffer up front, so a well-framed body is one allocation.
-/// Capacity grows by doubling, capped at the limit, never past it.
+/// The buffer starts at the expected length (a declared `Content-Length`,
+/// already checked against the limit, or the body's size hint) up to
+/// [`INITIAL_CAPACITY`], and doubles as bytes arrive, never past the
+/// expected length while the body keeps to it, nor past the limit.
 pub(crate) async fn collect_limited<B>(
     body: B,
     limit: usize,
@@ -119,10 +122,16 @@ where
     B::Error: Into<BoxError>,
 {
     let mut body = std::pin::pin!(body);
-    let hint = expected.unwrap_or_else(|| {
-        usize::try_from(body.size_hint().lower()).map_or(limit, |n| n.max(INITIAL_CAPACITY))
-    });
-    let mut buf: Vec<u8> = Vec::with_capacity(hint.min(limit));
+    let expected = expected
+        .or_else(|| usize::try_from(body.size_hint().lower()).ok())
+        .filter(|&n| n > 0)
+        .map(|n| n.min(limit));
+    let mut buf: Vec<u8> = Vec::with_capacity(
+        expected
+            .unwrap_or(INITIAL_CAPACITY)
+            .min(INITIAL_CAPACITY)
+            .min(limit),
+    );
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| CollectError::Read(e.into()))?;
         let Ok(mut data) = frame.into_data() else {
@@ -135,7 +144,9 @@ where
             .filter(|&n| n <= limit)
             .ok_or(CollectError::TooLarge)?;
         if needed > buf.capacity() {
-            let grown = buf.capacity().saturating_mul(2).clamp(needed, limit);
+            // Aim at the expected length while the body keeps to it.
+            let target = expected.filter(|&e| e >= needed).unwrap_or(limit);
+            let grown = buf.capacity().saturating_mul(2).clamp(needed, target);
             buf.reserve_exact(grown - buf.len());
         }
         while data.has_remaining() {
@@ -179,11 +190,24 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn growth_stops_at_the_limit() {
+    async fn growth_stops_at_the_expected_length_and_the_limit() {
         let body = collect_limited(Full::new(Bytes::from_static(&[7; 1000])), 1000, Some(1000))
             .await
             .unwrap();
         assert_eq!(body.len(), 1000);
+        // A declared length is not allocated up front, but growth lands on it.
+        let declared = 3 * INITIAL_CAPACITY + 5;
+        let chunks: Vec<Bytes> = (0..declared).map(|_| Bytes::from_static(b"q")).collect();
+        let body = collect_limited(frames(chunks), 10 * declared, Some(declared))
+            .await
+            .unwrap();
+        assert_eq!(body.len(), declared);
+        let vec: Vec<u8> = body.into();
+        assert_eq!(
+            vec.capacity(),
+            declared,
+            "no slack past the declared length"
+        );
         // Unknown length: doubling from 16 KiB would overshoot; the buffer
         // is capped at the limit instead.
         let limit = INITIAL_CAPACITY + 1;

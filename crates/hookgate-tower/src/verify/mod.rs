@@ -14,9 +14,9 @@
 //! 3. the body is read up to the limit (a `Content-Length` above it is
 //!    refused before reading; a chunked body stops being read at the limit),
 //!    else **413** `payload_too_large`. The frames are copied into one
-//!    buffer capped at the limit (sized from `Content-Length` when there is
-//!    one), so a request costs at most about the limit in memory however it
-//!    is framed. The limit is the only one: the `extract::Webhook` extractor reads
+//!    buffer that grows as bytes arrive (toward a declared `Content-Length`,
+//!    never past the limit), so a request costs at most about the limit in
+//!    memory however it is framed, and only what it actually sent. The limit is the only one: the `extract::Webhook` extractor reads
 //!    the buffered body without axum's 2 MiB `DefaultBodyLimit` (axum's own
 //!    `Bytes`/`String` extractors still apply it: behind the layer, use
 //!    `Webhook`, or add `DefaultBodyLimit::disable()` to the route);
