@@ -143,3 +143,22 @@ impl<S: Send + Sync> FromRequest<S> for Webhook {
         Ok(Self { verified, body })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_that_cannot_be_read_is_a_5xx_so_the_claim_is_released() {
+        // A 4xx from the handler would be stored as the event's answer.
+        let r = WebhookExtractRejection::Body(axum::Error::new("reset"));
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(r.into_response().status(), 500);
+        assert_eq!(
+            WebhookExtractRejection::MissingLayer
+                .into_response()
+                .status(),
+            500
+        );
+    }
+}

@@ -340,6 +340,47 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Any `X-Forwarded-For` bytes: no panic, and the client found is
+        /// the peer or one of the header's own entries.
+        #[test]
+        fn forwarded_for_never_panics_and_names_a_real_hop(
+            value in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            hops in proptest::collection::vec((0u8..4, 0u8..255), 0..6),
+        ) {
+            let p = policy(&["0.0.0.0/0", "::/0"], &["127.0.0.0/8", "10.0.0.0/8"]);
+            let mut headers = HeaderMap::new();
+            if let Ok(v) = http::HeaderValue::from_bytes(&value) {
+                headers.append("x-forwarded-for", v);
+            }
+            let list: Vec<String> = hops
+                .iter()
+                .map(|&(kind, n)| match kind {
+                    0 => format!("10.0.0.{n}"),
+                    1 => format!("203.0.113.{n}"),
+                    2 => format!("[2001:db8::{n:x}]:443"),
+                    _ => format!("127.0.0.{n}"),
+                })
+                .collect();
+            if !list.is_empty() {
+                headers.append("x-forwarded-for", list.join(", ").parse().unwrap());
+            }
+            let peer = ip("127.0.0.1");
+            if let Ok(client) = p.client_ip(peer, &headers) {
+                let text = headers
+                    .get_all("x-forwarded-for")
+                    .iter()
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                    .collect::<Vec<_>>()
+                    .join(",");
+                proptest::prop_assert!(
+                    client == peer || text.split(',').any(|e| parse_hop(e) == Some(client)),
+                    "{client} not in {text:?}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn an_empty_allow_list_refuses_everyone() {
         let p = policy(&[], &[]);
