@@ -370,6 +370,96 @@ fn non_json_bodies_are_printed_as_strings_and_bad_flags_exit_2() {
     assert!(err.contains("unsupported --store"), "{err}");
 }
 
+#[test]
+fn max_body_is_the_only_limit_a_3_mib_body_is_accepted_under_20_mb() {
+    let serve = Serve::start(&[
+        "--scheme",
+        "github",
+        "--secret",
+        "s3cret",
+        "--max-body",
+        "20000000",
+    ]);
+    let signer = Signer::new(Scheme::GitHub, Scheme::GitHub.secret("s3cret").unwrap());
+    let body = vec![b'x'; 3 * 1024 * 1024];
+    let (status, head) = post(
+        serve.addr,
+        "/",
+        &owned(signer.sign("d-big", 0, &body)),
+        &body,
+    );
+    assert_eq!(
+        status, 200,
+        "no 2 MiB framework default under --max-body: {head}"
+    );
+    let lines = serve.stop();
+    assert_eq!(lines.len(), 1);
+    let event: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(event["body"].as_str().map(str::len), Some(3 * 1024 * 1024));
+}
+
+#[test]
+fn allow_from_refuses_other_sources_and_trusted_proxy_decides_on_forwarded_for() {
+    let signer = Signer::new(Scheme::GitHub, Scheme::GitHub.secret("s3cret").unwrap());
+    let body = br#"{"zen":"allow"}"#;
+    let signed = |id: &str, xff: Option<&str>| {
+        let mut headers = owned(signer.sign(id, 0, body));
+        if let Some(xff) = xff {
+            headers.push(("x-forwarded-for".to_owned(), xff.to_owned()));
+        }
+        headers
+    };
+    let base = ["--scheme", "github", "--secret", "s3cret"];
+
+    // Only 203.0.113.0/24; the test connects from 127.0.0.1.
+    let serve = Serve::start(&[&base[..], &["--allow-from", "203.0.113.0/24"]].concat());
+    let (status, head) = post(serve.addr, "/", &signed("d-a1", None), body);
+    assert_eq!(status, 403, "{head}");
+    assert!(head.contains("application/problem+json"), "{head}");
+    let (status, _) = post(serve.addr, "/", &signed("d-a2", Some("203.0.113.5")), body);
+    assert_eq!(
+        status, 403,
+        "X-Forwarded-For from an untrusted peer is ignored"
+    );
+    assert!(serve.stop().is_empty(), "nothing printed");
+
+    // Loopback is a trusted proxy: its X-Forwarded-For is believed.
+    let serve = Serve::start(
+        &[
+            &base[..],
+            &[
+                "--allow-from",
+                "203.0.113.0/24",
+                "--allow-from",
+                "2001:db8::/32",
+                "--trusted-proxy",
+                "127.0.0.1",
+            ],
+        ]
+        .concat(),
+    );
+    let (status, head) = post(serve.addr, "/", &signed("d-b1", Some("203.0.113.5")), body);
+    assert_eq!(status, 200, "{head}");
+    let (status, _) = post(
+        serve.addr,
+        "/",
+        &signed("d-b2", Some("203.0.113.5, 198.51.100.7")),
+        body,
+    );
+    assert_eq!(status, 403, "the rightmost untrusted hop decides");
+    assert_eq!(serve.stop().len(), 1);
+
+    let out = Command::new(env!("CARGO_BIN_EXE_hookgate"))
+        .arg("serve")
+        .args(base)
+        .args(["--allow-from", "not-a-range"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not-a-range"), "{err}");
+}
+
 /// Store URLs to run the replica test against; unreachable ones are
 /// skipped (failing under `CI=true`).
 fn shared_store_urls() -> Vec<(&'static str, String)> {

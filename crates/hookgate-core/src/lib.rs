@@ -4,8 +4,12 @@
 //! ([`Scheme`]): Standard Webhooks (Svix), Stripe, GitHub, Slack and
 //! Shopify-style. For each it can [sign](Signer) a payload and
 //! [verify](Verifier) a received one: constant-time MAC comparison, several
-//! active secrets (rotation), several signatures per header (bounded), and a
-//! timestamp tolerance in both directions checked before any MAC is computed.
+//! active secrets (rotation), several signatures per header (bounded; in a
+//! Standard Webhooks header a malformed entry beside a valid signature is
+//! skipped, as the reference libraries do), and a timestamp tolerance in both
+//! directions checked before any MAC is computed. Step by step,
+//! [`Verifier::verify_parsed`] only takes headers that passed
+//! [`Verifier::check_timestamp`], so the timestamp cannot be skipped.
 //!
 //! ```
 //! use hookgate_core::{Scheme, Signer, Verifier, VerifyError};
@@ -45,7 +49,7 @@ pub use scheme::Scheme;
 pub use secret::Secret;
 pub use sign::Signer;
 pub use verify::{
-    unix_now, IdSource, ParsedHeaders, Verified, Verifier, DEFAULT_MAX_SIGNATURES,
+    unix_now, CheckedHeaders, IdSource, ParsedHeaders, Verified, Verifier, DEFAULT_MAX_SIGNATURES,
     DEFAULT_TOLERANCE,
 };
 

@@ -514,9 +514,12 @@ fn parse_standard(
     let timestamp = parse_timestamp(ts.name, ts.value)?;
     let sig = required(headers, &[STANDARD_SIGNATURE, SVIX_SIGNATURE])?;
     let mut signatures = Signatures::new();
+    // The first malformed entry, reported only when no entry is usable.
+    let mut first_error = None;
     // Space-delimited (tabs tolerated); empty entries from repeated spaces skipped.
     let entries = sig.value.split([' ', '\t']).filter(|e| !e.is_empty());
     for (n, entry) in entries.enumerate() {
+        // Every entry counts toward the bound, malformed or not.
         if n >= max_signatures {
             return Err(malformed(
                 sig.name,
@@ -525,15 +528,24 @@ fn parse_standard(
                 },
             ));
         }
-        let (version, value) = entry
-            .split_once(',')
-            .ok_or(malformed(sig.name, Malformed::BadSyntax))?;
-        if version == "v1" {
-            signatures.push(decode_base64(sig.name, value)?);
+        // A malformed entry is skipped, as the reference libraries do (they
+        // compare each `v1` entry and ignore what does not match), so one
+        // bad entry next to a valid signature does not fail the delivery.
+        let decoded = match entry.split_once(',') {
+            None => Err(malformed(sig.name, Malformed::BadSyntax)),
+            Some(("v1", value)) => decode_base64(sig.name, value).map(Some),
+            Some(_) => Ok(None),
+        };
+        match decoded {
+            Ok(Some(mac)) => signatures.push(mac),
+            Ok(None) => {}
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
         }
     }
     if signatures.is_empty() {
-        return Err(malformed(sig.name, Malformed::NoSupportedSignature));
+        return Err(first_error.unwrap_or(malformed(sig.name, Malformed::NoSupportedSignature)));
     }
     Ok(Parsed::new(Some(id), Some(timestamp), signatures))
 }

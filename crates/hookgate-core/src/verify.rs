@@ -93,6 +93,25 @@ impl ParsedHeaders {
     }
 }
 
+/// Headers whose timestamp passed [`Verifier::check_timestamp`]: the only
+/// input [`Verifier::verify_parsed`] takes, so the MAC path cannot skip the
+/// timestamp check by accident.
+///
+/// Use it with the verifier that checked it (another verifier's tolerance
+/// was not applied).
+#[derive(Debug, Clone)]
+pub struct CheckedHeaders {
+    parsed: ParsedHeaders,
+}
+
+impl CheckedHeaders {
+    /// The parsed headers (timestamp, id, signature count).
+    #[must_use]
+    pub fn parsed(&self) -> &ParsedHeaders {
+        &self.parsed
+    }
+}
+
 /// Verifies webhooks of one scheme against one or more active secrets.
 ///
 /// ```
@@ -242,9 +261,21 @@ impl Verifier {
     /// Step 2: the signed timestamp is within tolerance of `now` (Unix seconds).
     /// Schemes without a timestamp always pass.
     ///
+    /// Returns the [`CheckedHeaders`] that step 3,
+    /// [`verify_parsed`](Self::verify_parsed), requires.
+    ///
     /// # Errors
     /// [`VerifyError::TimestampTooOld`] or [`VerifyError::TimestampInFuture`].
-    pub fn check_timestamp(&self, parsed: &ParsedHeaders, now: i64) -> Result<(), VerifyError> {
+    pub fn check_timestamp(
+        &self,
+        parsed: ParsedHeaders,
+        now: i64,
+    ) -> Result<CheckedHeaders, VerifyError> {
+        self.check_timestamp_ref(&parsed, now)?;
+        Ok(CheckedHeaders { parsed })
+    }
+
+    fn check_timestamp_ref(&self, parsed: &ParsedHeaders, now: i64) -> Result<(), VerifyError> {
         let Some(timestamp) = parsed.timestamp() else {
             return Ok(());
         };
@@ -269,16 +300,36 @@ impl Verifier {
 
     /// Step 3: some signature matches some active secret over `body`.
     ///
-    /// Call [`check_timestamp`](Self::check_timestamp) first;
-    /// [`verify_at`](Self::verify_at) does all three steps.
+    /// Takes the [`CheckedHeaders`] that only
+    /// [`check_timestamp`](Self::check_timestamp) makes, so the timestamp
+    /// cannot be skipped; [`verify_at`](Self::verify_at) does all three
+    /// steps at once. The steps apart let a server reject a malformed or
+    /// stale request before reading its body:
+    ///
+    /// ```
+    /// use hookgate_core::{Scheme, Signer, Verifier};
+    ///
+    /// let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    /// let scheme = Scheme::StandardWebhooks;
+    /// let headers = Signer::new(scheme, scheme.secret(secret)?).sign("msg_1", 1_700_000_000, b"{}");
+    /// let verifier = Verifier::from_secret_strings(scheme, [secret])?;
+    ///
+    /// let parsed = verifier.parse_headers(&headers)?; // 1. headers
+    /// let checked = verifier.check_timestamp(parsed, 1_700_000_005)?; // 2. timestamp
+    /// // ... read the body ...
+    /// let verified = verifier.verify_parsed(&checked, b"{}")?; // 3. MAC
+    /// assert_eq!(verified.id.as_deref(), Some("msg_1"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// # Errors
     /// [`VerifyError::NoMatchingSignature`].
     pub fn verify_parsed(
         &self,
-        parsed: &ParsedHeaders,
+        checked: &CheckedHeaders,
         body: &[u8],
     ) -> Result<Verified, VerifyError> {
+        let parsed = &checked.parsed;
         let key_index = self.matching_key(parsed, body)?;
         Ok(self.verified(key_index, parsed.timestamp(), body, || {
             parsed.header_id().map(str::to_owned)
@@ -336,7 +387,7 @@ impl Verifier {
         now: i64,
     ) -> Result<Verified, VerifyError> {
         let parsed = self.parse_headers(headers)?;
-        self.check_timestamp(&parsed, now)?;
+        self.check_timestamp_ref(&parsed, now)?;
         let key_index = self.matching_key(&parsed, body)?;
         let timestamp = parsed.timestamp();
         // The parsed headers are ours: move the id out rather than copy it.

@@ -289,6 +289,58 @@ fn standard_empty_and_truncated_signatures() {
 }
 
 #[test]
+fn standard_malformed_entry_beside_a_valid_signature_is_skipped() {
+    let h = std_headers();
+    let good = get(&h, "webhook-signature");
+    let b64 = good.strip_prefix("v1,").unwrap();
+    let bad_entries = [
+        "v1".to_owned(),
+        "v1,".to_owned(),
+        "v1,AAAA".to_owned(),
+        "v1,%%%%not*base64%%%%".to_owned(),
+        format!("v1,{}", &b64[..b64.len() - 1]),
+        format!("v1,{}", "A".repeat(500)),
+        "garbage".to_owned(),
+    ];
+    for bad in &bad_entries {
+        for value in [format!("{bad} {good}"), format!("{good} {bad}")] {
+            assert!(
+                std_verify(&set(&h, "webhook-signature", &value)).is_ok(),
+                "{value:?}"
+            );
+        }
+        // Beside a well-formed but wrong signature it still fails on the MAC.
+        let wrong = format!("v1,{}", "A".repeat(43) + "=");
+        assert_eq!(
+            std_verify(&set(&h, "webhook-signature", &format!("{bad} {wrong}"))),
+            Err(VerifyError::NoMatchingSignature),
+            "{bad:?}"
+        );
+    }
+    // Only malformed entries: the first one's error.
+    assert_eq!(
+        std_verify(&set(&h, "webhook-signature", "v1,AAAA v1")),
+        Err(malformed(
+            "webhook-signature",
+            Malformed::WrongLength { len: 3 }
+        ))
+    );
+    assert_eq!(
+        std_verify(&set(&h, "webhook-signature", "v2,x v1")),
+        Err(malformed("webhook-signature", Malformed::BadSyntax))
+    );
+    // Malformed entries still count toward the bound.
+    let many = format!("{} {good}", vec!["v1"; DEFAULT_MAX_SIGNATURES].join(" "));
+    assert!(matches!(
+        std_verify(&set(&h, "webhook-signature", &many)),
+        Err(VerifyError::MalformedHeader {
+            reason: Malformed::TooManySignatures { .. },
+            ..
+        })
+    ));
+}
+
+#[test]
 fn standard_wrong_version_only() {
     let h = std_headers();
     let good = get(&h, "webhook-signature");
@@ -842,8 +894,9 @@ fn id_sources() {
     assert!(json.id_is_signed());
     let parsed = json.parse_headers(&h[..]).unwrap();
     assert_eq!(parsed.header_id(), None);
+    let checked = json.check_timestamp(parsed, NOW).unwrap();
     assert_eq!(
-        json.verify_parsed(&parsed, body).unwrap().id.as_deref(),
+        json.verify_parsed(&checked, body).unwrap().id.as_deref(),
         Some("Ev123")
     );
     assert_eq!(
@@ -856,8 +909,9 @@ fn id_sources() {
     assert!(!header.id_is_signed());
     let parsed = header.parse_headers(&h[..]).unwrap();
     assert_eq!(parsed.header_id(), Some("req-9"));
+    let checked = header.check_timestamp(parsed, NOW).unwrap();
     assert_eq!(
-        header.verify_parsed(&parsed, body).unwrap().id.as_deref(),
+        header.verify_parsed(&checked, body).unwrap().id.as_deref(),
         Some("req-9")
     );
     assert_eq!(
@@ -880,9 +934,39 @@ fn id_sources() {
     assert_eq!(parsed.header_id(), Some("msg_1"));
     assert_eq!(parsed.timestamp(), Some(NOW));
     assert_eq!(parsed.signature_count(), 1);
-    v.check_timestamp(&parsed, NOW).unwrap();
+    let checked = v.check_timestamp(parsed, NOW).unwrap();
+    assert_eq!(checked.parsed().header_id(), Some("msg_1"));
     assert_eq!(
-        v.verify_parsed(&parsed, BODY).unwrap().id.as_deref(),
+        v.verify_parsed(&checked, BODY).unwrap().id.as_deref(),
         Some("msg_1")
+    );
+}
+
+#[test]
+fn the_step_by_step_path_cannot_skip_the_timestamp() {
+    // `verify_parsed` only takes headers that passed `check_timestamp`; a
+    // stale request never gets that far.
+    let sh = std_headers();
+    let v = verifier(Scheme::StandardWebhooks, STD_SECRET);
+    let stale = v.parse_headers(&sh[..]).unwrap();
+    assert!(matches!(
+        v.check_timestamp(stale, NOW + 301),
+        Err(VerifyError::TimestampTooOld { .. })
+    ));
+    let future = v.parse_headers(&sh[..]).unwrap();
+    assert!(matches!(
+        v.check_timestamp(future, NOW - 301),
+        Err(VerifyError::TimestampInFuture { .. })
+    ));
+    // Schemes without a timestamp pass step 2 and are checked by MAC only.
+    let gh = sign(Scheme::GitHub, "gh-secret", "d-1", NOW, BODY);
+    let g = verifier(Scheme::GitHub, "gh-secret");
+    let checked = g
+        .check_timestamp(g.parse_headers(&gh[..]).unwrap(), 0)
+        .unwrap();
+    assert!(g.verify_parsed(&checked, BODY).is_ok());
+    assert_eq!(
+        g.verify_parsed(&checked, b"other").unwrap_err(),
+        VerifyError::NoMatchingSignature
     );
 }

@@ -95,11 +95,16 @@ fn standard_webhooks_signature_among_others() {
         ("webhook-signature", sig.as_str()),
     ];
     let v = Verifier::from_secret_strings(Scheme::StandardWebhooks, [SW_SECRET]).unwrap();
-    // `v1,bm9wZQ==` is valid base64 of the wrong length: malformed.
-    assert!(matches!(
-        v.verify_at(&headers[..], SW_BODY, SW_TS),
-        Err(VerifyError::MalformedHeader { .. })
-    ));
+    // `v1,bm9wZQ==` is valid base64 of the wrong length: a malformed entry,
+    // skipped as the reference libraries skip it, since the spec's signature
+    // is among the others.
+    assert_eq!(
+        v.verify_at(&headers[..], SW_BODY, SW_TS)
+            .unwrap()
+            .id
+            .as_deref(),
+        Some(SW_ID)
+    );
     let sig = format!(
         "v1a,aGVsbG8= v1,{} {SW_SIG} v2,whatever",
         "A".repeat(43) + "="

@@ -69,7 +69,9 @@ pub enum WebhookExtractRejection {
     /// No [`VerifiedWebhook`] in the request: the route is not behind the
     /// layer. A server bug, answered 500.
     MissingLayer,
-    /// The (already buffered) body could not be read.
+    /// The (already buffered) body could not be read. Answered 500, so the
+    /// layer releases the claim and the sender's retry is handled: a body
+    /// that could not be read is never stored as the event's answer.
     Body(axum::Error),
 }
 
@@ -79,7 +81,7 @@ impl WebhookExtractRejection {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::MissingLayer => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::Body(_) => StatusCode::BAD_REQUEST,
+            Self::Body(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
@@ -114,7 +116,10 @@ impl IntoResponse for WebhookExtractRejection {
                     "Webhook verification not configured",
                 )
             }
-            Self::Body(_) => ("body_read_failed", "Body could not be read"),
+            Self::Body(ref e) => {
+                tracing::error!(error = %e, "{self}");
+                ("body_read_failed", "Body could not be read")
+            }
         };
         problem_response(self.status(), kind, title, &self.to_string(), None)
             .map(axum::body::Body::new)
@@ -124,13 +129,36 @@ impl IntoResponse for WebhookExtractRejection {
 impl<S: Send + Sync> FromRequest<S> for Webhook {
     type Rejection = WebhookExtractRejection;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
         let Some(verified) = req.extensions().get::<VerifiedWebhook>().cloned() else {
             return Err(WebhookExtractRejection::MissingLayer);
         };
-        let body = Bytes::from_request(req, state)
+        // The layer already read the body within its own limit and handed it
+        // on in memory, so read it without axum's `DefaultBodyLimit` (2 MiB):
+        // the user's limit is the only one. (`Bytes::from_request` would
+        // apply the default underneath and refuse what the layer accepted.)
+        let body = axum::body::to_bytes(req.into_body(), usize::MAX)
             .await
-            .map_err(|e| WebhookExtractRejection::Body(axum::Error::new(e)))?;
+            .map_err(WebhookExtractRejection::Body)?;
         Ok(Self { verified, body })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_that_cannot_be_read_is_a_5xx_so_the_claim_is_released() {
+        // A 4xx from the handler would be stored as the event's answer.
+        let r = WebhookExtractRejection::Body(axum::Error::new("reset"));
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(r.into_response().status(), 500);
+        assert_eq!(
+            WebhookExtractRejection::MissingLayer
+                .into_response()
+                .status(),
+            500
+        );
     }
 }

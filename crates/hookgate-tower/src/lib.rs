@@ -15,7 +15,8 @@
 //! ```
 //!
 //! See [`verify`] for the steps, status codes and metrics, [`rejection`] for
-//! the problem documents, and [`store`] for the dedup stores.
+//! the problem documents, [`store`] for the dedup stores, and [`source`] for
+//! the source-address allow-list.
 //!
 //! # Limits
 //! - GitHub and Shopify sign no timestamp, so their replay protection lasts
@@ -31,6 +32,7 @@ mod body;
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod extract;
 pub mod rejection;
+pub mod source;
 pub mod store;
 pub mod verify;
 

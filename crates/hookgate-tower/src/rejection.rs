@@ -9,6 +9,7 @@
 //!
 //! | status | kind | when |
 //! |---|---|---|
+//! | 403 | `source_not_allowed` | the client address is outside the [allow-list](crate::source) (checked first) |
 //! | 400 | `malformed_webhook` | a required header is missing or malformed |
 //! | 400 | `body_read_failed` | the request body could not be read |
 //! | 401 | `timestamp_out_of_tolerance` | the signed timestamp is too old or in the future |
@@ -20,6 +21,17 @@
 //!
 //! Response bodies are short; the detail that matters to operators goes to
 //! `tracing`.
+//!
+//! # `WWW-Authenticate`
+//! HTTP requires a challenge on every 401 (RFC 9110, section 11.6.1), so the
+//! two 401s carry `WWW-Authenticate: Signature realm="webhooks"` (from the
+//! layer, with the scheme added: `Signature realm="webhooks",
+//! scheme="stripe"`). Webhooks are authenticated by an HMAC signature over
+//! the request, not by credentials a client could be asked for; `Signature`
+//! is the auth-scheme name the HTTP Signatures drafts used for exactly that,
+//! so the header tells a person or a tool reading the 401 what kind of
+//! authentication failed and where (which provider scheme), without
+//! inviting a retry with a password.
 
 use std::{error::Error as StdError, fmt};
 
@@ -29,6 +41,9 @@ use http_body_util::Full;
 
 /// Base of every problem `type` URI.
 pub const PROBLEM_TYPE_BASE: &str = "https://hookgate.dev/problems/";
+
+/// The `WWW-Authenticate` challenge of a 401 when no scheme is known.
+pub const SIGNATURE_CHALLENGE: &str = "Signature realm=\"webhooks\"";
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -66,13 +81,24 @@ macro_rules! rejection {
         pub struct $name {
             detail: String,
             retry_after: Option<u64>,
+            challenge: Option<HeaderValue>,
             source: Option<BoxError>,
         }
 
         impl $name {
             #[allow(dead_code)]
             pub(crate) fn new(detail: impl Into<String>) -> Self {
-                Self { detail: detail.into(), retry_after: None, source: None }
+                Self { detail: detail.into(), retry_after: None, challenge: None, source: None }
+            }
+
+            /// Name the signature scheme in the 401's `WWW-Authenticate`.
+            #[allow(dead_code)]
+            pub(crate) fn with_challenge(mut self, scheme: &str) -> Self {
+                self.challenge = HeaderValue::from_str(&format!(
+                    "{SIGNATURE_CHALLENGE}, scheme=\"{scheme}\""
+                ))
+                .ok();
+                self
             }
 
             #[allow(dead_code)]
@@ -117,10 +143,20 @@ macro_rules! rejection {
                 self.retry_after
             }
 
-            /// The `application/problem+json` response.
+            /// The `application/problem+json` response (a 401 with its
+            /// `WWW-Authenticate` challenge).
             #[must_use]
             pub fn into_response(self) -> Response<Full<Bytes>> {
-                problem_response(StatusCode::$status, $kind, $title, &self.detail, self.retry_after)
+                let mut res = problem_response(
+                    StatusCode::$status, $kind, $title, &self.detail, self.retry_after,
+                );
+                if StatusCode::$status == StatusCode::UNAUTHORIZED {
+                    let challenge = self
+                        .challenge
+                        .unwrap_or(HeaderValue::from_static(SIGNATURE_CHALLENGE));
+                    res.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
+                }
+                res
             }
         }
 
@@ -151,6 +187,11 @@ macro_rules! rejection {
     };
 }
 
+rejection!(
+    /// 403: the client address is outside the layer's
+    /// [allow-list](crate::source).
+    SourceNotAllowed, FORBIDDEN, "source_not_allowed", "Source not allowed"
+);
 rejection!(
     /// 400: a header the scheme needs is missing or malformed.
     MalformedWebhook, BAD_REQUEST, "malformed_webhook", "Malformed webhook"
@@ -189,6 +230,8 @@ rejection!(
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum WebhookRejection {
+    /// See [`SourceNotAllowed`].
+    SourceNotAllowed(SourceNotAllowed),
     /// See [`MalformedWebhook`].
     MalformedWebhook(MalformedWebhook),
     /// See [`BodyReadFailed`].
@@ -210,6 +253,7 @@ pub enum WebhookRejection {
 macro_rules! each {
     ($self:expr, $r:ident => $e:expr) => {
         match $self {
+            WebhookRejection::SourceNotAllowed($r) => $e,
             WebhookRejection::MalformedWebhook($r) => $e,
             WebhookRejection::BodyReadFailed($r) => $e,
             WebhookRejection::TimestampOutOfTolerance($r) => $e,
@@ -294,5 +338,32 @@ mod tests {
         assert_eq!(v["status"], 409);
         assert_eq!(v["title"], "Duplicate in flight");
         assert_eq!(v["detail"], "event is being handled");
+        assert!(!res_has_challenge(
+            DuplicateInFlight::new("x").into_response()
+        ));
+    }
+
+    fn res_has_challenge(res: Response<Full<Bytes>>) -> bool {
+        res.headers().contains_key(header::WWW_AUTHENTICATE)
+    }
+
+    #[test]
+    fn every_401_carries_a_signature_challenge() {
+        let res = InvalidSignature::new("no match").into_response();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            res.headers()[header::WWW_AUTHENTICATE],
+            "Signature realm=\"webhooks\""
+        );
+        let res = TimestampOutOfTolerance::new("stale")
+            .with_challenge("stripe")
+            .into_response();
+        assert_eq!(
+            res.headers()[header::WWW_AUTHENTICATE],
+            "Signature realm=\"webhooks\", scheme=\"stripe\""
+        );
+        let res = SourceNotAllowed::new("outside").into_response();
+        assert_eq!(res.status(), StatusCode::FORBIDDEN);
+        assert!(!res_has_challenge(res));
     }
 }

@@ -7,6 +7,10 @@
 //! JSON value, or as a string when it is not JSON) and answers 200.
 //! Duplicates never reach it, so each event is printed once — across several
 //! `serve` processes too, when they share a Redis or Postgres store.
+//! With `--allow-from CIDR` (repeatable) only those client addresses are
+//! accepted (403 before the body is read); `--trusted-proxy CIDR` makes the
+//! `X-Forwarded-For` of those peers believed (rightmost untrusted hop).
+//! `--max-body` is the only body limit (no framework default under it).
 //! Rejections are logged on stderr (`RUST_LOG` filters, default `info`).
 //! The listening address is printed on stderr at start; SIGINT or SIGTERM
 //! stop accepting and let requests in flight finish.
@@ -16,7 +20,7 @@ use std::{io::Write as _, net::SocketAddr, process::ExitCode, sync::Arc, time::D
 use anyhow::Context as _;
 use axum::{http::StatusCode, routing::post, Router};
 use hookgate_core::Verifier;
-use hookgate_tower::{extract::Webhook, DedupStore, MemoryStore, VerifyWebhookLayer};
+use hookgate_tower::{extract::Webhook, source::Cidr, DedupStore, MemoryStore, VerifyWebhookLayer};
 
 /// Arguments of `hookgate serve`.
 #[derive(Debug, clap::Args)]
@@ -51,6 +55,14 @@ pub(crate) struct Args {
     /// instead of answering 503.
     #[arg(long)]
     fail_open: bool,
+    /// Accept requests only from this address or CIDR range (repeatable);
+    /// others get 403 before their body is read. Default: any address.
+    #[arg(long = "allow-from", value_name = "CIDR")]
+    allow_from: Vec<Cidr>,
+    /// Believe `X-Forwarded-For` from peers in this range (repeatable): your
+    /// load balancer or reverse proxy. Default: none (the header is ignored).
+    #[arg(long = "trusted-proxy", value_name = "CIDR")]
+    trusted_proxy: Vec<Cidr>,
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -105,7 +117,13 @@ async fn serve(args: Args, verifier: Verifier) -> anyhow::Result<ExitCode> {
         .with_body_limit(args.max_body)
         .with_lease(Duration::from_secs(args.lease.max(1)))
         .with_retention(Duration::from_secs(args.retention.max(1)))
-        .with_fail_open(args.fail_open);
+        .with_fail_open(args.fail_open)
+        .with_trusted_proxies(args.trusted_proxy.iter().copied());
+    let layer = if args.allow_from.is_empty() {
+        layer
+    } else {
+        layer.with_allowed_sources(args.allow_from.iter().copied())
+    };
     let accept = post(print_event).route_layer(layer);
     let app = Router::new()
         .route("/", accept.clone())
@@ -119,10 +137,14 @@ async fn serve(args: Args, verifier: Verifier) -> anyhow::Result<ExitCode> {
         args.key.scheme,
         store_label(&args.store)
     );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("server failed")?;
+    // The peer address (ConnectInfo) is what --allow-from checks.
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .context("server failed")?;
     eprintln!("hookgate serve: stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -9,7 +9,10 @@ use super::{
     policy::{DefaultStatusPolicy, Policy, StatusPolicy},
     VerifyWebhook,
 };
-use crate::store::{DedupStore, MemoryStore};
+use crate::{
+    source::{Cidr, SourcePolicy},
+    store::{DedupStore, MemoryStore},
+};
 
 /// Default key prefix.
 pub const DEFAULT_PREFIX: &str = "hookgate";
@@ -50,6 +53,7 @@ pub(crate) struct Shared<S> {
     pub(crate) fail_open: bool,
     pub(crate) clock: Clock,
     pub(crate) policy: Policy,
+    pub(crate) sources: SourcePolicy,
 }
 
 /// Applies [`VerifyWebhook`] to a service: verification, then deduplication
@@ -69,6 +73,8 @@ pub(crate) struct Shared<S> {
 /// | [retention](Self::with_retention) | 72 h |
 /// | [fail-open](Self::with_fail_open) | `false` (fail closed: 503) |
 /// | [status policy](Self::with_status_policy) | [`DefaultStatusPolicy`] |
+/// | [allowed sources](Self::with_allowed_sources) | any address |
+/// | [trusted proxies](Self::with_trusted_proxies) | none (`X-Forwarded-For` ignored) |
 ///
 /// ```
 /// use hookgate_core::{Scheme, Verifier};
@@ -120,6 +126,7 @@ impl VerifyWebhookLayer<MemoryStore> {
                 fail_open: false,
                 clock: Clock(Arc::new(hookgate_core::unix_now)),
                 policy: Policy(Arc::new(DefaultStatusPolicy)),
+                sources: SourcePolicy::default(),
             }),
         }
     }
@@ -139,6 +146,7 @@ impl<S> VerifyWebhookLayer<S> {
                 fail_open: arc.fail_open,
                 clock: arc.clock.clone(),
                 policy: arc.policy.clone(),
+                sources: arc.sources.clone(),
             },
         }
     }
@@ -174,6 +182,7 @@ impl<S> VerifyWebhookLayer<S> {
                 fail_open: s.fail_open,
                 clock: s.clock,
                 policy: s.policy,
+                sources: s.sources,
             }),
         }
     }
@@ -242,6 +251,31 @@ impl<S> VerifyWebhookLayer<S> {
     pub fn with_status_policy(self, policy: impl StatusPolicy) -> Self {
         let policy = Policy(Arc::new(policy));
         self.map(|s| s.policy = policy)
+    }
+
+    /// Accept requests only from client addresses in `ranges`; others get
+    /// **403** `source_not_allowed` before their headers or body are read,
+    /// and nothing is written to the store. The client address is the
+    /// connection's peer (axum's `ConnectInfo<SocketAddr>` or a
+    /// [`PeerAddr`](crate::source::PeerAddr) in the request extensions; a
+    /// request without either is refused), or, from a
+    /// [trusted proxy](Self::with_trusted_proxies), the rightmost untrusted
+    /// `X-Forwarded-For` hop. An empty list refuses everyone. Default: no
+    /// allow-list. See [`crate::source`] for providers' published ranges.
+    #[must_use]
+    pub fn with_allowed_sources(self, ranges: impl IntoIterator<Item = Cidr>) -> Self {
+        let ranges: Vec<Cidr> = ranges.into_iter().collect();
+        self.map(|s| s.sources.allowed = Some(ranges))
+    }
+
+    /// Peers whose `X-Forwarded-For` is believed (your load balancers and
+    /// reverse proxies). Default: none, so the header is ignored and the
+    /// peer address is the client's. Only used with
+    /// [`with_allowed_sources`](Self::with_allowed_sources).
+    #[must_use]
+    pub fn with_trusted_proxies(self, ranges: impl IntoIterator<Item = Cidr>) -> Self {
+        let ranges: Vec<Cidr> = ranges.into_iter().collect();
+        self.map(|s| s.sources.trusted_proxies = ranges)
     }
 
     /// The store.

@@ -3,15 +3,26 @@
 //!
 //! Each request goes through these steps, cheapest rejection first:
 //!
+//! 0. with an [allow-list](VerifyWebhookLayer::with_allowed_sources), the
+//!    client address is in it, else **403** `source_not_allowed` (see
+//!    [`crate::source`] for the peer address, trusted proxies and
+//!    `X-Forwarded-For`);
 //! 1. the scheme's headers are present and well formed, else **400**
 //!    `malformed_webhook`;
 //! 2. the signed timestamp is within tolerance, else **401**
 //!    `timestamp_out_of_tolerance`;
 //! 3. the body is read up to the limit (a `Content-Length` above it is
 //!    refused before reading; a chunked body stops being read at the limit),
-//!    else **413** `payload_too_large`;
+//!    else **413** `payload_too_large`. The frames are copied into one
+//!    buffer that grows as bytes arrive (toward a declared `Content-Length`,
+//!    never past the limit), so a request costs at most about the limit in
+//!    memory however it is framed, and only what it actually sent. The limit is the only one: the `extract::Webhook` extractor reads
+//!    the buffered body without axum's 2 MiB `DefaultBodyLimit` (axum's own
+//!    `Bytes`/`String` extractors still apply it: behind the layer, use
+//!    `Webhook`, or add `DefaultBodyLimit::disable()` to the route);
 //! 4. some signature matches some active secret, else **401**
-//!    `invalid_signature`;
+//!    `invalid_signature` (both 401s carry
+//!    `WWW-Authenticate: Signature realm="webhooks", scheme="<scheme>"`);
 //! 5. the event is claimed in the [`DedupStore`](crate::DedupStore) under
 //!    `prefix:scheme:id` (or, when the scheme does not sign its id — GitHub,
 //!    Shopify, Slack — under `prefix:scheme:sha256:<body digest>`, so a
@@ -76,7 +87,7 @@
 //!
 //! | name | type | labels |
 //! |---|---|---|
-//! | `hookgate_receiver_verifications_total` | counter | `scheme`, `result` (`ok` or a rejection kind of steps 1-4) |
+//! | `hookgate_receiver_verifications_total` | counter | `scheme`, `result` (`ok` or a rejection kind of steps 0-4) |
 //! | `hookgate_receiver_duplicates_total` | counter | `scheme`, `kind` (`replayed`, `in_flight`, `conflicting`) |
 //! | `hookgate_receiver_store_errors_total` | counter | `scheme`, `op` (`claim`, `complete`, `release`, `renew`) |
 //! | `hookgate_receiver_handled_total` | counter | `scheme`, `outcome` (`completed`, `released`, `error`, `panic`, `undeduplicated`) |

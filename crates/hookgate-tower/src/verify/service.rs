@@ -13,7 +13,7 @@ use futures_util::{future::Either, FutureExt as _};
 use hookgate_core::VerifyError;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body::Body;
-use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt as _, Full, Limited};
 use sha2::{Digest as _, Sha256};
 use tower_service::Service;
 
@@ -22,12 +22,13 @@ use super::{
     ResponseFuture, VerifiedWebhook, VerifyWebhookLayer,
 };
 use crate::{
-    body::{BoxError, ResponseBody},
+    body::{collect_limited, BoxError, CollectError, ResponseBody},
     rejection::{
         problem_response, BodyReadFailed, ConflictingDuplicate, DuplicateInFlight,
-        InvalidSignature, MalformedWebhook, PayloadTooLarge, StoreUnavailable,
+        InvalidSignature, MalformedWebhook, PayloadTooLarge, SourceNotAllowed, StoreUnavailable,
         TimestampOutOfTolerance, WebhookRejection,
     },
+    source::Refused,
     store::{Claim, ClaimToken, DedupStore, Digest, DoneRecord, StoreErrorKind},
 };
 
@@ -154,12 +155,34 @@ fn verification_failed<B>(scheme: &'static str, err: VerifyError) -> Response<Re
         }
         VerifyError::TimestampTooOld { .. } | VerifyError::TimestampInFuture { .. } => reject(
             scheme,
-            TimestampOutOfTolerance::new(detail).with_source(err),
+            TimestampOutOfTolerance::new(detail)
+                .with_challenge(scheme)
+                .with_source(err),
         ),
         // `VerifyError` is non-exhaustive: a future variant is a failed
         // verification, never a pass.
-        _ => reject(scheme, InvalidSignature::new(detail).with_source(err)),
+        _ => reject(
+            scheme,
+            InvalidSignature::new(detail)
+                .with_challenge(scheme)
+                .with_source(err),
+        ),
     }
+}
+
+fn source_refused<B>(scheme: &'static str, refused: &Refused) -> Response<ResponseBody<B>> {
+    metrics::counter!("hookgate_receiver_verifications_total", "scheme" => scheme, "result" => "source_not_allowed")
+        .increment(1);
+    if *refused == Refused::NoPeerAddress {
+        tracing::error!(scheme, kind = "source_not_allowed", reason = %refused, "webhook rejected: allow-list configured but the request carries no peer address");
+    } else {
+        tracing::info!(scheme, kind = "source_not_allowed", reason = %refused, "webhook rejected");
+    }
+    layer_response(
+        SourceNotAllowed::new("requests from this address are not accepted")
+            .with_source(refused.to_string())
+            .into_response(),
+    )
 }
 
 fn too_large<B>(scheme: &'static str, limit: usize) -> Response<ResponseBody<B>> {
@@ -283,15 +306,20 @@ where
     let verifier = &shared.verifier;
     let scheme = verifier.scheme().name();
 
+    // 0. Source address, before anything of the request is read.
+    if let Err(refused) = shared.sources.check(&req) {
+        return Ok(source_refused(scheme, &refused));
+    }
     // 1. Headers.
     let parsed = match verifier.parse_headers(req.headers()) {
         Ok(p) => p,
         Err(e) => return Ok(verification_failed(scheme, e)),
     };
     // 2. Timestamp.
-    if let Err(e) = verifier.check_timestamp(&parsed, shared.clock.now()) {
-        return Ok(verification_failed(scheme, e));
-    }
+    let parsed = match verifier.check_timestamp(parsed, shared.clock.now()) {
+        Ok(checked) => checked,
+        Err(e) => return Ok(verification_failed(scheme, e)),
+    };
     // 3. Body, up to the limit; Content-Length first.
     let limit = shared.body_limit;
     let declared = req
@@ -304,10 +332,12 @@ where
         return Ok(too_large(scheme, limit));
     }
     let (mut parts, body) = req.into_parts();
-    let bytes = match Limited::new(body, limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<LengthLimitError>() => return Ok(too_large(scheme, limit)),
-        Err(e) => {
+    // One buffer, capped at the limit, whatever the framing.
+    let expected = declared.and_then(|n| usize::try_from(n).ok());
+    let bytes = match collect_limited(body, limit, expected).await {
+        Ok(bytes) => bytes,
+        Err(CollectError::TooLarge) => return Ok(too_large(scheme, limit)),
+        Err(CollectError::Read(e)) => {
             metrics::counter!("hookgate_receiver_verifications_total", "scheme" => scheme, "result" => "body_read_failed")
                 .increment(1);
             return Ok(reject(
