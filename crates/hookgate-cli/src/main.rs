@@ -8,8 +8,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-// Wired into `serve --admin-listen` and `worker` as those land.
-#[allow(dead_code)]
 mod admin;
 mod cmd;
 

@@ -5,6 +5,7 @@
 
 pub(crate) mod demo;
 pub(crate) mod dlq;
+pub(crate) mod forward;
 pub(crate) mod send;
 pub(crate) mod serve;
 pub(crate) mod sign;
@@ -84,9 +85,68 @@ impl std::fmt::Debug for SchemeArgs {
     }
 }
 
+/// A duration flag: humantime (`500ms`, `30s`, `5m`, `72h`, `1h 30m`) or a
+/// bare number of seconds (`300`).
+pub(crate) fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    if let Ok(secs) = text.parse::<u64>() {
+        return Ok(std::time::Duration::from_secs(secs));
+    }
+    humantime::parse_duration(text).map_err(|e| format!("{e} (expected e.g. 300, 30s, 5m, 72h)"))
+}
+
+/// A listen address: `HOST:PORT`, `:PORT` or a bare `PORT` (both on
+/// 127.0.0.1), or `localhost:PORT`.
+pub(crate) fn parse_listen(text: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::ToSocketAddrs as _;
+    let text = text.trim();
+    if let Ok(port) = text.trim_start_matches(':').parse::<u16>() {
+        return Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    text.to_socket_addrs()
+        .map_err(|e| format!("{e} (expected e.g. 127.0.0.1:8080, localhost:8080 or 8080)"))?
+        .find(std::net::SocketAddr::is_ipv4)
+        .or_else(|| text.to_socket_addrs().ok()?.next())
+        .ok_or_else(|| "no address found (expected e.g. 127.0.0.1:8080)".to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::scrub_with;
+
+    #[test]
+    fn durations_take_seconds_or_humantime() {
+        use std::time::Duration;
+        assert_eq!(super::parse_duration("300"), Ok(Duration::from_secs(300)));
+        assert_eq!(super::parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(
+            super::parse_duration("500ms"),
+            Ok(Duration::from_millis(500))
+        );
+        assert_eq!(
+            super::parse_duration("72h"),
+            Ok(Duration::from_secs(72 * 3600))
+        );
+        assert!(super::parse_duration("soon").is_err());
+        assert!(super::parse_duration("-1").is_err());
+    }
+
+    #[test]
+    fn listen_addresses_in_every_form() {
+        let local = |p: u16| std::net::SocketAddr::from(([127, 0, 0, 1], p));
+        assert_eq!(super::parse_listen("8080"), Ok(local(8080)));
+        assert_eq!(super::parse_listen(":8080"), Ok(local(8080)));
+        assert_eq!(super::parse_listen("127.0.0.1:8080"), Ok(local(8080)));
+        assert_eq!(super::parse_listen("localhost:8080"), Ok(local(8080)));
+        assert_eq!(
+            super::parse_listen("[::1]:9"),
+            Ok("[::1]:9".parse().unwrap())
+        );
+        assert!(super::parse_listen("nowhere").is_err());
+    }
 
     fn scrub(message: &str, args: &[&str]) -> String {
         scrub_with(message, args.iter().map(|a| (*a).to_owned()))

@@ -18,39 +18,66 @@
 use std::{io::Write as _, net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
-use axum::{http::StatusCode, routing::post, Router};
+use axum::{
+    http::StatusCode,
+    routing::{on, post, MethodFilter},
+    Router,
+};
 use hookgate_core::Verifier;
 use hookgate_tower::{extract::Webhook, source::Cidr, DedupStore, MemoryStore, VerifyWebhookLayer};
 
 /// Arguments of `hookgate serve`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  hookgate serve --listen 8080 --scheme standard --secret whsec_... 
+  hookgate serve --scheme github --secret \"$GITHUB_SECRET\" --store redis://127.0.0.1:6379 --namespace shop
+  hookgate serve --scheme stripe --secret whsec_... --store postgres://postgres@127.0.0.1/test \\
+      --forward http://127.0.0.1:8000/hooks --admin-listen 127.0.0.1:9090")]
 pub(crate) struct Args {
-    /// Address to listen on (`127.0.0.1:0` picks a free port; the address
-    /// actually bound is printed on stderr).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    /// Address to listen on: `HOST:PORT`, `localhost:PORT` or a bare `PORT`
+    /// (127.0.0.1); `127.0.0.1:0` picks a free port (the address actually
+    /// bound is printed on stderr).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080", value_parser = super::parse_listen)]
     listen: SocketAddr,
     #[command(flatten)]
     key: super::SchemeArgs,
-    /// Dedup store: `memory`, `redis://host:port/db` or
-    /// `postgres://user@host:port/db`.
-    #[arg(long, value_name = "URL", default_value = "memory")]
+    /// Dedup store: `memory`, `redis://host:port/db`, `rediss://..` (TLS) or
+    /// `postgres://user@host:port/db` (`?sslmode=verify-full&sslrootcert=ca.pem` for TLS).
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "memory",
+        env = "HOOKGATE_STORE",
+        hide_env_values = true
+    )]
     store: String,
-    /// Key prefix in the store (namespaces providers and tenants).
-    #[arg(long, value_name = "PREFIX", default_value = "hookgate")]
-    prefix: String,
-    /// Timestamp tolerance in seconds, either way.
-    #[arg(long, value_name = "SECS", default_value_t = 300)]
-    tolerance: u64,
+    /// CA certificates (PEM) that a `rediss://` store's certificate must chain
+    /// to, instead of the system's roots (Postgres: `sslrootcert=` in the URL).
+    #[arg(long, value_name = "FILE", env = "HOOKGATE_STORE_CA")]
+    store_ca: Option<std::path::PathBuf>,
+    /// Namespace of the dedup keys in the store (separates providers,
+    /// endpoints and tenants sharing one store).
+    #[arg(
+        long = "namespace",
+        alias = "prefix",
+        value_name = "NS",
+        default_value = "hookgate",
+        env = "HOOKGATE_NAMESPACE"
+    )]
+    namespace: String,
+    /// Timestamp tolerance, either way (`300`, `5m`).
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = super::parse_duration)]
+    tolerance: Duration,
     /// Largest body accepted, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = 1024 * 1024)]
     max_body: usize,
-    /// Claim lease in seconds (longer than the slowest handling).
-    #[arg(long, value_name = "SECS", default_value_t = 30)]
-    lease: u64,
-    /// How long a handled event is remembered, in seconds (longer than
-    /// senders retry).
-    #[arg(long, value_name = "SECS", default_value_t = 72 * 3600)]
-    retention: u64,
+    /// Claim lease; renewed while the handler runs, so it only matters when
+    /// a process dies mid-request.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = super::parse_duration)]
+    lease: Duration,
+    /// How long a handled event is remembered (longer than senders retry).
+    #[arg(long, value_name = "DURATION", default_value = "72h", value_parser = super::parse_duration)]
+    retention: Duration,
     /// When the store is unreachable, accept events without deduplication
     /// instead of answering 503.
     #[arg(long)]
@@ -63,6 +90,26 @@ pub(crate) struct Args {
     /// load balancer or reverse proxy. Default: none (the header is ignored).
     #[arg(long = "trusted-proxy", value_name = "CIDR")]
     trusted_proxy: Vec<Cidr>,
+    /// Forward each verified, first-seen event to this application instead
+    /// of printing it (path and query appended; `Hookgate-Event-Id`,
+    /// `Hookgate-Scheme`, `Hookgate-Verified` added). Its status decides
+    /// like a handler's: 5xx, 408, 409, 425, 429 release the claim so the
+    /// sender's retry is forwarded again; unreachable: 502; too slow: 504.
+    #[arg(long, value_name = "URL")]
+    forward: Option<reqwest::Url>,
+    /// With --forward: how long one forwarded request may take.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = super::parse_duration)]
+    upstream_timeout: Duration,
+    /// With --forward: most requests to the upstream at once.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    upstream_max_connections: usize,
+    /// With --forward: how long an idle upstream connection is kept.
+    #[arg(long, value_name = "DURATION", default_value = "90s", value_parser = super::parse_duration)]
+    upstream_keep_alive: Duration,
+    /// Serve `/metrics` (Prometheus), `/health` and `/ready` (store
+    /// reachable) on this separate address. Off by default.
+    #[arg(long, value_name = "ADDR", value_parser = super::parse_listen)]
+    admin_listen: Option<SocketAddr>,
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -76,7 +123,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         .ok();
     let verifier = Verifier::from_secret_strings(args.key.scheme, &args.key.secrets)
         .context("invalid --secret")?
-        .with_tolerance(Duration::from_secs(args.tolerance));
+        .with_tolerance(args.tolerance);
     if args.max_body == 0 {
         anyhow::bail!("--max-body must be at least 1");
     }
@@ -87,36 +134,54 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     runtime.block_on(serve(args, verifier))
 }
 
-async fn open_store(url: &str) -> anyhow::Result<Arc<dyn DedupStore>> {
+async fn open_store(
+    url: &str,
+    ca: Option<&std::path::Path>,
+) -> anyhow::Result<Arc<dyn DedupStore>> {
     if url == "memory" {
         return Ok(Arc::new(MemoryStore::default()));
     }
     #[cfg(feature = "redis")]
     if url.starts_with("redis://") || url.starts_with("rediss://") {
-        let store = hookgate_tower::store::RedisStore::connect(url)
-            .await
-            .context("cannot connect to the Redis store")?;
+        let store = match ca {
+            Some(ca) => hookgate_tower::store::RedisStore::connect_with_ca(url, ca).await,
+            None => hookgate_tower::store::RedisStore::connect(url).await,
+        }
+        .context("cannot connect to the Redis store")?;
         return Ok(Arc::new(store));
     }
     #[cfg(feature = "postgres")]
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        if ca.is_some() {
+            anyhow::bail!(
+                "--store-ca is for rediss:// stores; for Postgres put sslrootcert=FILE in the URL"
+            );
+        }
         let store = hookgate_tower::store::PostgresStore::connect(url)
             .await
             .context("cannot connect to the Postgres store")?;
         store.spawn_sweeper(Duration::from_secs(60));
         return Ok(Arc::new(store));
     }
-    anyhow::bail!("unsupported --store `{url}` (expected memory, redis://.. or postgres://..)")
+    anyhow::bail!(
+        "unsupported --store `{}` (expected memory, redis://.., rediss://.. or postgres://..)",
+        store_label(url)
+    )
 }
 
 async fn serve(args: Args, verifier: Verifier) -> anyhow::Result<ExitCode> {
-    let store = open_store(&args.store).await?;
+    let store = open_store(&args.store, args.store_ca.as_deref()).await?;
+    if let Some(admin) = args.admin_listen {
+        let ready = crate::admin::ready_check_for_store(&args.store, args.store_ca.clone())?;
+        let bound = crate::admin::spawn(admin, ready).await?;
+        eprintln!("hookgate serve: admin on http://{bound} (/metrics, /health, /ready)");
+    }
     let layer = VerifyWebhookLayer::new(verifier)
         .with_store(store)
-        .with_prefix(args.prefix)
+        .with_prefix(args.namespace)
         .with_body_limit(args.max_body)
-        .with_lease(Duration::from_secs(args.lease.max(1)))
-        .with_retention(Duration::from_secs(args.retention.max(1)))
+        .with_lease(args.lease.max(Duration::from_secs(1)))
+        .with_retention(args.retention.max(Duration::from_secs(1)))
         .with_fail_open(args.fail_open)
         .with_trusted_proxies(args.trusted_proxy.iter().copied());
     let layer = if args.allow_from.is_empty() {
@@ -124,18 +189,48 @@ async fn serve(args: Args, verifier: Verifier) -> anyhow::Result<ExitCode> {
     } else {
         layer.with_allowed_sources(args.allow_from.iter().copied())
     };
-    let accept = post(print_event).route_layer(layer);
-    let app = Router::new()
-        .route("/", accept.clone())
-        .route("/{*path}", accept);
+    let app = match &args.forward {
+        // POST, PUT and PATCH (the methods that carry a webhook's body) keep
+        // their method upstream; others get 405 before any verification.
+        Some(base) => {
+            let forwarder = super::forward::Forwarder::new(&super::forward::ForwardConfig {
+                base: base.clone(),
+                timeout: args.upstream_timeout,
+                max_connections: args.upstream_max_connections.max(1),
+                keep_alive: args.upstream_keep_alive,
+            })?;
+            let methods = MethodFilter::POST
+                .or(MethodFilter::PUT)
+                .or(MethodFilter::PATCH);
+            let accept = on(methods, super::forward::forward)
+                .route_layer(layer)
+                .with_state(forwarder);
+            Router::new()
+                .route("/", accept.clone())
+                .route("/{*path}", accept)
+        }
+        None => {
+            let accept = post(print_event).route_layer(layer);
+            Router::new()
+                .route("/", accept.clone())
+                .route("/{*path}", accept)
+        }
+    };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr().context("no local address")?;
     eprintln!(
-        "hookgate serve: listening on http://{addr} (scheme {}, store {})",
+        "hookgate serve: listening on http://{addr} (scheme {}, store {}{})",
         args.key.scheme,
-        store_label(&args.store)
+        store_label(&args.store),
+        args.forward
+            .as_ref()
+            .map(|u| format!(
+                ", forwarding to {}",
+                hookgate_sender::redact::url(u.as_str())
+            ))
+            .unwrap_or_default()
     );
     // The peer address (ConnectInfo) is what --allow-from checks.
     axum::serve(
@@ -151,12 +246,7 @@ async fn serve(args: Args, verifier: Verifier) -> anyhow::Result<ExitCode> {
 
 /// The store URL without credentials, for the start-up line.
 fn store_label(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            format!("{}://***@{}", &url[..scheme_end], &url[at + 1..])
-        }
-        _ => url.to_owned(),
-    }
+    hookgate_sender::redact::dsn(url)
 }
 
 async fn print_event(webhook: Webhook) -> StatusCode {
@@ -213,10 +303,13 @@ mod tests {
     #[test]
     fn store_label_hides_credentials() {
         assert_eq!(store_label("memory"), "memory");
+        // The password goes, in every DSN form; the user name is no secret.
         assert_eq!(
             store_label("postgres://user:pw@db:5432/x"),
-            "postgres://***@db:5432/x"
+            "postgres://user:***@db:5432/x"
         );
+        assert!(!store_label("postgres://u:p@ss@db/x").contains("ss@"));
+        assert!(!store_label("host=db user=u password=hunter2").contains("hunter2"));
         assert_eq!(
             store_label("redis://127.0.0.1:6379"),
             "redis://127.0.0.1:6379"
