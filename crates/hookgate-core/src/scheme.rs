@@ -3,8 +3,7 @@
 use std::{fmt, str::FromStr};
 
 use base64::Engine as _;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use hmac::Mac as _;
 
 use crate::{ConfigError, Headers, Malformed, Secret, VerifyError};
 
@@ -97,9 +96,8 @@ impl Scheme {
 
     /// HMAC-SHA256 of the bytes this scheme signs.
     pub(crate) fn mac(self, key: &Secret, id: &str, timestamp: &str, body: &[u8]) -> [u8; MAC_LEN] {
-        // `new_from_slice` accepts keys of any length for HMAC.
-        let mut mac = Hmac::<Sha256>::new_from_slice(key.expose_bytes())
-            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        // Starts from the secret's precomputed keyed state.
+        let mut mac = key.hmac();
         match self {
             Self::StandardWebhooks => {
                 mac.update(id.as_bytes());

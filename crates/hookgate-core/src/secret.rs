@@ -1,6 +1,8 @@
 //! Signing secrets: redacted in `Debug`, zeroized on drop, never compared.
 
 use base64::Engine as _;
+use hmac::{Hmac, KeyInit as _};
+use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use crate::{ConfigError, Scheme};
@@ -32,6 +34,11 @@ use crate::{ConfigError, Scheme};
 /// ```
 pub struct Secret {
     key: Zeroizing<Vec<u8>>,
+    /// HMAC-SHA256 keyed with `key`: the inner and outer padded key blocks
+    /// already hashed, so each MAC starts from this state (a copy) instead
+    /// of hashing two key blocks again. sha2's and hmac's `zeroize` features
+    /// wipe these states (here and in every copy) when they are dropped.
+    keyed: Hmac<Sha256>,
 }
 
 impl Secret {
@@ -44,7 +51,8 @@ impl Secret {
         if key.is_empty() {
             return Err(ConfigError::EmptySecret);
         }
-        Ok(Self { key })
+        let keyed = keyed(&key);
+        Ok(Self { key, keyed })
     }
 
     /// Parse a secret string the way `scheme`'s provider does.
@@ -101,12 +109,24 @@ impl Secret {
             base64::engine::general_purpose::STANDARD.encode(&*self.key)
         )
     }
+
+    /// A copy of the keyed HMAC state, ready for the signed bytes.
+    pub(crate) fn hmac(&self) -> Hmac<Sha256> {
+        self.keyed.clone()
+    }
+}
+
+/// HMAC takes keys of any length (longer ones are hashed first).
+fn keyed(key: &[u8]) -> Hmac<Sha256> {
+    Hmac::<Sha256>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"))
 }
 
 impl Clone for Secret {
     fn clone(&self) -> Self {
         Self {
             key: Zeroizing::new(self.key.to_vec()),
+            keyed: self.keyed.clone(),
         }
     }
 }

@@ -168,9 +168,9 @@ fn matches(filter: &DlqFilter, dead: &DeadLetter) -> bool {
     filter
         .endpoint
         .as_ref()
-        .map_or(true, |e| *e == dead.key.endpoint)
-        && filter.since_ms.map_or(true, |s| dead.dead_at_ms >= s)
-        && filter.until_ms.map_or(true, |u| dead.dead_at_ms < u)
+        .is_none_or(|e| *e == dead.key.endpoint)
+        && filter.since_ms.is_none_or(|s| dead.dead_at_ms >= s)
+        && filter.until_ms.is_none_or(|u| dead.dead_at_ms < u)
 }
 
 impl Queue for MemoryQueue {
