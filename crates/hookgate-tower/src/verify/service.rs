@@ -16,6 +16,7 @@ use http_body::Body;
 use http_body_util::{BodyExt as _, Full, Limited};
 use sha2::{Digest as _, Sha256};
 use tower_service::Service;
+use tracing::Instrument as _;
 
 use super::{
     layer::{Shared, STORE_RETRY_AFTER_SECS},
@@ -114,7 +115,26 @@ where
         // The ready service goes into the future; `self` keeps a fresh clone.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::new(handle(Arc::clone(&self.shared), inner, req))
+        // One span per received webhook; `id` is filled in once verified,
+        // `outcome` and `status` when the answer is known.
+        let span = tracing::info_span!(
+            "webhook",
+            scheme = self.shared.verifier.scheme().name(),
+            id = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+            status = tracing::field::Empty,
+        );
+        let handled = handle(Arc::clone(&self.shared), inner, req);
+        ResponseFuture::new(
+            async move {
+                let result = handled.await;
+                if let Ok(res) = &result {
+                    tracing::Span::current().record("status", res.status().as_u16());
+                }
+                result
+            }
+            .instrument(span),
+        )
     }
 }
 
@@ -127,6 +147,7 @@ fn reject<B>(
     rejection: impl Into<WebhookRejection>,
 ) -> Response<ResponseBody<B>> {
     let rejection = rejection.into();
+    tracing::Span::current().record("outcome", rejection.kind());
     match &rejection {
         WebhookRejection::DuplicateInFlight(_) => {
             tracing::debug!(scheme, kind = rejection.kind(), reason = %rejection, "webhook rejected");
@@ -171,6 +192,7 @@ fn verification_failed<B>(scheme: &'static str, err: VerifyError) -> Response<Re
 }
 
 fn source_refused<B>(scheme: &'static str, refused: &Refused) -> Response<ResponseBody<B>> {
+    tracing::Span::current().record("outcome", "source_not_allowed");
     metrics::counter!("hookgate_receiver_verifications_total", "scheme" => scheme, "result" => "source_not_allowed")
         .increment(1);
     if *refused == Refused::NoPeerAddress {
@@ -368,6 +390,9 @@ where
         dedup_key: key,
         deduplicated: true,
     };
+    if let Some(id) = &webhook.id {
+        tracing::Span::current().record("id", id.as_str());
+    }
 
     let claim = shared
         .store
@@ -406,6 +431,7 @@ where
             // the store's setup, and running the handler undeduplicated
             // would hide that.
             tracing::error!(scheme, key = %webhook.dedup_key, error = %e, "dedup store is misconfigured; answering 500 (an operator must fix the store)");
+            tracing::Span::current().record("outcome", "store_misconfigured");
             return Ok(layer_response(problem_response(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "store_misconfigured",
@@ -543,6 +569,7 @@ where
     };
     metrics::counter!("hookgate_receiver_handled_total", "scheme" => scheme, "outcome" => outcome)
         .increment(1);
+    tracing::Span::current().record("outcome", outcome);
 
     // Record the outcome in a task of its own, so a request dropped while
     // the store answers cannot cancel it; wait for it so that a sender's
@@ -560,6 +587,7 @@ where
 
 /// Answer a duplicate of a handled event from its done record.
 fn replay<B>(key: &str, record: DoneRecord) -> Response<ResponseBody<B>> {
+    tracing::Span::current().record("outcome", "replayed");
     let status = StatusCode::from_u16(record.status).unwrap_or_else(|_| {
         tracing::error!(key, status = record.status, "store holds an invalid status");
         StatusCode::INTERNAL_SERVER_ERROR
