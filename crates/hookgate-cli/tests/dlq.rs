@@ -73,7 +73,7 @@ async fn story(store: &str, ns: &str, queue: Arc<dyn Queue>) {
     let text = stdout(&out);
     assert!(text.starts_with("DEAD AT"), "{text}");
     assert_eq!(text.lines().count(), 5, "{text}");
-    assert!(text.contains("exhausted: 2 attempts"));
+    assert!(text.contains("exhausted (last: HTTP 500"));
     let out = dlq(&["list", "--json", "--endpoint", "ep"], store, ns).await;
     let rows = json_lines(&out);
     assert_eq!(rows.len(), 3);
@@ -98,7 +98,7 @@ async fn story(store: &str, ns: &str, queue: Arc<dyn Queue>) {
     assert_eq!(shown["payload"]["msg"], "m1");
     assert_eq!(shown["attempts"][0]["status"], 500);
     let out = dlq(&["show", "m1"], store, ns).await;
-    assert!(stdout(&out).contains("reason:     exhausted: 2 attempts"));
+    assert!(stdout(&out).contains("reason:     exhausted (last: HTTP 500"));
     let out = dlq(&["show", "nope"], store, ns).await;
     assert_eq!(out.status.code(), Some(1));
 
@@ -147,7 +147,7 @@ async fn story(store: &str, ns: &str, queue: Arc<dyn Queue>) {
     let out = dlq(&["replay", "m4", "--allow-private"], store, ns).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stdout(&out).contains("m4 (other): failed: exhausted: 1 attempts"),
+        stdout(&out).contains("m4 (other): failed: exhausted (last: HTTP 503"),
         "{}",
         stdout(&out)
     );
@@ -170,7 +170,7 @@ async fn story(store: &str, ns: &str, queue: Arc<dyn Queue>) {
     let out = dlq(&["replay", "m4", "--enqueue"], store, ns).await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let stats = queue.stats().await.unwrap();
-    assert_eq!((stats.pending, stats.dead), (1, 0));
+    assert_eq!((stats.pending(), stats.dead), (1, 0));
 
     // purge.
     send_failing(store, ns, &url, "ep", "m5").await;

@@ -138,7 +138,7 @@ async fn exhausted_exits_1() {
     .await;
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains("not delivered: exhausted: 2 attempts (last: HTTP 500"),
+        stderr(&out).contains("not delivered: exhausted (last: HTTP 500"),
         "{}",
         stderr(&out)
     );

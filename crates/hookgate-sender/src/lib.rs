@@ -21,13 +21,17 @@
 //!
 //! - [`Sender`] stores endpoints and enqueues messages (returns once stored).
 //! - [`Worker`] leases due deliveries and attempts them: signed afresh each
-//!   time ([`delivery`]), classified ([`outcome`]), retried with backoff and
-//!   full jitter ([`retry`]), dead-lettered when exhausted or permanent.
+//!   time ([`delivery`]), classified ([`outcome`]), then one pure function
+//!   ([`decide`]) chooses the next [`Transition`](queue::Transition) —
+//!   delivered, retried with backoff and full jitter ([`retry`]), or
+//!   dead-lettered when exhausted or permanent — which the queue applies in
+//!   one fenced step.
 //! - [`ssrf`] keeps deliveries out of private networks, on by default.
 //! - [`queue`]: the storage contract and its backends.
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod decide;
 pub mod delivery;
 mod endpoint;
 mod message;

@@ -58,7 +58,7 @@ async fn outbox_commits_and_rolls_back_with_the_callers_data() {
             .await
             .unwrap()
             .is_empty());
-        assert_eq!(q.stats().await.unwrap().pending, 0);
+        assert_eq!(q.stats().await.unwrap().pending(), 0);
 
         // Committed: both exist, and the webhook is leased.
         let tx = client.transaction().await.unwrap();
@@ -143,13 +143,13 @@ async fn migrate_is_idempotent_and_concurrent_safe() {
         for t in tasks {
             let other = t.await.unwrap();
             // Same tables: every handle sees the message.
-            assert_eq!(other.stats().await.unwrap().pending, 1);
+            assert_eq!(other.stats().await.unwrap().pending(), 1);
         }
         // A table prefix isolates a second queue within the schema.
         let prefixed = q.clone().with_table_prefix("tenant2_").unwrap();
-        assert_eq!(prefixed.stats().await.unwrap().pending, 0);
+        assert_eq!(prefixed.stats().await.unwrap().pending(), 0);
         prefixed.drop_tables().await.unwrap();
-        assert_eq!(q.stats().await.unwrap().pending, 1);
+        assert_eq!(q.stats().await.unwrap().pending(), 1);
     };
     support::with_cleanup(body, support::pg::drop_schema(&q)).await;
 }

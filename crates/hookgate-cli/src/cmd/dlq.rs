@@ -195,7 +195,8 @@ fn to_json(d: &DeadLetter, with_payload: bool) -> serde_json::Value {
         "event_type": d.message.event_type,
         "created_at_ms": d.message.created_at_ms,
         "dead_at_ms": d.dead_at_ms,
-        "reason": d.reason,
+        "reason": d.reason.to_string(),
+        "reason_code": d.reason.code(),
         "attempts": d.attempts.iter().map(|a| json!({
             "at_ms": a.at_ms,
             "url": a.url,
@@ -646,7 +647,7 @@ impl Replayer<'_> {
                     self.failed += 1;
                     let detail = match ssrf_hint(reason) {
                         Some(h) => format!("{reason} ({h})"),
-                        None => reason.clone(),
+                        None => reason.to_string(),
                     };
                     report_line(self.json, &r.key, "failed", Some(&detail));
                 }

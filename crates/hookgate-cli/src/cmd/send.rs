@@ -12,7 +12,7 @@ use std::{io::Read as _, net::IpAddr, process::ExitCode, sync::Arc, time::Durati
 
 use anyhow::Context as _;
 use hookgate_sender::{
-    queue::{DeadLetter, DeliveryKey, MemoryQueue, Queue},
+    queue::{DeadLetter, DeadReason, DeliveryKey, MemoryQueue, Queue},
     retry::RetryPolicy,
     ssrf::SsrfPolicy,
     worker::{AttemptReport, Next},
@@ -187,8 +187,8 @@ pub(crate) fn describe(r: &AttemptReport) -> String {
 }
 
 /// Hint for a delivery the SSRF guard refused.
-pub(crate) fn ssrf_hint(reason: &str) -> Option<&'static str> {
-    reason.contains("SSRF guard").then_some(
+pub(crate) fn ssrf_hint(reason: &DeadReason) -> Option<&'static str> {
+    matches!(reason, DeadReason::Refused { .. }).then_some(
         "the SSRF guard refuses loopback and private addresses; pass --allow-private (or --allow CIDR) to send there",
     )
 }

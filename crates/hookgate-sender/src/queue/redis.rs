@@ -17,13 +17,18 @@
 //! *member* is `endpoint \0 message_id`, so members sort like
 //! [`DeliveryKey`]s (endpoint ids may not contain NUL).
 //!
-//! - `due` (sorted set): deliveries waiting, scored by next attempt (Unix ms);
-//! - `leased` (sorted set): deliveries leased, scored by lease expiry;
-//! - `d:<member>` (hash): the message, attempt count, next attempt, lease token;
+//! - `d:<member>` (hash): the delivery for its whole life: the message, its
+//!   `state` (`scheduled`, `leased`, `held`, `delivered`, `dead`), attempt
+//!   count, next attempt, lease token, and for a dead letter its reason and
+//!   time. A delivered one expires after the retention window (`PEXPIRE`);
 //! - `h:<member>` (list): the attempt history, one JSON object per attempt;
+//! - `due` (sorted set): scheduled deliveries, scored by next attempt (Unix ms);
+//! - `leased` (sorted set): leased deliveries, scored by lease expiry;
+//! - `held` (sorted set, all scores 0, so a lexical range is one endpoint):
+//!   held deliveries;
+//! - `done` (sorted set): delivered keys by time, for the retention count;
 //! - `dlq` and `dlq:e:<endpoint>` (sorted sets): dead letters scored by the
 //!   time they died, for paging (all, and per endpoint);
-//! - `x:<member>` (hash): a dead letter (message, reason, time);
 //! - `ep:<id>` (hash): an endpoint's configuration, **secret strings
 //!   included** (`config`), and its `disabled` flag.
 //!
@@ -40,8 +45,9 @@ use std::time::Duration;
 use redis::{aio::ConnectionManager, aio::ConnectionManagerConfig, RedisError, Script};
 
 use super::{
-    Attempt, BoxFuture, DeadLetter, DeliveryKey, DlqFilter, Job, LeaseToken, Leased, Page, Queue,
-    QueueError, QueueErrorKind, QueueStats, Result,
+    delay_ms, Attempt, BoxFuture, DeadLetter, DeadReason, DeliveryKey, DeliveryState, DlqFilter,
+    Enqueued, Job, LeaseToken, Leased, Page, Queue, QueueError, QueueErrorKind, QueueStats, Result,
+    Transition, DEFAULT_DELIVERED_RETENTION,
 };
 use crate::{Endpoint, Message};
 
@@ -62,19 +68,34 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local nows = string.format('%d', now)
 ";
 
-/// Lua: `d` is the delivery hash; return 0 unless ARGV[3] is its lease token.
+/// Lua: record the attempt in ARGV[4] (if any) while the delivery exists,
+/// then return 0 unless the delivery is leased with token ARGV[3]; on
+/// success the lease is cleared and the body follows.
 const FENCE: &str = "local P, m = ARGV[1], ARGV[2]
-local d = P .. 'd:' .. m
-if redis.call('HGET', d, 'token') ~= ARGV[3] then return 0 end
+local d, h = P .. 'd:' .. m, P .. 'h:' .. m
+if ARGV[4] ~= '' and redis.call('EXISTS', d) == 1 then
+  redis.call('RPUSH', h, ARGV[4])
+  local ttl = redis.call('PTTL', d)
+  if ttl > 0 then redis.call('PEXPIRE', h, ttl) end
+end
+local f = redis.call('HMGET', d, 'state', 'token', 'endpoint')
+if f[1] ~= 'leased' or f[2] ~= ARGV[3] then return 0 end
+redis.call('ZREM', P .. 'leased', m)
+redis.call('ZREM', P .. 'due', m)
+redis.call('HDEL', d, 'token')
 ";
 
 const ENQUEUE: &str = "local P, m = ARGV[1], ARGV[2]
 local d = P .. 'd:' .. m
-if redis.call('EXISTS', d) == 1 then return 0 end
+if redis.call('EXISTS', d) == 1 then
+  return redis.call('HGET', d, 'state') or 'scheduled'
+end
+redis.call('DEL', P .. 'h:' .. m)
 redis.call('HSET', d, 'endpoint', ARGV[3], 'id', ARGV[4], 'event_type', ARGV[5],
-  'payload', ARGV[6], 'created_at_ms', ARGV[7], 'attempts', '0', 'next_attempt_ms', nows)
+  'payload', ARGV[6], 'created_at_ms', ARGV[7], 'attempts', '0', 'next_attempt_ms', nows,
+  'state', 'scheduled')
 redis.call('ZADD', P .. 'due', nows, m)
-return 1
+return 'new'
 ";
 
 const LEASE: &str = "local P = ARGV[1]
@@ -91,86 +112,100 @@ for i, m in ipairs(items) do
   local d = P .. 'd:' .. m
   redis.call('ZREM', due, m)
   local f = redis.call('HMGET', d, 'endpoint', 'id', 'event_type', 'payload', 'created_at_ms',
-    'attempts', 'next_attempt_ms')
+    'next_attempt_ms')
   if f[1] then
     local tok = ARGV[4] .. '.' .. i
+    local n = redis.call('HINCRBY', d, 'attempts', 1)
     redis.call('ZADD', leased, untils, m)
-    redis.call('HSET', d, 'token', tok)
-    out[#out + 1] = {f[1], f[2], f[3], f[4], f[5], f[6], f[7], tok}
+    redis.call('HSET', d, 'token', tok, 'state', 'leased')
+    out[#out + 1] = {f[1], f[2], f[3], f[4], f[5], tostring(n), f[6], tok}
   end
 end
 return out
 ";
 
-const RETRY: &str = "redis.call('ZREM', P .. 'leased', m)
-redis.call('ZADD', P .. 'due', ARGV[5], m)
-redis.call('HINCRBY', d, 'attempts', 1)
-redis.call('HSET', d, 'next_attempt_ms', ARGV[5])
-redis.call('HDEL', d, 'token')
-redis.call('RPUSH', P .. 'h:' .. m, ARGV[4])
+const DELIVERED: &str = "redis.call('HSET', d, 'state', 'delivered', 'finished_ms', nows)
+redis.call('ZADD', P .. 'done', nows, m)
+redis.call('PEXPIRE', d, ARGV[5])
+if redis.call('EXISTS', h) == 1 then redis.call('PEXPIRE', h, ARGV[5]) end
 return 1
 ";
 
-const DELIVERED: &str = "redis.call('ZREM', P .. 'leased', m)
-redis.call('ZREM', P .. 'due', m)
-redis.call('DEL', d, P .. 'h:' .. m)
+const RETRY: &str = "local at = string.format('%d', now + tonumber(ARGV[5]))
+redis.call('HSET', d, 'state', 'scheduled', 'next_attempt_ms', at)
+redis.call('ZADD', P .. 'due', at, m)
 return 1
 ";
 
-const DEAD: &str = "redis.call('ZREM', P .. 'leased', m)
-redis.call('ZREM', P .. 'due', m)
-if ARGV[4] ~= '' then redis.call('RPUSH', P .. 'h:' .. m, ARGV[4]) end
-local f = redis.call('HMGET', d, 'endpoint', 'id', 'event_type', 'payload', 'created_at_ms')
-local x = P .. 'x:' .. m
-redis.call('DEL', x)
-redis.call('HSET', x, 'endpoint', f[1], 'id', f[2], 'event_type', f[3], 'payload', f[4],
-  'created_at_ms', f[5], 'reason', ARGV[5], 'dead_at_ms', nows)
-redis.call('DEL', d)
+/// Defer and Interrupted (a defer by 0): scheduled again, attempt refunded.
+const DEFER: &str = "local at = string.format('%d', now + tonumber(ARGV[5]))
+redis.call('HSET', d, 'state', 'scheduled', 'next_attempt_ms', at)
+if redis.call('HINCRBY', d, 'attempts', -1) < 0 then redis.call('HSET', d, 'attempts', '0') end
+redis.call('ZADD', P .. 'due', at, m)
+return 1
+";
+
+const HOLD: &str = "redis.call('HSET', d, 'state', 'held')
+if redis.call('HINCRBY', d, 'attempts', -1) < 0 then redis.call('HSET', d, 'attempts', '0') end
+redis.call('ZADD', P .. 'held', 0, m)
+return 1
+";
+
+const DEAD: &str = "redis.call('HSET', d, 'state', 'dead', 'reason', ARGV[5], 'dead_at_ms', nows)
+if ARGV[6] ~= '' then redis.call('HSET', d, 'reason_detail', string.sub(ARGV[6], 2))
+else redis.call('HDEL', d, 'reason_detail') end
 redis.call('ZADD', P .. 'dlq', nows, m)
-redis.call('ZADD', P .. 'dlq:e:' .. f[1], nows, m)
+redis.call('ZADD', P .. 'dlq:e:' .. f[3], nows, m)
 return 1
 ";
 
-const RELEASE: &str = "redis.call('ZREM', P .. 'leased', m)
-redis.call('ZADD', P .. 'due', nows, m)
-redis.call('HDEL', d, 'token')
-return 1
+const RELEASE_HELD: &str = "local P = ARGV[1]
+local items = redis.call('ZRANGEBYLEX', P .. 'held', '[' .. ARGV[2] .. '\\0', '(' .. ARGV[2] .. '\\1')
+for _, m in ipairs(items) do
+  local d = P .. 'd:' .. m
+  redis.call('ZREM', P .. 'held', m)
+  if redis.call('HGET', d, 'state') == 'held' then
+    redis.call('HSET', d, 'state', 'scheduled', 'next_attempt_ms', nows)
+    redis.call('ZADD', P .. 'due', nows, m)
+  end
+end
+return #items
 ";
 
 const ADD_DEAD: &str = "local P, m = ARGV[1], ARGV[2]
-local x, h = P .. 'x:' .. m, P .. 'h:' .. m
-redis.call('DEL', x, h)
-redis.call('HSET', x, 'endpoint', ARGV[3], 'id', ARGV[4], 'event_type', ARGV[5], 'payload', ARGV[6],
-  'created_at_ms', ARGV[7], 'reason', ARGV[8], 'dead_at_ms', ARGV[9])
-for i = 10, #ARGV do redis.call('RPUSH', h, ARGV[i]) end
+local d, h = P .. 'd:' .. m, P .. 'h:' .. m
+local st = redis.call('HGET', d, 'state')
+if redis.call('EXISTS', d) == 1 and st ~= 'dead' then return 0 end
+redis.call('DEL', d, h)
+redis.call('HSET', d, 'endpoint', ARGV[3], 'id', ARGV[4], 'event_type', ARGV[5], 'payload', ARGV[6],
+  'created_at_ms', ARGV[7], 'reason', ARGV[8], 'dead_at_ms', ARGV[9], 'state', 'dead',
+  'attempts', tostring(#ARGV - 10))
+if ARGV[10] ~= '' then redis.call('HSET', d, 'reason_detail', string.sub(ARGV[10], 2)) end
+for i = 11, #ARGV do redis.call('RPUSH', h, ARGV[i]) end
 redis.call('ZADD', P .. 'dlq', ARGV[9], m)
 redis.call('ZADD', P .. 'dlq:e:' .. ARGV[3], ARGV[9], m)
 return 1
 ";
 
 const REPLAY: &str = "local P, m = ARGV[1], ARGV[2]
-local x, d = P .. 'x:' .. m, P .. 'd:' .. m
-local f = redis.call('HMGET', x, 'endpoint', 'id', 'event_type', 'payload', 'created_at_ms')
-if not f[1] then return 0 end
-if redis.call('EXISTS', d) == 0 then
-  redis.call('HSET', d, 'endpoint', f[1], 'id', f[2], 'event_type', f[3], 'payload', f[4],
-    'created_at_ms', f[5], 'attempts', '0', 'next_attempt_ms', nows)
-  redis.call('ZADD', P .. 'due', nows, m)
-end
-redis.call('DEL', x)
+local d = P .. 'd:' .. m
+local f = redis.call('HMGET', d, 'state', 'endpoint')
+if f[1] ~= 'dead' then return 0 end
+redis.call('HSET', d, 'state', 'scheduled', 'attempts', '0', 'next_attempt_ms', nows)
+redis.call('HDEL', d, 'reason', 'reason_detail', 'dead_at_ms')
 redis.call('ZREM', P .. 'dlq', m)
-redis.call('ZREM', P .. 'dlq:e:' .. f[1], m)
+redis.call('ZREM', P .. 'dlq:e:' .. f[2], m)
+redis.call('ZADD', P .. 'due', nows, m)
 return 1
 ";
 
 const PURGE: &str = "local P, m = ARGV[1], ARGV[2]
-local x = P .. 'x:' .. m
-local ep = redis.call('HGET', x, 'endpoint')
-if not ep then return 0 end
-redis.call('DEL', x)
+local d = P .. 'd:' .. m
+local f = redis.call('HMGET', d, 'state', 'endpoint')
+if f[1] ~= 'dead' then return 0 end
+redis.call('DEL', d, P .. 'h:' .. m)
 redis.call('ZREM', P .. 'dlq', m)
-redis.call('ZREM', P .. 'dlq:e:' .. ep, m)
-if redis.call('EXISTS', P .. 'd:' .. m) == 0 then redis.call('DEL', P .. 'h:' .. m) end
+redis.call('ZREM', P .. 'dlq:e:' .. f[2], m)
 return 1
 ";
 
@@ -181,18 +216,23 @@ return 1
 ";
 
 const STATS: &str = "local P = ARGV[1]
-return {redis.call('ZCARD', P .. 'due'), redis.call('ZCARD', P .. 'leased'),
-  redis.call('ZCOUNT', P .. 'leased', '(' .. nows, '+inf'), redis.call('ZCARD', P .. 'dlq')}
+local cut = string.format('%d', now - tonumber(ARGV[2]))
+redis.call('ZREMRANGEBYSCORE', P .. 'done', '-inf', cut)
+local live = redis.call('ZCOUNT', P .. 'leased', '(' .. nows, '+inf')
+return {redis.call('ZCARD', P .. 'due') + redis.call('ZCARD', P .. 'leased') - live, live,
+  redis.call('ZCARD', P .. 'held'), redis.call('ZCARD', P .. 'done'), redis.call('ZCARD', P .. 'dlq')}
 ";
 
 /// The queue's Lua scripts, loaded once per process.
 struct Scripts {
     enqueue: Script,
     lease: Script,
-    retry: Script,
     delivered: Script,
+    retry: Script,
+    defer: Script,
+    hold: Script,
     dead: Script,
-    release: Script,
+    release_held: Script,
     add_dead: Script,
     replay: Script,
     purge: Script,
@@ -208,10 +248,12 @@ fn scripts() -> &'static Scripts {
         Scripts {
             enqueue: with_now(ENQUEUE),
             lease: with_now(LEASE),
-            retry: fenced(RETRY),
             delivered: fenced(DELIVERED),
+            retry: fenced(RETRY),
+            defer: fenced(DEFER),
+            hold: fenced(HOLD),
             dead: fenced(DEAD),
-            release: fenced(RELEASE),
+            release_held: with_now(RELEASE_HELD),
             add_dead: Script::new(ADD_DEAD),
             replay: with_now(REPLAY),
             purge: Script::new(PURGE),
@@ -227,6 +269,8 @@ fn scripts() -> &'static Scripts {
 pub struct RedisQueue {
     conn: ConnectionManager,
     prefix: String,
+    /// How long delivered keys are kept, milliseconds.
+    retention_ms: i64,
 }
 
 impl std::fmt::Debug for RedisQueue {
@@ -304,8 +348,8 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Fields of a dead-letter hash, in the order [`dead_from_fields`] reads.
-const DEAD_FIELDS: [&str; 7] = [
+/// Fields of a delivery hash read for a dead letter, in the order [`dead_from_fields`] reads.
+const DEAD_FIELDS: [&str; 9] = [
     "endpoint",
     "id",
     "event_type",
@@ -313,23 +357,27 @@ const DEAD_FIELDS: [&str; 7] = [
     "created_at_ms",
     "reason",
     "dead_at_ms",
+    "state",
+    "reason_detail",
 ];
 
 fn dead_from_fields(
     key: DeliveryKey,
-    fields: Vec<Option<Vec<u8>>>,
+    mut fields: Vec<Option<Vec<u8>>>,
     history: &[Vec<u8>],
 ) -> Result<Option<DeadLetter>> {
-    if fields.iter().all(Option::is_none) {
+    if fields.len() != DEAD_FIELDS.len() {
+        return Err(corrupt("dead letter"));
+    }
+    let detail = fields.pop().flatten();
+    if fields[7].as_deref() != Some(b"dead".as_slice()) {
         return Ok(None);
     }
     let f: Vec<Vec<u8>> = fields
         .into_iter()
         .map(|v| v.ok_or_else(|| corrupt("dead letter")))
         .collect::<Result<_>>()?;
-    if f.len() != DEAD_FIELDS.len() {
-        return Err(corrupt("dead letter"));
-    }
+    let detail = detail.map(|d| utf8(&d, "reason")).transpose()?;
     Ok(Some(DeadLetter {
         message: Message {
             id: key.message_id.clone(),
@@ -342,9 +390,14 @@ fn dead_from_fields(
             .iter()
             .map(|a| codec::attempt_from_json(a))
             .collect::<Result<_>>()?,
-        reason: utf8(&f[5], "reason")?,
+        reason: DeadReason::from_parts(&utf8(&f[5], "reason")?, detail.as_deref()),
         dead_at_ms: number(&f[6], "dead_at_ms")?,
     }))
+}
+
+/// `detail` as a script argument: empty for none, else `=` and the text.
+fn detail_arg(detail: Option<&str>) -> String {
+    detail.map_or_else(String::new, |d| format!("={d}"))
 }
 
 impl RedisQueue {
@@ -375,6 +428,7 @@ impl RedisQueue {
         Ok(Self {
             conn,
             prefix: "hookgate:q:".to_owned(),
+            retention_ms: delay_ms(DEFAULT_DELIVERED_RETENTION),
         })
     }
 
@@ -396,6 +450,15 @@ impl RedisQueue {
         }
         prefix.clone_into(&mut self.prefix);
         Ok(self)
+    }
+
+    /// Keep delivered keys this long (default
+    /// [`DEFAULT_DELIVERED_RETENTION`]; Redis expires them): enqueueing one
+    /// again within it is a no-op, after it a new delivery.
+    #[must_use]
+    pub fn with_delivered_retention(mut self, retention: Duration) -> Self {
+        self.retention_ms = delay_ms(retention).max(1);
+        self
     }
 
     /// The key prefix in use.
@@ -443,10 +506,10 @@ impl RedisQueue {
         k
     }
 
-    async fn do_enqueue(&self, endpoint: &str, message: &Message) -> Result<()> {
+    async fn do_enqueue(&self, endpoint: &str, message: &Message) -> Result<Enqueued> {
         let m = member(endpoint, &message.id)?;
         let mut conn = self.conn.clone();
-        scripts()
+        let answer: String = scripts()
             .enqueue
             .arg(&self.prefix)
             .arg(m)
@@ -455,10 +518,15 @@ impl RedisQueue {
             .arg(&message.event_type)
             .arg(message.payload.as_ref())
             .arg(message.created_at_ms)
-            .invoke_async::<i64>(&mut conn)
+            .invoke_async(&mut conn)
             .await
             .map_err(|e| redis_error("enqueue", e))?;
-        Ok(())
+        if answer == "new" {
+            return Ok(Enqueued::New);
+        }
+        DeliveryState::parse(&answer)
+            .map(Enqueued::Exists)
+            .ok_or_else(|| corrupt("delivery state"))
     }
 
     async fn do_lease(&self, max: usize, lease: Duration) -> Result<Vec<Leased>> {
@@ -503,18 +571,28 @@ impl RedisQueue {
             .collect()
     }
 
-    /// Run a fenced script with `extra` arguments after prefix, member, token.
+    /// Run a fenced script with `extra` arguments after prefix, member,
+    /// token and attempt.
     async fn fenced(
         &self,
         what: &str,
         script: &Script,
         key: &DeliveryKey,
         token: &LeaseToken,
+        attempt: Option<&Attempt>,
         extra: &[&[u8]],
     ) -> Result<bool> {
         let m = key_member(key)?;
+        let json = attempt
+            .map(codec::attempt_to_json)
+            .transpose()?
+            .unwrap_or_default();
         let mut invocation = script.prepare_invoke();
-        invocation.arg(&self.prefix).arg(m).arg(&token.0);
+        invocation
+            .arg(&self.prefix)
+            .arg(m)
+            .arg(&token.0)
+            .arg(json.as_bytes());
         for a in extra {
             invocation.arg(*a);
         }
@@ -526,7 +604,32 @@ impl RedisQueue {
         Ok(done == 1)
     }
 
-    async fn do_add_dead_letter(&self, dead: &DeadLetter) -> Result<()> {
+    async fn do_settle(
+        &self,
+        key: &DeliveryKey,
+        token: &LeaseToken,
+        attempt: Option<&Attempt>,
+        transition: &Transition,
+    ) -> Result<bool> {
+        let s = scripts();
+        let ms = |d: Duration| delay_ms(d).to_string();
+        let (script, extra): (&Script, Vec<String>) = match transition {
+            Transition::Delivered => (&s.delivered, vec![self.retention_ms.to_string()]),
+            Transition::Retry { delay } => (&s.retry, vec![ms(*delay)]),
+            Transition::Defer { delay, .. } => (&s.defer, vec![ms(*delay)]),
+            Transition::Interrupted => (&s.defer, vec!["0".to_owned()]),
+            Transition::Hold => (&s.hold, vec![]),
+            Transition::Dead(reason) => (
+                &s.dead,
+                vec![reason.code().to_owned(), detail_arg(reason.detail())],
+            ),
+        };
+        let extra: Vec<&[u8]> = extra.iter().map(String::as_bytes).collect();
+        self.fenced("settle", script, key, token, attempt, &extra)
+            .await
+    }
+
+    async fn do_add_dead_letter(&self, dead: &DeadLetter) -> Result<bool> {
         let k = &dead.key;
         let m = key_member(k)?;
         let mut invocation = scripts().add_dead.prepare_invoke();
@@ -538,17 +641,18 @@ impl RedisQueue {
             .arg(&dead.message.event_type)
             .arg(dead.message.payload.as_ref())
             .arg(dead.message.created_at_ms)
-            .arg(&dead.reason)
-            .arg(dead.dead_at_ms);
+            .arg(dead.reason.code())
+            .arg(dead.dead_at_ms)
+            .arg(detail_arg(dead.reason.detail()));
         for a in &dead.attempts {
             invocation.arg(codec::attempt_to_json(a)?);
         }
         let mut conn = self.conn.clone();
-        invocation
-            .invoke_async::<i64>(&mut conn)
+        let done: i64 = invocation
+            .invoke_async(&mut conn)
             .await
             .map_err(|e| redis_error("add_dead_letter", e))?;
-        Ok(())
+        Ok(done == 1)
     }
 
     /// Load the dead letters named by `members` (skipping vanished ones).
@@ -559,7 +663,7 @@ impl RedisQueue {
         let mut pipe = redis::pipe();
         for m in members {
             pipe.cmd("HMGET")
-                .arg(self.key(&[b"x:", m.as_slice()].concat()))
+                .arg(self.key(&[b"d:", m.as_slice()].concat()))
                 .arg(&DEAD_FIELDS[..]);
             pipe.cmd("LRANGE")
                 .arg(self.key(&[b"h:", m.as_slice()].concat()))
@@ -730,7 +834,11 @@ impl Queue for RedisQueue {
         })
     }
 
-    fn enqueue<'a>(&'a self, endpoint: &'a str, message: &'a Message) -> BoxFuture<'a, Result<()>> {
+    fn enqueue<'a>(
+        &'a self,
+        endpoint: &'a str,
+        message: &'a Message,
+    ) -> BoxFuture<'a, Result<Enqueued>> {
         Box::pin(self.do_enqueue(endpoint, message))
     }
 
@@ -738,71 +846,53 @@ impl Queue for RedisQueue {
         Box::pin(self.do_lease(max, lease))
     }
 
-    fn retry_later<'a>(
-        &'a self,
-        key: &'a DeliveryKey,
-        token: &'a LeaseToken,
-        attempt: Attempt,
-        next_attempt_ms: i64,
-    ) -> BoxFuture<'a, Result<bool>> {
-        Box::pin(async move {
-            let json = codec::attempt_to_json(&attempt)?;
-            let next = next_attempt_ms.to_string();
-            self.fenced(
-                "retry_later",
-                &scripts().retry,
-                key,
-                token,
-                &[json.as_bytes(), next.as_bytes()],
-            )
-            .await
-        })
-    }
-
-    fn delivered<'a>(
-        &'a self,
-        key: &'a DeliveryKey,
-        token: &'a LeaseToken,
-        _attempt: Attempt,
-    ) -> BoxFuture<'a, Result<bool>> {
-        // The history of a delivered message is not kept (it would grow
-        // without bound); the attempt is reported through tracing/metrics.
-        Box::pin(self.fenced("delivered", &scripts().delivered, key, token, &[]))
-    }
-
-    fn dead_letter<'a>(
+    fn settle<'a>(
         &'a self,
         key: &'a DeliveryKey,
         token: &'a LeaseToken,
         attempt: Option<Attempt>,
-        reason: &'a str,
+        transition: Transition,
     ) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
-            let json = attempt
-                .as_ref()
-                .map(codec::attempt_to_json)
-                .transpose()?
-                .unwrap_or_default();
-            self.fenced(
-                "dead_letter",
-                &scripts().dead,
-                key,
-                token,
-                &[json.as_bytes(), reason.as_bytes()],
-            )
-            .await
+            self.do_settle(key, token, attempt.as_ref(), &transition)
+                .await
         })
     }
 
-    fn release<'a>(
-        &'a self,
-        key: &'a DeliveryKey,
-        token: &'a LeaseToken,
-    ) -> BoxFuture<'a, Result<bool>> {
-        Box::pin(self.fenced("release", &scripts().release, key, token, &[]))
+    fn release_held<'a>(&'a self, endpoint: &'a str) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            if endpoint.contains('\0') {
+                return Ok(0);
+            }
+            let mut conn = self.conn.clone();
+            let n: u64 = scripts()
+                .release_held
+                .arg(&self.prefix)
+                .arg(endpoint)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| redis_error("release_held", e))?;
+            Ok(n)
+        })
     }
 
-    fn add_dead_letter<'a>(&'a self, dead: &'a DeadLetter) -> BoxFuture<'a, Result<()>> {
+    fn state<'a>(&'a self, key: &'a DeliveryKey) -> BoxFuture<'a, Result<Option<DeliveryState>>> {
+        Box::pin(async move {
+            let m = key_member(key)?;
+            let mut conn = self.conn.clone();
+            let state: Option<String> = redis::cmd("HGET")
+                .arg(self.key(&[b"d:", m.as_slice()].concat()))
+                .arg("state")
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| redis_error("state", e))?;
+            state
+                .map(|s| DeliveryState::parse(&s).ok_or_else(|| corrupt("delivery state")))
+                .transpose()
+        })
+    }
+
+    fn add_dead_letter<'a>(&'a self, dead: &'a DeadLetter) -> BoxFuture<'a, Result<bool>> {
         Box::pin(self.do_add_dead_letter(dead))
     }
 
@@ -854,15 +944,18 @@ impl Queue for RedisQueue {
     fn stats(&self) -> BoxFuture<'_, Result<QueueStats>> {
         Box::pin(async move {
             let mut conn = self.conn.clone();
-            let (due, leased_all, leased_live, dead): (u64, u64, u64, u64) = scripts()
+            let (scheduled, leased, held, delivered, dead): (u64, u64, u64, u64, u64) = scripts()
                 .stats
                 .arg(&self.prefix)
+                .arg(self.retention_ms)
                 .invoke_async(&mut conn)
                 .await
                 .map_err(|e| redis_error("stats", e))?;
             Ok(QueueStats {
-                pending: due + leased_all,
-                leased: leased_live,
+                scheduled,
+                leased,
+                held,
+                delivered,
                 dead,
             })
         })
