@@ -26,11 +26,14 @@
 //!   delivered, retried with backoff and full jitter ([`retry`]), or
 //!   dead-lettered when exhausted or permanent — which the queue applies in
 //!   one fenced step.
+//! - [`bulk`] replays or purges the dead letters that exist at the start,
+//!   once each.
 //! - [`ssrf`] keeps deliveries out of private networks, on by default.
 //! - [`queue`]: the storage contract and its backends.
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod bulk;
 pub mod decide;
 pub mod delivery;
 mod endpoint;

@@ -568,6 +568,12 @@ impl Worker {
         report
     }
 
+    /// The lease this worker takes.
+    #[must_use]
+    pub fn lease(&self) -> Duration {
+        self.shared.lease
+    }
+
     /// The deadline this worker puts on each store call.
     #[must_use]
     pub fn store_timeout(&self) -> Duration {

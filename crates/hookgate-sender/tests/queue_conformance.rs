@@ -396,6 +396,51 @@ async fn enqueue_dead_key_is_noop<Q: Queue>(q: Q) {
     );
 }
 
+/// lease_one takes one named delivery, due or not, unless someone holds it
+/// or it is finished.
+async fn lease_one_takes_a_named_delivery<Q: Queue>(q: Q) {
+    let k = key("ep", "m1");
+    assert!(
+        q.lease_one(&k, LONG).await.unwrap().is_none(),
+        "unknown key"
+    );
+    q.enqueue("ep", &message("m1")).await.unwrap();
+    q.enqueue("ep", &message("m2")).await.unwrap();
+    let l = q.lease_one(&k, LONG).await.unwrap().expect("scheduled");
+    assert_eq!(l.job.key, k);
+    assert_eq!(l.job.attempts, 1);
+    assert!(
+        q.lease_one(&k, LONG).await.unwrap().is_none(),
+        "held by a live lease"
+    );
+    // Not due for an hour: lease_one takes it anyway; lease() does not.
+    assert!(q
+        .settle(&k, &l.token, None, retry(Duration::from_secs(3600)))
+        .await
+        .unwrap());
+    let l = q
+        .lease_one(&k, SHORT)
+        .await
+        .unwrap()
+        .expect("not due, still taken");
+    assert_eq!(l.job.attempts, 2);
+    let others = q.lease(10, LONG).await.unwrap();
+    assert_eq!(others.len(), 1);
+    assert_eq!(others[0].job.key, key("ep", "m2"));
+    tokio::time::sleep(PAST_SHORT).await;
+    let again = q.lease_one(&k, LONG).await.unwrap().expect("lease expired");
+    assert_ne!(again.token, l.token);
+    assert!(!q
+        .settle(&k, &l.token, None, Transition::Delivered)
+        .await
+        .unwrap());
+    assert!(q
+        .settle(&k, &again.token, None, Transition::Delivered)
+        .await
+        .unwrap());
+    assert!(q.lease_one(&k, LONG).await.unwrap().is_none(), "delivered");
+}
+
 fn dead_letter(endpoint: &str, id: &str, at: i64) -> DeadLetter {
     DeadLetter {
         key: key(endpoint, id),
@@ -666,6 +711,20 @@ async fn endpoints<Q: Queue>(q: Q) {
     assert_eq!(got.urls, ["https://example.com/new"]);
     assert_eq!(got.scheme, Scheme::Stripe);
     assert_eq!(got.secrets, ["whsec_x"]);
+    // Only set_endpoint_disabled changes `disabled`: a re-registration
+    // (say at start-up) does not undo a 410.
+    q.set_endpoint_disabled("orders", true).await.unwrap();
+    q.put_endpoint(&replaced).await.unwrap();
+    assert!(q.get_endpoint("orders").await.unwrap().unwrap().disabled);
+    let mut fresh =
+        Endpoint::new("new", "https://example.com/", Scheme::Stripe, "whsec_x").unwrap();
+    fresh.disabled = true;
+    q.put_endpoint(&fresh).await.unwrap();
+    assert!(
+        q.get_endpoint("new").await.unwrap().unwrap().disabled,
+        "a new one as given"
+    );
+    q.set_endpoint_disabled("orders", false).await.unwrap();
 
     let err = q.set_endpoint_disabled("nobody", true).await.unwrap_err();
     assert_eq!(err.kind(), QueueErrorKind::NotFound);
@@ -688,6 +747,7 @@ macro_rules! run_all {
         run_all!(@one $fresh, hold_until_released);
         run_all!(@one $fresh, dead_letter_without_attempt);
         run_all!(@one $fresh, enqueue_dead_key_is_noop);
+        run_all!(@one $fresh, lease_one_takes_a_named_delivery);
         run_all!(@one $fresh, list_dead_pages);
         run_all!(@one $fresh, replay_and_purge);
         run_all!(@one $fresh, endpoints);

@@ -211,3 +211,34 @@ async fn run_until_stops_on_the_signal() {
     assert_eq!(queue.stats().await.unwrap().pending(), 1);
     assert_eq!(receiver.count(), 1);
 }
+
+/// Endpoints are managed records (issue 8, item 4): registering another
+/// configuration under a stored id is refused and changes nothing; the same
+/// configuration again keeps `disabled`; only an explicit update replaces
+/// the configuration, and it keeps `disabled` too.
+#[tokio::test]
+async fn endpoints_are_not_silently_overwritten() {
+    let queue: Arc<dyn Queue> = Arc::new(MemoryQueue::new());
+    let sender = Sender::new(queue.clone());
+    let ep = Endpoint::new("ep", "https://a.example/hook", Scheme::GitHub, "s1").unwrap();
+    sender.add_endpoint(ep.clone()).await.unwrap();
+    queue.set_endpoint_disabled("ep", true).await.unwrap();
+    // Same configuration (a restart): fine, still disabled.
+    sender.add_endpoint(ep.clone()).await.unwrap();
+    assert!(queue.get_endpoint("ep").await.unwrap().unwrap().disabled);
+    // Another URL and secret under the same id: refused, unchanged.
+    let other = Endpoint::new("ep", "https://test.example/hook", Scheme::GitHub, "t").unwrap();
+    let err = sender.add_endpoint(other.clone()).await.unwrap_err();
+    assert!(
+        matches!(err, hookgate_sender::SendError::EndpointConflict(ref id) if id == "ep"),
+        "{err}"
+    );
+    let stored = queue.get_endpoint("ep").await.unwrap().unwrap();
+    assert_eq!(stored.urls, ["https://a.example/hook"]);
+    assert_eq!(stored.secrets, ["s1"]);
+    // An explicit update replaces it, `disabled` kept.
+    sender.update_endpoint(other).await.unwrap();
+    let stored = queue.get_endpoint("ep").await.unwrap().unwrap();
+    assert_eq!(stored.urls, ["https://test.example/hook"]);
+    assert!(stored.disabled);
+}

@@ -61,6 +61,13 @@ impl Queue for SlowEndpoints {
     fn lease(&self, max: usize, lease: Duration) -> BoxFuture<'_, Result<Vec<Leased>>> {
         self.inner.lease(max, lease)
     }
+    fn lease_one<'a>(
+        &'a self,
+        key: &'a DeliveryKey,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<Option<Leased>>> {
+        self.inner.lease_one(key, lease)
+    }
     fn settle<'a>(
         &'a self,
         key: &'a DeliveryKey,

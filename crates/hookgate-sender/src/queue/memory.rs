@@ -179,6 +179,39 @@ impl MemoryQueue {
         out
     }
 
+    fn lease_one_sync(&self, key: &DeliveryKey, lease: Duration) -> Option<Leased> {
+        let now = self.now();
+        let until = now.saturating_add(delay_ms(lease));
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let e = inner.entries.get_mut(key)?;
+        let free = match e.state {
+            DeliveryState::Scheduled => true,
+            DeliveryState::Leased => e.next_attempt_ms <= now,
+            _ => false,
+        };
+        if !free {
+            return None;
+        }
+        let due = e.next_attempt_ms;
+        inner.ready.remove(&(due, key.clone()));
+        let token = self.token();
+        e.state = DeliveryState::Leased;
+        e.attempts = e.attempts.saturating_add(1);
+        e.next_attempt_ms = until;
+        e.token = Some(token.clone());
+        inner.ready.insert((until, key.clone()));
+        Some(Leased {
+            job: Job {
+                key: key.clone(),
+                message: e.message.clone(),
+                attempts: e.attempts,
+                next_attempt_ms: due,
+            },
+            token,
+        })
+    }
+
     fn settle_sync(
         &self,
         key: &DeliveryKey,
@@ -250,9 +283,12 @@ fn matches(filter: &DlqFilter, at: i64, key: &DeliveryKey) -> bool {
 
 impl Queue for MemoryQueue {
     fn put_endpoint<'a>(&'a self, endpoint: &'a Endpoint) -> BoxFuture<'a, Result<()>> {
-        self.lock()
-            .endpoints
-            .insert(endpoint.id.clone(), endpoint.clone());
+        let mut inner = self.lock();
+        let mut endpoint = endpoint.clone();
+        if let Some(old) = inner.endpoints.get(&endpoint.id) {
+            endpoint.disabled = old.disabled;
+        }
+        inner.endpoints.insert(endpoint.id.clone(), endpoint);
         ready(Ok(()))
     }
 
@@ -315,6 +351,14 @@ impl Queue for MemoryQueue {
 
     fn lease(&self, max: usize, lease: Duration) -> BoxFuture<'_, Result<Vec<Leased>>> {
         ready(Ok(self.lease_sync(max, lease)))
+    }
+
+    fn lease_one<'a>(
+        &'a self,
+        key: &'a DeliveryKey,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<Option<Leased>>> {
+        ready(Ok(self.lease_one_sync(key, lease)))
     }
 
     fn settle<'a>(

@@ -562,7 +562,11 @@ impl QueueError {
 /// Durable storage for deliveries, endpoints and dead letters. See the
 /// [module docs](self) for the contract.
 pub trait Queue: Send + Sync + 'static {
-    /// Store (insert or replace) an endpoint.
+    /// Store an endpoint: insert it, or replace the stored configuration
+    /// while **keeping the stored `disabled` flag** (only
+    /// [`set_endpoint_disabled`](Self::set_endpoint_disabled) changes it).
+    /// [`Sender::add_endpoint`](crate::Sender::add_endpoint) refuses to
+    /// replace a different configuration.
     fn put_endpoint<'a>(&'a self, endpoint: &'a Endpoint) -> BoxFuture<'a, Result<()>>;
     /// Load an endpoint.
     fn get_endpoint<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Endpoint>>>;
@@ -584,6 +588,16 @@ pub trait Queue: Send + Sync + 'static {
     /// Lease up to `max` due deliveries (scheduled and due, or leased with
     /// an expired lease) for `lease`, counting one attempt on each.
     fn lease(&self, max: usize, lease: Duration) -> BoxFuture<'_, Result<Vec<Leased>>>;
+
+    /// Lease the one delivery `key` for `lease`, counting an attempt, if it
+    /// is scheduled (due or not: the caller decides when) or leased with an
+    /// expired lease. For one-shot senders that own a delivery (`hookgate
+    /// send`, `dlq replay`); workers use [`lease`](Self::lease).
+    fn lease_one<'a>(
+        &'a self,
+        key: &'a DeliveryKey,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<Option<Leased>>>;
 
     /// Apply `transition` if `token` still holds the delivery's lease
     /// (expired or not, as long as no newer lease exists), in one atomic step.
@@ -654,6 +668,13 @@ impl<T: Queue + ?Sized> Queue for std::sync::Arc<T> {
     }
     fn lease(&self, max: usize, lease: Duration) -> BoxFuture<'_, Result<Vec<Leased>>> {
         (**self).lease(max, lease)
+    }
+    fn lease_one<'a>(
+        &'a self,
+        key: &'a DeliveryKey,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<Option<Leased>>> {
+        (**self).lease_one(key, lease)
     }
     fn settle<'a>(
         &'a self,

@@ -552,27 +552,33 @@ impl PostgresQueue {
             .query(&stmt, &[&to_i64(max as u64), &millis(lease), &new_token()])
             .await
             .map_err(|e| pg_error("lease", e))?;
-        rows.iter()
-            .map(|row| {
-                Ok(Leased {
-                    job: Job {
-                        key: DeliveryKey {
-                            endpoint: get(row, 0)?,
-                            message_id: get(row, 1)?,
-                        },
-                        message: Message {
-                            id: get(row, 1)?,
-                            event_type: get(row, 2)?,
-                            payload: get::<Vec<u8>>(row, 3)?.into(),
-                            created_at_ms: get(row, 4)?,
-                        },
-                        attempts: u32::try_from(get::<i32>(row, 5)?).unwrap_or(0),
-                        next_attempt_ms: get(row, 6)?,
-                    },
-                    token: LeaseToken(get(row, 7)?),
-                })
-            })
-            .collect()
+        rows.iter().map(leased_from_row).collect()
+    }
+
+    async fn do_lease_one(&self, key: &DeliveryKey, lease: Duration) -> Result<Option<Leased>> {
+        let d = &self.names.deliveries;
+        let sql = format!(
+            "UPDATE {d} AS q
+                SET state = 'leased', attempts = q.attempts + 1, lease_token = $4,
+                    lease_until = {NOW_MS} + $3, next_attempt_at = {NOW_MS} + $3
+               FROM (SELECT next_attempt_at AS due FROM {d}
+                      WHERE endpoint = $1 AND message_id = $2
+                        AND (state = 'scheduled' OR (state = 'leased' AND lease_until <= {NOW_MS}))
+                      FOR UPDATE) AS s
+              WHERE q.endpoint = $1 AND q.message_id = $2
+          RETURNING q.endpoint, q.message_id, q.event_type, q.payload, q.created_at_ms,
+                    q.attempts, s.due, q.lease_token"
+        );
+        let client = self.client().await?;
+        let stmt = prepare(&client, &sql).await?;
+        let row = client
+            .query_opt(
+                &stmt,
+                &[&key.endpoint, &key.message_id, &millis(lease), &new_token()],
+            )
+            .await
+            .map_err(|e| pg_error("lease_one", e))?;
+        row.map(|row| leased_from_row(&row)).transpose()
     }
 
     /// The fenced statement for one kind of transition. Parameters: `$1`,
@@ -978,7 +984,7 @@ impl PostgresQueue {
         let config = codec::endpoint_to_json(endpoint)?;
         let sql = format!(
             "INSERT INTO {} (id, config, disabled) VALUES ($1, $2::text::jsonb, $3)
-             ON CONFLICT (id) DO UPDATE SET config = excluded.config, disabled = excluded.disabled",
+             ON CONFLICT (id) DO UPDATE SET config = excluded.config",
             self.names.endpoints
         );
         let client = self.client().await?;
@@ -1091,6 +1097,14 @@ impl Queue for PostgresQueue {
         Box::pin(self.do_lease(max, lease))
     }
 
+    fn lease_one<'a>(
+        &'a self,
+        key: &'a DeliveryKey,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<Option<Leased>>> {
+        Box::pin(self.do_lease_one(key, lease))
+    }
+
     fn settle<'a>(
         &'a self,
         key: &'a DeliveryKey,
@@ -1139,6 +1153,28 @@ impl Queue for PostgresQueue {
     fn stats(&self) -> BoxFuture<'_, Result<QueueStats>> {
         Box::pin(self.do_stats())
     }
+}
+
+/// A leased job from a row of endpoint, message_id, event_type, payload,
+/// created_at_ms, attempts, due, token.
+fn leased_from_row(row: &Row) -> Result<Leased> {
+    Ok(Leased {
+        job: Job {
+            key: DeliveryKey {
+                endpoint: get(row, 0)?,
+                message_id: get(row, 1)?,
+            },
+            message: Message {
+                id: get(row, 1)?,
+                event_type: get(row, 2)?,
+                payload: get::<Vec<u8>>(row, 3)?.into(),
+                created_at_ms: get(row, 4)?,
+            },
+            attempts: u32::try_from(get::<i32>(row, 5)?).unwrap_or(0),
+            next_attempt_ms: get(row, 6)?,
+        },
+        token: LeaseToken(get(row, 7)?),
+    })
 }
 
 /// A stored state name as a [`DeliveryState`].

@@ -124,6 +124,23 @@ end
 return out
 ";
 
+const LEASE_ONE: &str = "local P, m = ARGV[1], ARGV[2]
+local d = P .. 'd:' .. m
+local f = redis.call('HMGET', d, 'state', 'endpoint', 'id', 'event_type', 'payload',
+  'created_at_ms', 'next_attempt_ms')
+if f[1] == 'leased' then
+  local u = redis.call('ZSCORE', P .. 'leased', m)
+  if u and tonumber(u) > now then return false end
+elseif f[1] ~= 'scheduled' then
+  return false
+end
+redis.call('ZREM', P .. 'due', m)
+local n = redis.call('HINCRBY', d, 'attempts', 1)
+redis.call('ZADD', P .. 'leased', string.format('%d', now + tonumber(ARGV[3])), m)
+redis.call('HSET', d, 'token', ARGV[4], 'state', 'leased')
+return {f[2], f[3], f[4], f[5], f[6], tostring(n), f[7], ARGV[4]}
+";
+
 const DELIVERED: &str = "redis.call('HSET', d, 'state', 'delivered', 'finished_ms', nows)
 redis.call('ZADD', P .. 'done', nows, m)
 redis.call('PEXPIRE', d, ARGV[5])
@@ -227,6 +244,7 @@ return {redis.call('ZCARD', P .. 'due') + redis.call('ZCARD', P .. 'leased') - l
 struct Scripts {
     enqueue: Script,
     lease: Script,
+    lease_one: Script,
     delivered: Script,
     retry: Script,
     defer: Script,
@@ -248,6 +266,7 @@ fn scripts() -> &'static Scripts {
         Scripts {
             enqueue: with_now(ENQUEUE),
             lease: with_now(LEASE),
+            lease_one: with_now(LEASE_ONE),
             delivered: fenced(DELIVERED),
             retry: fenced(RETRY),
             defer: fenced(DEFER),
@@ -393,6 +412,31 @@ fn dead_from_fields(
         reason: DeadReason::from_parts(&utf8(&f[5], "reason")?, detail.as_deref()),
         dead_at_ms: number(&f[6], "dead_at_ms")?,
     }))
+}
+
+/// A leased job from the lease scripts' fields: endpoint, id, event type,
+/// payload, created_at_ms, attempts, next_attempt_ms, token.
+fn leased_from_fields(f: Vec<Vec<u8>>) -> Result<Leased> {
+    let [endpoint, id, event_type, payload, created, attempts, next, tok]: [Vec<u8>; 8] =
+        f.try_into().map_err(|_| corrupt("delivery"))?;
+    let id = utf8(&id, "message id")?;
+    Ok(Leased {
+        job: Job {
+            key: DeliveryKey {
+                endpoint: utf8(&endpoint, "endpoint")?,
+                message_id: id.clone(),
+            },
+            message: Message {
+                id,
+                event_type: utf8(&event_type, "event type")?,
+                payload: payload.into(),
+                created_at_ms: number(&created, "created_at_ms")?,
+            },
+            attempts: number(&attempts, "attempts")?,
+            next_attempt_ms: number(&next, "next_attempt_ms")?,
+        },
+        token: LeaseToken(utf8(&tok, "token")?),
+    })
 }
 
 /// `detail` as a script argument: empty for none, else `=` and the text.
@@ -545,30 +589,23 @@ impl RedisQueue {
             .invoke_async(&mut conn)
             .await
             .map_err(|e| redis_error("lease", e))?;
-        rows.into_iter()
-            .map(|f| {
-                let [endpoint, id, event_type, payload, created, attempts, next, tok]: [Vec<u8>;
-                    8] = f.try_into().map_err(|_| corrupt("delivery"))?;
-                let id = utf8(&id, "message id")?;
-                Ok(Leased {
-                    job: Job {
-                        key: DeliveryKey {
-                            endpoint: utf8(&endpoint, "endpoint")?,
-                            message_id: id.clone(),
-                        },
-                        message: Message {
-                            id,
-                            event_type: utf8(&event_type, "event type")?,
-                            payload: payload.into(),
-                            created_at_ms: number(&created, "created_at_ms")?,
-                        },
-                        attempts: number(&attempts, "attempts")?,
-                        next_attempt_ms: number(&next, "next_attempt_ms")?,
-                    },
-                    token: LeaseToken(utf8(&tok, "token")?),
-                })
-            })
-            .collect()
+        rows.into_iter().map(leased_from_fields).collect()
+    }
+
+    async fn do_lease_one(&self, key: &DeliveryKey, lease: Duration) -> Result<Option<Leased>> {
+        let m = key_member(key)?;
+        let token = format!("{:032x}", rand::random::<u128>());
+        let mut conn = self.conn.clone();
+        let row: Option<Vec<Vec<u8>>> = scripts()
+            .lease_one
+            .arg(&self.prefix)
+            .arg(m)
+            .arg(millis(lease))
+            .arg(&token)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| redis_error("lease_one", e))?;
+        row.map(leased_from_fields).transpose()
     }
 
     /// Run a fenced script with `extra` arguments after prefix, member,
@@ -791,13 +828,21 @@ impl Queue for RedisQueue {
     fn put_endpoint<'a>(&'a self, endpoint: &'a Endpoint) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let config = codec::endpoint_to_json(endpoint)?;
+            let key = self.key(format!("ep:{}", endpoint.id).as_bytes());
             let mut conn = self.conn.clone();
-            redis::cmd("HSET")
-                .arg(self.key(format!("ep:{}", endpoint.id).as_bytes()))
+            // `disabled` is written only for a new endpoint (HSETNX).
+            redis::pipe()
+                .atomic()
+                .cmd("HSET")
+                .arg(&key)
                 .arg("config")
                 .arg(config)
+                .ignore()
+                .cmd("HSETNX")
+                .arg(&key)
                 .arg("disabled")
                 .arg(if endpoint.disabled { "1" } else { "0" })
+                .ignore()
                 .query_async::<()>(&mut conn)
                 .await
                 .map_err(|e| redis_error("put_endpoint", e))
@@ -844,6 +889,14 @@ impl Queue for RedisQueue {
 
     fn lease(&self, max: usize, lease: Duration) -> BoxFuture<'_, Result<Vec<Leased>>> {
         Box::pin(self.do_lease(max, lease))
+    }
+
+    fn lease_one<'a>(
+        &'a self,
+        key: &'a DeliveryKey,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<Option<Leased>>> {
+        Box::pin(self.do_lease_one(key, lease))
     }
 
     fn settle<'a>(
