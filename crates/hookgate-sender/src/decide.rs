@@ -50,6 +50,9 @@ pub enum Happened {
     /// The endpoint could not be loaded (store error or deadline); no
     /// attempt was made.
     StoreFailed(String),
+    /// The lease ran out without an outcome (a crashed or stalled worker),
+    /// as the rescuer finds it.
+    LeaseExpired,
 }
 
 /// A side effect of a decision, applied by the worker before it settles.
@@ -126,6 +129,16 @@ pub fn decide(
             // No request was made, but the lease spent an attempt: retry on
             // the policy's schedule, within the budget.
             return retry_or_give_up(job, policy, now_ms, None, detail, rng);
+        }
+        Happened::LeaseExpired => {
+            return retry_or_give_up(
+                job,
+                policy,
+                now_ms,
+                None,
+                "lease expired without an outcome (worker crash or stall)",
+                rng,
+            );
         }
         Happened::Attempted(result) => result,
     };

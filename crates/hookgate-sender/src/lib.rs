@@ -28,6 +28,7 @@
 //!   one fenced step.
 //! - [`bulk`] replays or purges the dead letters that exist at the start,
 //!   once each.
+//! - [`maintenance`] runs the pruner and the rescuer under a leader lock.
 //! - [`ssrf`] keeps deliveries out of private networks, on by default.
 //! - [`queue`]: the storage contract and its backends.
 #![forbid(unsafe_code)]
@@ -37,6 +38,7 @@ pub mod bulk;
 pub mod decide;
 pub mod delivery;
 mod endpoint;
+pub mod maintenance;
 mod message;
 pub mod outcome;
 pub mod queue;

@@ -441,6 +441,90 @@ async fn lease_one_takes_a_named_delivery<Q: Queue>(q: Q) {
     assert!(q.lease_one(&k, LONG).await.unwrap().is_none(), "delivered");
 }
 
+/// The rescuer takes expired leases without counting another attempt; the
+/// old token is fenced out, live leases are left alone.
+async fn rescue_takes_expired_leases<Q: Queue>(q: Q) {
+    q.enqueue("ep", &message("m1")).await.unwrap();
+    q.enqueue("ep", &message("m2")).await.unwrap();
+    let short = q.lease(1, SHORT).await.unwrap().remove(0);
+    let live = q.lease(1, LONG).await.unwrap().remove(0);
+    assert!(
+        q.rescue(10, LONG).await.unwrap().is_empty(),
+        "nothing expired yet"
+    );
+    tokio::time::sleep(PAST_SHORT).await;
+    let rescued = q.rescue(10, LONG).await.unwrap();
+    assert_eq!(rescued.len(), 1);
+    let r = &rescued[0];
+    assert_eq!(r.job.key, short.job.key);
+    assert_eq!(r.job.attempts, 1, "no attempt counted by the rescuer");
+    assert_ne!(r.token, short.token);
+    assert!(q.rescue(10, LONG).await.unwrap().is_empty(), "rescued once");
+    assert!(!q
+        .settle(&short.job.key, &short.token, None, Transition::Delivered)
+        .await
+        .unwrap());
+    assert!(q
+        .settle(&r.job.key, &r.token, None, retry(LONG))
+        .await
+        .unwrap());
+    assert_eq!(state(&q, &live.job.key).await, Some(DeliveryState::Leased));
+}
+
+/// The pruner removes dead letters past their retention (with their
+/// history), never live or recent ones, at most `max` per call.
+async fn prune_removes_old_dead_letters<Q: Queue>(q: Q) {
+    for i in 0..5 {
+        q.add_dead_letter(&dead_letter(
+            "ep",
+            &format!("old{i}"),
+            1_700_000_000_000 + i,
+        ))
+        .await
+        .unwrap();
+    }
+    q.add_dead_letter(&dead_letter("ep", "recent", now_ms()))
+        .await
+        .unwrap();
+    q.enqueue("ep", &message("live")).await.unwrap();
+    let hour = Some(Duration::from_secs(3600));
+    assert_eq!(
+        q.prune(None, 100).await.unwrap(),
+        0,
+        "dead kept without a retention"
+    );
+    assert_eq!(q.prune(hour, 3).await.unwrap(), 3, "bounded batch");
+    assert_eq!(q.prune(hour, 100).await.unwrap(), 2);
+    assert_eq!(q.prune(hour, 100).await.unwrap(), 0);
+    assert!(q.get_dead(&key("ep", "old0")).await.unwrap().is_none());
+    assert!(q.get_dead(&key("ep", "recent")).await.unwrap().is_some());
+    assert_eq!(
+        state(&q, &key("ep", "live")).await,
+        Some(DeliveryState::Scheduled)
+    );
+    assert_eq!(all_pages(&q, &DlqFilter::default(), 10).await.len(), 1);
+    // A pruned key is new again, its history gone.
+    assert_eq!(
+        q.enqueue("ep", &message("old0")).await.unwrap(),
+        Enqueued::New
+    );
+    let l = q
+        .lease_one(&key("ep", "old0"), LONG)
+        .await
+        .unwrap()
+        .unwrap();
+    q.settle(&l.job.key, &l.token, None, exhausted())
+        .await
+        .unwrap();
+    assert!(q
+        .get_dead(&l.job.key)
+        .await
+        .unwrap()
+        .unwrap()
+        .attempts
+        .is_empty());
+}
+
 fn dead_letter(endpoint: &str, id: &str, at: i64) -> DeadLetter {
     DeadLetter {
         key: key(endpoint, id),
@@ -748,6 +832,8 @@ macro_rules! run_all {
         run_all!(@one $fresh, dead_letter_without_attempt);
         run_all!(@one $fresh, enqueue_dead_key_is_noop);
         run_all!(@one $fresh, lease_one_takes_a_named_delivery);
+        run_all!(@one $fresh, rescue_takes_expired_leases);
+        run_all!(@one $fresh, prune_removes_old_dead_letters);
         run_all!(@one $fresh, list_dead_pages);
         run_all!(@one $fresh, replay_and_purge);
         run_all!(@one $fresh, endpoints);

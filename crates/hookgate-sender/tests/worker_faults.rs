@@ -105,6 +105,12 @@ impl Queue for SlowEndpoints {
     fn stats(&self) -> BoxFuture<'_, Result<QueueStats>> {
         self.inner.stats()
     }
+    fn prune(&self, dead_retention: Option<Duration>, max: usize) -> BoxFuture<'_, Result<u64>> {
+        self.inner.prune(dead_retention, max)
+    }
+    fn rescue(&self, max: usize, lease: Duration) -> BoxFuture<'_, Result<Vec<Leased>>> {
+        self.inner.rescue(max, lease)
+    }
 }
 
 fn endpoint(url: String) -> Endpoint {

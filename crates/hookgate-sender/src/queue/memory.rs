@@ -478,6 +478,67 @@ impl Queue for MemoryQueue {
         ready(Ok(true))
     }
 
+    fn prune(&self, dead_retention: Option<Duration>, max: usize) -> BoxFuture<'_, Result<u64>> {
+        let now = self.now();
+        let delivered_cut = now.saturating_sub(delay_ms(self.retention));
+        let dead_cut = dead_retention.map(|d| now.saturating_sub(delay_ms(d)));
+        let mut inner = self.lock();
+        let gone: Vec<(DeliveryKey, DeliveryState, i64)> = inner
+            .entries
+            .iter()
+            .filter(|(_, e)| match e.state {
+                DeliveryState::Delivered => e.finished_ms <= delivered_cut,
+                DeliveryState::Dead => dead_cut.is_some_and(|c| e.finished_ms <= c),
+                _ => false,
+            })
+            .take(max)
+            .map(|(k, e)| (k.clone(), e.state, e.finished_ms))
+            .collect();
+        for (key, state, at) in &gone {
+            inner.entries.remove(key);
+            if *state == DeliveryState::Dead {
+                inner.dead.remove(&(*at, key.clone()));
+            }
+        }
+        ready(Ok(gone.len() as u64))
+    }
+
+    fn rescue(&self, max: usize, lease: Duration) -> BoxFuture<'_, Result<Vec<Leased>>> {
+        let now = self.now();
+        let until = now.saturating_add(delay_ms(lease));
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let expired: Vec<DeliveryKey> = inner
+            .entries
+            .iter()
+            .filter(|(_, e)| e.state == DeliveryState::Leased && e.next_attempt_ms <= now)
+            .take(max)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut out = Vec::new();
+        for key in expired {
+            let Some(e) = inner.entries.get_mut(&key) else {
+                continue;
+            };
+            inner.ready.remove(&(e.next_attempt_ms, key.clone()));
+            let due = e.next_attempt_ms;
+            let token = self.token();
+            e.token = Some(token.clone());
+            e.next_attempt_ms = until;
+            inner.ready.insert((until, key.clone()));
+            out.push(Leased {
+                job: Job {
+                    key,
+                    message: e.message.clone(),
+                    attempts: e.attempts,
+                    next_attempt_ms: due,
+                },
+                token,
+            });
+        }
+        ready(Ok(out))
+    }
+
     fn stats(&self) -> BoxFuture<'_, Result<QueueStats>> {
         let now = self.now();
         let inner = self.lock();

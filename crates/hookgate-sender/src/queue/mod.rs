@@ -642,6 +642,18 @@ pub trait Queue: Send + Sync + 'static {
 
     /// Counts by state.
     fn stats(&self) -> BoxFuture<'_, Result<QueueStats>>;
+
+    /// Maintenance (the pruner): delete up to `max` keys that are finished
+    /// for good, with their attempt history — delivered ones past the
+    /// queue's retention window and, when `dead_retention` is given, dead
+    /// letters filed longer ago (store clock). Returns how many.
+    fn prune(&self, dead_retention: Option<Duration>, max: usize) -> BoxFuture<'_, Result<u64>>;
+
+    /// Maintenance (the rescuer): take up to `max` deliveries whose lease
+    /// expired without an outcome, under a fresh lease of `lease` and
+    /// **without** counting another attempt (their lease already counted
+    /// one), so the rescuer can run them through the retry policy.
+    fn rescue(&self, max: usize, lease: Duration) -> BoxFuture<'_, Result<Vec<Leased>>>;
 }
 
 // `Arc<dyn Queue>` is how workers and senders share one queue.
@@ -712,6 +724,12 @@ impl<T: Queue + ?Sized> Queue for std::sync::Arc<T> {
     }
     fn stats(&self) -> BoxFuture<'_, Result<QueueStats>> {
         (**self).stats()
+    }
+    fn prune(&self, dead_retention: Option<Duration>, max: usize) -> BoxFuture<'_, Result<u64>> {
+        (**self).prune(dead_retention, max)
+    }
+    fn rescue(&self, max: usize, lease: Duration) -> BoxFuture<'_, Result<Vec<Leased>>> {
+        (**self).rescue(max, lease)
     }
 }
 

@@ -980,6 +980,67 @@ impl PostgresQueue {
             dead: count(4)?,
         })
     }
+    async fn do_prune(&self, dead_retention: Option<Duration>, max: usize) -> Result<u64> {
+        let (d, a) = (&self.names.deliveries, &self.names.attempts);
+        let sql = format!(
+            "WITH x AS (DELETE FROM {d} WHERE ctid IN (
+                          SELECT ctid FROM {d}
+                           WHERE (state = 'delivered' AND finished_at <= {NOW_MS} - $1)
+                              OR ($2::bigint IS NOT NULL AND state = 'dead'
+                                  AND finished_at <= {NOW_MS} - $2)
+                           LIMIT $3)
+                     RETURNING endpoint, message_id),
+                  h AS (DELETE FROM {a} USING x
+                         WHERE {a}.endpoint = x.endpoint AND {a}.message_id = x.message_id)
+             SELECT count(*) FROM x"
+        );
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                &prepare(&client, &sql).await?,
+                &[
+                    &self.retention_ms,
+                    &dead_retention.map(millis),
+                    &to_i64(max as u64),
+                ],
+            )
+            .await
+            .map_err(|e| pg_error("prune", e))?;
+        Ok(u64::try_from(get::<i64>(&row, 0)?).unwrap_or(0))
+    }
+
+    async fn do_rescue(&self, max: usize, lease: Duration) -> Result<Vec<Leased>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let d = &self.names.deliveries;
+        let sql = format!(
+            "UPDATE {d} AS q
+                SET lease_token = $3 || '.' || s.rn,
+                    lease_until = s.now + $2,
+                    next_attempt_at = s.now + $2
+               FROM (SELECT endpoint, message_id, next_attempt_at AS due, {NOW_MS} AS now,
+                            row_number() OVER () AS rn
+                       FROM (SELECT endpoint, message_id, next_attempt_at FROM {d}
+                              WHERE state = 'leased' AND lease_until <= {NOW_MS}
+                              ORDER BY lease_until
+                              LIMIT $1
+                              FOR UPDATE SKIP LOCKED) AS expired) AS s
+              WHERE q.endpoint = s.endpoint AND q.message_id = s.message_id
+          RETURNING q.endpoint, q.message_id, q.event_type, q.payload, q.created_at_ms,
+                    q.attempts, s.due, q.lease_token"
+        );
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &prepare(&client, &sql).await?,
+                &[&to_i64(max as u64), &millis(lease), &new_token()],
+            )
+            .await
+            .map_err(|e| pg_error("rescue", e))?;
+        rows.iter().map(leased_from_row).collect()
+    }
+
     async fn do_put_endpoint(&self, endpoint: &Endpoint) -> Result<()> {
         let config = codec::endpoint_to_json(endpoint)?;
         let sql = format!(
@@ -1152,6 +1213,82 @@ impl Queue for PostgresQueue {
 
     fn stats(&self) -> BoxFuture<'_, Result<QueueStats>> {
         Box::pin(self.do_stats())
+    }
+
+    fn prune(&self, dead_retention: Option<Duration>, max: usize) -> BoxFuture<'_, Result<u64>> {
+        Box::pin(self.do_prune(dead_retention, max))
+    }
+
+    fn rescue(&self, max: usize, lease: Duration) -> BoxFuture<'_, Result<Vec<Leased>>> {
+        Box::pin(self.do_rescue(max, lease))
+    }
+}
+
+/// The maintenance leader lock of a [`PostgresQueue`]: a session advisory
+/// lock (`pg_try_advisory_lock`) on a connection the holder keeps from the
+/// pool; released when that connection closes (the process dies).
+pub struct PostgresLeaderLock {
+    pool: Pool,
+    key: String,
+    conn: Mutex<Option<deadpool_postgres::Object>>,
+}
+
+impl std::fmt::Debug for PostgresLeaderLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresLeaderLock")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for PostgresLeaderLock {
+    fn drop(&mut self) {
+        // Close the holding connection instead of returning it to the pool
+        // with the session lock still held.
+        if let Some(conn) = self.conn.get_mut().take() {
+            drop(deadpool_postgres::Object::take(conn));
+        }
+    }
+}
+
+impl crate::maintenance::LeaderLock for PostgresLeaderLock {
+    fn try_lead(&self) -> BoxFuture<'_, Result<bool>> {
+        Box::pin(async move {
+            let mut held = self.conn.lock().await;
+            if let Some(conn) = held.as_ref() {
+                if conn.simple_query("SELECT 1").await.is_ok() {
+                    return Ok(true);
+                }
+                // The connection broke: the lock went with it.
+                *held = None;
+            }
+            let conn = self.pool.get().await.map_err(pool_error)?;
+            let row = conn
+                .query_one("SELECT pg_try_advisory_lock(hashtext($1))", &[&self.key])
+                .await
+                .map_err(|e| pg_error("leader lock", e))?;
+            let got: bool = get(&row, 0)?;
+            if got {
+                *held = Some(conn);
+            }
+            Ok(got)
+        })
+    }
+}
+
+impl PostgresQueue {
+    /// A maintenance leader lock for the processes sharing this queue's
+    /// tables. Its holder keeps one pooled connection.
+    #[must_use]
+    pub fn leader_lock(&self) -> PostgresLeaderLock {
+        PostgresLeaderLock {
+            pool: self.pool.clone(),
+            key: format!(
+                "hookgate-leader:{}.{}",
+                self.names.schema, self.names.prefix
+            ),
+            conn: Mutex::new(None),
+        }
     }
 }
 

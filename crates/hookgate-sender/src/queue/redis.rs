@@ -240,6 +240,47 @@ return {redis.call('ZCARD', P .. 'due') + redis.call('ZCARD', P .. 'leased') - l
   redis.call('ZCARD', P .. 'held'), redis.call('ZCARD', P .. 'done'), redis.call('ZCARD', P .. 'dlq')}
 ";
 
+/// ARGV: prefix, delivered retention ms, dead retention ms ('' for none), max.
+const PRUNE: &str = "local P = ARGV[1]
+local n = redis.call('ZREMRANGEBYSCORE', P .. 'done', '-inf', string.format('%d', now - tonumber(ARGV[2])))
+if ARGV[3] ~= '' then
+  local cut = string.format('%d', now - tonumber(ARGV[3]))
+  local items = redis.call('ZRANGEBYSCORE', P .. 'dlq', '-inf', cut, 'LIMIT', 0, tonumber(ARGV[4]))
+  for _, m in ipairs(items) do
+    local d = P .. 'd:' .. m
+    local ep = redis.call('HGET', d, 'endpoint')
+    if redis.call('HGET', d, 'state') == 'dead' then
+      redis.call('DEL', d, P .. 'h:' .. m)
+      n = n + 1
+    end
+    redis.call('ZREM', P .. 'dlq', m)
+    if ep then redis.call('ZREM', P .. 'dlq:e:' .. ep, m) end
+  end
+end
+return n
+";
+
+/// ARGV: prefix, max, lease ms, token base.
+const RESCUE: &str = "local P = ARGV[1]
+local items = redis.call('ZRANGEBYSCORE', P .. 'leased', '-inf', nows, 'LIMIT', 0, tonumber(ARGV[2]))
+local untils = string.format('%d', now + tonumber(ARGV[3]))
+local out = {}
+for i, m in ipairs(items) do
+  local d = P .. 'd:' .. m
+  local f = redis.call('HMGET', d, 'endpoint', 'id', 'event_type', 'payload', 'created_at_ms',
+    'attempts', 'next_attempt_ms', 'state')
+  if f[1] and f[8] == 'leased' then
+    local tok = ARGV[4] .. '.' .. i
+    redis.call('ZADD', P .. 'leased', untils, m)
+    redis.call('HSET', d, 'token', tok)
+    out[#out + 1] = {f[1], f[2], f[3], f[4], f[5], f[6], f[7], tok}
+  else
+    redis.call('ZREM', P .. 'leased', m)
+  end
+end
+return out
+";
+
 /// The queue's Lua scripts, loaded once per process.
 struct Scripts {
     enqueue: Script,
@@ -256,6 +297,8 @@ struct Scripts {
     purge: Script,
     set_disabled: Script,
     stats: Script,
+    prune: Script,
+    rescue: Script,
 }
 
 fn scripts() -> &'static Scripts {
@@ -278,6 +321,8 @@ fn scripts() -> &'static Scripts {
             purge: Script::new(PURGE),
             set_disabled: Script::new(SET_DISABLED),
             stats: with_now(STATS),
+            prune: with_now(PRUNE),
+            rescue: with_now(RESCUE),
         }
     })
 }
@@ -812,6 +857,68 @@ impl RedisQueue {
     }
 }
 
+/// Lua: KEYS[1] the lock, ARGV[1] token, ARGV[2] ttl ms. Renew if held by
+/// the token, else take it if free.
+const LEAD: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+return 0
+";
+
+/// The maintenance leader lock of a [`RedisQueue`]: `SET NX PX` on the key
+/// `<prefix>leader`, renewed by each [`try_lead`](crate::maintenance::LeaderLock::try_lead)
+/// of its holder; lost when the holder stops renewing for the TTL.
+pub struct RedisLeaderLock {
+    conn: ConnectionManager,
+    key: String,
+    token: String,
+    ttl: Duration,
+}
+
+impl std::fmt::Debug for RedisLeaderLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisLeaderLock")
+            .field("key", &self.key)
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl crate::maintenance::LeaderLock for RedisLeaderLock {
+    fn try_lead(&self) -> BoxFuture<'_, Result<bool>> {
+        Box::pin(async move {
+            static SCRIPT: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
+            let script = SCRIPT.get_or_init(|| Script::new(LEAD));
+            let mut conn = self.conn.clone();
+            let held: i64 = script
+                .key(&self.key)
+                .arg(&self.token)
+                .arg(millis(self.ttl))
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| redis_error("leader lock", e))?;
+            Ok(held == 1)
+        })
+    }
+}
+
+impl RedisQueue {
+    /// A maintenance leader lock for the processes sharing this queue,
+    /// held for `ttl` after each renewal (use more than the runner's
+    /// interval plus jitter).
+    #[must_use]
+    pub fn leader_lock(&self, ttl: Duration) -> RedisLeaderLock {
+        RedisLeaderLock {
+            conn: self.conn.clone(),
+            key: format!("{}leader", self.prefix),
+            token: format!("{:032x}", rand::random::<u128>()),
+            ttl,
+        }
+    }
+}
+
 /// Escape glob metacharacters for `SCAN MATCH`.
 fn glob_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -991,6 +1098,42 @@ impl Queue for RedisQueue {
                 .await
                 .map_err(|e| redis_error("purge_dead", e))?;
             Ok(done == 1)
+        })
+    }
+
+    fn prune(&self, dead_retention: Option<Duration>, max: usize) -> BoxFuture<'_, Result<u64>> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let n: u64 = scripts()
+                .prune
+                .arg(&self.prefix)
+                .arg(self.retention_ms)
+                .arg(dead_retention.map_or_else(String::new, |d| delay_ms(d).to_string()))
+                .arg(max)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| redis_error("prune", e))?;
+            Ok(n)
+        })
+    }
+
+    fn rescue(&self, max: usize, lease: Duration) -> BoxFuture<'_, Result<Vec<Leased>>> {
+        Box::pin(async move {
+            if max == 0 {
+                return Ok(Vec::new());
+            }
+            let token = format!("{:032x}", rand::random::<u128>());
+            let mut conn = self.conn.clone();
+            let rows: Vec<Vec<Vec<u8>>> = scripts()
+                .rescue
+                .arg(&self.prefix)
+                .arg(max)
+                .arg(millis(lease))
+                .arg(&token)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| redis_error("rescue", e))?;
+            rows.into_iter().map(leased_from_fields).collect()
         })
     }
 
