@@ -191,3 +191,39 @@ async fn unreachable_server_is_unavailable_within_a_bounded_time() {
     assert_eq!(err.kind(), QueueErrorKind::Unavailable, "{err}");
     assert!(std::error::Error::source(&err).is_some());
 }
+
+/// A statement cancelled by the server's `statement_timeout` (SQLSTATE
+/// 57014) is `Unavailable`, as in the dedup store: a worker treats it as the
+/// store being down, not as a bug (issue 16, item 6).
+#[tokio::test]
+async fn statement_timeout_is_unavailable() {
+    let Some(q) = support::pg::fresh().await else {
+        return;
+    };
+    let body = async {
+        let url = support::postgres_url();
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let timed =
+            PostgresQueue::connect(&format!("{url}{sep}options=-c%20statement_timeout%3D200"))
+                .await
+                .unwrap()
+                .with_schema(q.schema())
+                .unwrap();
+        timed.migrate().await.unwrap();
+        let mut client = own_client().await;
+        let tx = client.transaction().await.unwrap();
+        tx.batch_execute(&format!(
+            "LOCK TABLE \"{}\".hookgate_deliveries IN ACCESS EXCLUSIVE MODE",
+            q.schema()
+        ))
+        .await
+        .unwrap();
+        let err = timed
+            .lease(10, Duration::from_secs(30))
+            .await
+            .expect_err("the lock outlasts the statement timeout");
+        assert_eq!(err.kind(), QueueErrorKind::Unavailable, "{err:?}");
+        tx.rollback().await.unwrap();
+    };
+    support::with_cleanup(body, support::pg::drop_schema(&q)).await;
+}

@@ -144,10 +144,14 @@ fn invalid(message: impl Into<String>) -> QueueError {
 /// Classify a database error: connection trouble is `Unavailable`.
 fn pg_error(context: &str, e: tokio_postgres::Error) -> QueueError {
     let unavailable = match e.as_db_error() {
-        // Class 08: connection exception; 57P0x: server shutting down.
+        // Class 08: connection exception; 57P0x: server shutting down;
+        // 53300 too many connections; 53400 configuration limit exceeded;
+        // 57014 statement cancelled (timeout), as the dedup store classifies them.
         Some(db) => {
             let code = db.code().code();
-            code.starts_with("08") || code.starts_with("57P0")
+            code.starts_with("08")
+                || code.starts_with("57P0")
+                || matches!(code, "53300" | "53400" | "57014")
         }
         None => {
             e.is_closed() || std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>())
