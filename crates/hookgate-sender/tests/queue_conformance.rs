@@ -1,7 +1,8 @@
 //! One conformance suite for the [`Queue`] contract, written once and run
 //! against every backend: memory, Postgres and Redis (the real servers; see
-//! `support` for the URLs and the skip rules). Each check gets a fresh,
-//! empty queue (new schema / key prefix), removed afterwards.
+//! `support` for the URLs and the skip rules), one test per check and
+//! backend, plus one test per (state, transition) pair. Each check gets a
+//! fresh, empty queue (new schema / key prefix), removed afterwards.
 
 mod support;
 
@@ -817,31 +818,45 @@ async fn endpoints<Q: Queue>(q: Q) {
 
 // ---------------------------------------------------------------- runners
 
-/// Every check, by name, so a failure says which one.
-macro_rules! run_all {
-    ($fresh:expr) => {{
-        run_all!(@one $fresh, enqueue_then_lease);
-        run_all!(@one $fresh, enqueue_twice_is_noop);
-        run_all!(@one $fresh, lease_respects_max);
-        run_all!(@one $fresh, expired_lease_is_fenced);
-        run_all!(@one $fresh, retry_then_dead_letter);
-        run_all!(@one $fresh, delivered_is_kept);
-        run_all!(@one $fresh, interrupted_refunds);
-        run_all!(@one $fresh, defer_refunds);
-        run_all!(@one $fresh, hold_until_released);
-        run_all!(@one $fresh, dead_letter_without_attempt);
-        run_all!(@one $fresh, enqueue_dead_key_is_noop);
-        run_all!(@one $fresh, lease_one_takes_a_named_delivery);
-        run_all!(@one $fresh, rescue_takes_expired_leases);
-        run_all!(@one $fresh, prune_removes_old_dead_letters);
-        run_all!(@one $fresh, list_dead_pages);
-        run_all!(@one $fresh, replay_and_purge);
-        run_all!(@one $fresh, endpoints);
-    }};
-    (@one $fresh:expr, $check:ident) => {{
-        eprintln!("check: {}", stringify!($check));
-        $fresh($check).await;
-    }};
+/// One test per check and backend (`memory::enqueue_then_lease`,
+/// `postgres::...`, `redis::...`), so a failure names both.
+macro_rules! checks {
+    ($backend:ident, $fresh:path, $($check:ident),* $(,)?) => {
+        mod $backend {
+            $(
+                #[tokio::test]
+                async fn $check() {
+                    $fresh(super::$check).await;
+                }
+            )*
+        }
+    };
+}
+
+macro_rules! all_checks {
+    ($backend:ident, $fresh:path) => {
+        checks!(
+            $backend,
+            $fresh,
+            enqueue_then_lease,
+            enqueue_twice_is_noop,
+            lease_respects_max,
+            expired_lease_is_fenced,
+            retry_then_dead_letter,
+            delivered_is_kept,
+            interrupted_refunds,
+            defer_refunds,
+            hold_until_released,
+            dead_letter_without_attempt,
+            enqueue_dead_key_is_noop,
+            lease_one_takes_a_named_delivery,
+            rescue_takes_expired_leases,
+            prune_removes_old_dead_letters,
+            list_dead_pages,
+            replay_and_purge,
+            endpoints,
+        );
+    };
 }
 
 async fn memory<F, Fut>(check: F)
@@ -852,10 +867,7 @@ where
     check(MemoryQueue::new()).await;
 }
 
-#[tokio::test]
-async fn memory_queue_conforms() {
-    run_all!(memory);
-}
+all_checks!(memory_queue, super::memory);
 
 #[cfg(feature = "postgres")]
 async fn postgres<F, Fut>(check: F)
@@ -870,10 +882,7 @@ where
 }
 
 #[cfg(feature = "postgres")]
-#[tokio::test]
-async fn postgres_queue_conforms() {
-    run_all!(postgres);
-}
+all_checks!(postgres_queue, super::postgres);
 
 #[cfg(feature = "redis")]
 async fn redis<F, Fut>(check: F)
@@ -888,10 +897,7 @@ where
 }
 
 #[cfg(feature = "redis")]
-#[tokio::test]
-async fn redis_queue_conforms() {
-    run_all!(redis);
-}
+all_checks!(redis_queue, super::redis);
 
 // ------------------------------------------------- (state, transition) pairs
 
