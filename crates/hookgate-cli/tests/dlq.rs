@@ -73,7 +73,7 @@ async fn story(store: &str, ns: &str, queue: Arc<dyn Queue>) {
     let text = stdout(&out);
     assert!(text.starts_with("DEAD AT"), "{text}");
     assert_eq!(text.lines().count(), 5, "{text}");
-    assert!(text.contains("exhausted: 2 attempts"));
+    assert!(text.contains("exhausted (last: HTTP 500"));
     let out = dlq(&["list", "--json", "--endpoint", "ep"], store, ns).await;
     let rows = json_lines(&out);
     assert_eq!(rows.len(), 3);
@@ -98,7 +98,7 @@ async fn story(store: &str, ns: &str, queue: Arc<dyn Queue>) {
     assert_eq!(shown["payload"]["msg"], "m1");
     assert_eq!(shown["attempts"][0]["status"], 500);
     let out = dlq(&["show", "m1"], store, ns).await;
-    assert!(stdout(&out).contains("reason:     exhausted: 2 attempts"));
+    assert!(stdout(&out).contains("reason:     exhausted (last: HTTP 500"));
     let out = dlq(&["show", "nope"], store, ns).await;
     assert_eq!(out.status.code(), Some(1));
 
@@ -147,7 +147,7 @@ async fn story(store: &str, ns: &str, queue: Arc<dyn Queue>) {
     let out = dlq(&["replay", "m4", "--allow-private"], store, ns).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stdout(&out).contains("m4 (other): failed: exhausted: 1 attempts"),
+        stdout(&out).contains("m4 (other): failed: exhausted (last: HTTP 503"),
         "{}",
         stdout(&out)
     );
@@ -170,17 +170,123 @@ async fn story(store: &str, ns: &str, queue: Arc<dyn Queue>) {
     let out = dlq(&["replay", "m4", "--enqueue"], store, ns).await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let stats = queue.stats().await.unwrap();
-    assert_eq!((stats.pending, stats.dead), (1, 0));
+    assert_eq!((stats.pending(), stats.dead), (1, 0));
 
     // purge.
     send_failing(store, ns, &url, "ep", "m5").await;
     send_failing(store, ns, &url, "ep", "m6").await;
     let out = dlq(&["purge", "m5"], store, ns).await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // Nothing to purge: said so, exit 1.
+    let out = dlq(&["purge", "m5"], store, ns).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("nothing purged"), "{}", stderr(&out));
+    // --all asks first; without a terminal and without --yes nothing goes.
     let out = dlq(&["purge", "--all"], store, ns).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--yes"), "{}", stderr(&out));
+    assert_eq!(queue.stats().await.unwrap().dead, 1);
+    let out = dlq(&["purge", "--all", "--dry-run"], store, ns).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("m6 (ep): would purge"));
+    assert_eq!(queue.stats().await.unwrap().dead, 1);
+    let out = dlq(&["purge", "--all", "--yes"], store, ns).await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stdout(&out).contains("m6 (ep): purged"));
     assert_eq!(queue.stats().await.unwrap().dead, 0);
+
+    // send --store never re-points a stored endpoint: another URL under the
+    // same id is refused and the stored endpoint is unchanged.
+    let other = Receiver::start(&[], 200).await;
+    let out = hookgate(
+        &[
+            "send",
+            &other.url(),
+            "--secret",
+            SECRET,
+            "--data",
+            "{}",
+            "--endpoint",
+            "ep",
+            "--allow-private",
+            "--store",
+            store,
+            "--namespace",
+            ns,
+        ],
+        None,
+    )
+    .await;
+    assert_ne!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("another configuration"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(other.count(), 0);
+    let ep = queue.get_endpoint("ep").await.unwrap().unwrap();
+    assert_eq!(ep.urls, std::slice::from_ref(&url));
+    // A disabled endpoint stays disabled when the same one is registered again.
+    queue.set_endpoint_disabled("ep", true).await.unwrap();
+    let before = receiver.count();
+    let out = hookgate(
+        &[
+            "send",
+            &url,
+            "--secret",
+            SECRET,
+            "--data",
+            "{}",
+            "--endpoint",
+            "ep",
+            "--allow-private",
+            "--store",
+            store,
+            "--namespace",
+            ns,
+        ],
+        None,
+    )
+    .await;
+    assert_ne!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("disabled"), "{}", stderr(&out));
+    assert!(queue.get_endpoint("ep").await.unwrap().unwrap().disabled);
+    assert_eq!(receiver.count(), before);
+
+    // `dlq list | head -1` exits 0 (a closed pipe is not an error).
+    for i in 0..1500 {
+        let id = format!("bulk{i:04}");
+        let dead = hookgate_sender::queue::DeadLetter {
+            key: DeliveryKey {
+                endpoint: "ep".into(),
+                message_id: id.clone(),
+            },
+            message: hookgate_sender::Message::new("t", "{}").with_id(id),
+            attempts: Vec::new(),
+            reason: hookgate_sender::queue::DeadReason::Other {
+                detail: "x".repeat(100),
+            },
+            dead_at_ms: 1_700_000_000_000 + i,
+        };
+        assert!(queue.add_dead_letter(&dead).await.unwrap());
+    }
+    let bin = env!("CARGO_BIN_EXE_hookgate").to_owned();
+    let (store_s, ns_s) = (store.to_owned(), ns.to_owned());
+    let piped = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("bash")
+            .arg("-c")
+            .arg(r#"set -o pipefail; "$0" dlq list --store "$1" --namespace "$2" | head -1"#)
+            .arg(bin)
+            .arg(store_s)
+            .arg(ns_s)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(piped.status.code(), Some(0), "{}", stderr(&piped));
+    assert!(stdout(&piped).starts_with("DEAD AT"));
+    assert!(!stderr(&piped).contains("panicked"), "{}", stderr(&piped));
 }
 
 #[tokio::test]

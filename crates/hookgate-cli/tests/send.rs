@@ -138,7 +138,7 @@ async fn exhausted_exits_1() {
     .await;
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains("not delivered: exhausted: 2 attempts (last: HTTP 500"),
+        stderr(&out).contains("not delivered: exhausted (last: HTTP 500"),
         "{}",
         stderr(&out)
     );
@@ -275,4 +275,168 @@ async fn usage_errors_exit_2() {
         // The secret is never echoed.
         assert!(!stderr(&out).contains("whsec_!!"), "{}", stderr(&out));
     }
+}
+
+/// A receiver answering every request 503 with `Retry-After: <secs>`;
+/// returns its URL and a request counter.
+async fn retry_after_receiver(
+    secs: u64,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::{atomic::AtomicUsize, Arc};
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    let app = axum::Router::new().fallback(move || {
+        let h = h.clone();
+        async move {
+            h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            (
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                [("retry-after", secs.to_string())],
+            )
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/hook"), hits)
+}
+
+/// A Redis queue in a fresh namespace, or `None` when Redis is unreachable.
+async fn redis_store() -> Option<(String, hookgate_sender::queue::RedisQueue)> {
+    let ns = send_support::namespace();
+    match hookgate_sender::queue::RedisQueue::connect(&send_support::redis_url()).await {
+        Ok(q) => Some((ns.clone(), q.with_prefix(&format!("{ns}:q:")).unwrap())),
+        Err(e) => {
+            send_support::skip_unreachable("Redis", &e);
+            None
+        }
+    }
+}
+
+async fn dead_reason(
+    q: &hookgate_sender::queue::RedisQueue,
+    id: &str,
+) -> Option<hookgate_sender::queue::DeadReason> {
+    use hookgate_sender::Queue as _;
+    let key = hookgate_sender::queue::DeliveryKey {
+        endpoint: "ep".into(),
+        message_id: id.into(),
+    };
+    q.get_dead(&key).await.unwrap().map(|d| d.reason)
+}
+
+/// Issue 8, item 8: a `Retry-After` longer than `--max-delay` ends the
+/// one-shot send as a dead letter at once, not a silent hour.
+#[tokio::test]
+async fn retry_after_beyond_max_delay_ends_as_a_dead_letter() {
+    let Some((ns, q)) = redis_store().await else {
+        return;
+    };
+    let (url, hits) = retry_after_receiver(3600).await;
+    let store = send_support::redis_url();
+    let started = std::time::Instant::now();
+    let out = hookgate(
+        &[
+            "send",
+            &url,
+            "--secret",
+            SECRET,
+            "--data",
+            "{}",
+            "--id",
+            "m-ra",
+            "--endpoint",
+            "ep",
+            "--allow-private",
+            "--max-delay",
+            "2s",
+            "--store",
+            &store,
+            "--namespace",
+            &ns,
+        ],
+        None,
+    )
+    .await;
+    let reason = dead_reason(&q, "m-ra").await;
+    q.delete_all().await.unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--max-delay"), "{}", stderr(&out));
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert!(
+        matches!(
+            reason,
+            Some(hookgate_sender::queue::DeadReason::Other { .. })
+        ),
+        "{reason:?}"
+    );
+}
+
+/// Issue 8, item 8: Ctrl-C (SIGINT) while `send --store` waits for a retry
+/// dead-letters the message with the typed reason `interrupted`, and the
+/// command says so. On main the message was lost.
+#[cfg(unix)]
+#[tokio::test]
+async fn interrupted_send_is_dead_lettered_as_interrupted() {
+    let Some((ns, q)) = redis_store().await else {
+        return;
+    };
+    let (url, hits) = retry_after_receiver(20).await;
+    let store = send_support::redis_url();
+    let args: Vec<String> = [
+        "send",
+        &url,
+        "--secret",
+        SECRET,
+        "--data",
+        "{}",
+        "--id",
+        "m-int",
+        "--endpoint",
+        "ep",
+        "--allow-private",
+        "--max-delay",
+        "60s",
+        "--store",
+        &store,
+        "--namespace",
+        &ns,
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
+        .args(&args)
+        .env_remove("HOOKGATE_SECRET")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while hits.load(std::sync::atomic::Ordering::SeqCst) == 0
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await; // now waiting 20 s
+    let status = std::process::Command::new("kill")
+        .arg("-INT")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let reason = dead_reason(&q, "m-int").await;
+    q.delete_all().await.unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("interrupted"), "{}", stderr(&out));
+    assert_eq!(
+        reason,
+        Some(hookgate_sender::queue::DeadReason::Interrupted)
+    );
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
 }

@@ -236,7 +236,8 @@ async fn run(o: Opts) {
     );
     println!(
         "queue after: pending {}, dead {}",
-        stats.pending, stats.dead
+        stats.pending(),
+        stats.dead
     );
     if let Some(kib) = peak_rss_kib() {
         println!(

@@ -277,7 +277,7 @@ async fn bench_throughput(b: &Backend) -> Result<(), BoxError> {
     println!(
         "  throughput: {N} deliveries in {:.2} s = {rate:.0} deliveries/s (1 worker, concurrency 64); left pending={}",
         took.as_secs_f64(),
-        stats.pending
+        stats.pending()
     );
     Ok(())
 }
@@ -389,7 +389,9 @@ async fn bench_dlq(b: &Backend) -> Result<(), BoxError> {
                             error: None,
                         })
                         .collect(),
-                    reason: "exhausted".into(),
+                    reason: hookgate_sender::queue::DeadReason::Exhausted {
+                        last: "HTTP 500".into(),
+                    },
                     dead_at_ms: base + i64::try_from(i / 4)?,
                 };
                 queue.add_dead_letter(&dead).await?;
@@ -456,7 +458,7 @@ async fn bench_dlq(b: &Backend) -> Result<(), BoxError> {
         listed.as_secs_f64(),
         percentiles(page_times),
         replay_took.as_secs_f64(),
-        stats.pending,
+        stats.pending(),
         before / 1024,
         peak / 1024
     );

@@ -21,16 +21,25 @@
 //!
 //! - [`Sender`] stores endpoints and enqueues messages (returns once stored).
 //! - [`Worker`] leases due deliveries and attempts them: signed afresh each
-//!   time ([`delivery`]), classified ([`outcome`]), retried with backoff and
-//!   full jitter ([`retry`]), dead-lettered when exhausted or permanent.
+//!   time ([`delivery`]), classified ([`outcome`]), then one pure function
+//!   ([`decide`]) chooses the next [`Transition`](queue::Transition) —
+//!   delivered, retried with backoff and full jitter ([`retry`]), or
+//!   dead-lettered when exhausted or permanent — which the queue applies in
+//!   one fenced step.
+//! - [`bulk`] replays or purges the dead letters that exist at the start,
+//!   once each.
+//! - [`maintenance`] runs the pruner and the rescuer under a leader lock.
 //! - [`ssrf`] keeps deliveries out of private networks, on by default.
 //! - [`redact`] masks credentials in URLs, DSNs and messages.
 //! - [`queue`]: the storage contract and its backends.
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod bulk;
+pub mod decide;
 pub mod delivery;
 mod endpoint;
+pub mod maintenance;
 mod message;
 pub mod outcome;
 pub mod queue;

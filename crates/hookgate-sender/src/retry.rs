@@ -3,7 +3,7 @@
 //!
 //! [`RetryPolicy::decide`] is a pure function of its inputs and a random
 //! number generator, so tests pass a seeded RNG and get exact answers. The
-//! worker persists the answer with [`Queue::retry_later`](crate::Queue::retry_later);
+//! worker persists the answer with [`Queue::settle`](crate::Queue::settle) (a delay, which the store adds to its own clock);
 //! nothing waits in memory.
 //!
 //! ```

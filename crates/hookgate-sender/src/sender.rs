@@ -23,6 +23,10 @@ pub enum SendError {
     /// No endpoint with this id is stored in the queue.
     #[error("unknown endpoint {0:?}")]
     UnknownEndpoint(String),
+    /// An endpoint with this id is stored with another configuration; it was
+    /// left unchanged (use [`Sender::update_endpoint`] to change it).
+    #[error("endpoint {0:?} exists with another configuration")]
+    EndpointConflict(String),
     /// The queue failed; the message may not be stored.
     #[error(transparent)]
     Queue(#[from] QueueError),
@@ -60,22 +64,51 @@ impl Sender {
         &self.queue
     }
 
-    /// Validate and store (insert or replace) an endpoint.
+    /// Validate and register an endpoint. Endpoints are managed records:
+    /// registering an id that is already stored with the same configuration
+    /// changes nothing (its `disabled` flag included, so a restart does not
+    /// undo a 410), and one stored with another configuration is refused and
+    /// left unchanged ([`SendError::EndpointConflict`]). The check and the
+    /// write are two store calls: two processes registering *different*
+    /// configurations at the same instant may both succeed (the last one
+    /// stays).
     ///
     /// # Errors
-    /// Invalid settings, or the queue failed.
+    /// Invalid settings, a conflicting stored endpoint, or the queue failed.
     pub async fn add_endpoint(&self, endpoint: Endpoint) -> Result<(), SendError> {
         endpoint.validate()?;
-        self.queue.put_endpoint(&endpoint).await?;
-        self.known
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(endpoint.id);
+        match self.queue.get_endpoint(&endpoint.id).await? {
+            Some(stored) if same_config(&stored, &endpoint) => {}
+            Some(_) => return Err(SendError::EndpointConflict(endpoint.id)),
+            None => self.queue.put_endpoint(&endpoint).await?,
+        }
+        self.remember(endpoint.id);
         Ok(())
     }
 
+    /// Validate and store an endpoint's configuration, replacing what is
+    /// stored under its id. The stored `disabled` flag is kept: only
+    /// [`Queue::set_endpoint_disabled`] changes it.
+    ///
+    /// # Errors
+    /// Invalid settings, or the queue failed.
+    pub async fn update_endpoint(&self, endpoint: Endpoint) -> Result<(), SendError> {
+        endpoint.validate()?;
+        self.queue.put_endpoint(&endpoint).await?;
+        self.remember(endpoint.id);
+        Ok(())
+    }
+
+    fn remember(&self, id: String) {
+        self.known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id);
+    }
+
     /// Store a delivery of `message` to endpoint `endpoint_id`, due now.
-    /// Enqueueing the same message id to the same endpoint again is a no-op.
+    /// Enqueueing the same message id to the same endpoint again is a no-op
+    /// whatever became of the first ([`Queue::enqueue`]: one history per key).
     ///
     /// # Errors
     /// [`SendError::Message`] when the message id cannot be sent
@@ -108,4 +141,15 @@ impl Sender {
             message_id: message.id,
         })
     }
+}
+
+/// Whether two endpoints have the same configuration (everything but `disabled`).
+fn same_config(a: &Endpoint, b: &Endpoint) -> bool {
+    a.id == b.id
+        && a.urls == b.urls
+        && a.scheme == b.scheme
+        && a.secrets == b.secrets
+        && a.headers == b.headers
+        && a.timeout == b.timeout
+        && a.connect_timeout == b.connect_timeout
 }

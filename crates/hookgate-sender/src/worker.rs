@@ -20,15 +20,31 @@
 //! # Guarantees
 //! - A worker leases only as many deliveries as it has free concurrency, so a
 //!   lease never ticks away while its delivery waits in a local queue.
-//! - The lease is longer than the longest attempt (checked by
-//!   [`WorkerBuilder::build`]), so one delivery is never attempted twice at once.
-//! - Every outcome is written to the queue ([`Queue::retry_later`],
-//!   [`Queue::delivered`], [`Queue::dead_letter`]); the next attempt time is
-//!   persisted, never slept on. A worker that dies loses nothing: its leases
-//!   expire and another worker takes them (delivery is at least once; the
-//!   receiver deduplicates on the message id).
-//! - [`WorkerHandle::shutdown`] stops leasing, lets in-flight attempts finish
-//!   within a grace period, then aborts the rest and releases their leases.
+//! - **At most `max_attempts` requests per message, plus at most one per
+//!   worker crash or shutdown abort.** Attempts are counted when a delivery
+//!   is leased (see [`Queue::lease`]), so a lease that runs out — the worker
+//!   stalled, crashed, or its store calls were slow — still spends one; a
+//!   delivery leased past its budget is dead-lettered without another
+//!   request ([`decide::may_attempt`]). Only an attempt aborted by
+//!   [`WorkerHandle::shutdown`] is refunded ([`Transition::Interrupted`]).
+//! - Every store call the worker makes (lease, endpoint load, settle) has a
+//!   deadline ([`WorkerBuilder::with_store_timeout`]), and
+//!   [`WorkerBuilder::build`] checks that the lease covers the longest
+//!   request plus an endpoint load and a settle, so one delivery is never
+//!   attempted twice at once by live workers.
+//! - Every outcome is one fenced [`Queue::settle`] with the transition the
+//!   pure [`decide`](crate::decide::decide) chose; delays are passed, never
+//!   instants, so the store's clock decides when a retry is due (a worker
+//!   whose clock is off retries on time). An attempt that reached the
+//!   network is recorded even when the lease was lost meanwhile.
+//! - A worker that dies loses nothing: its leases expire and another worker
+//!   takes them (delivery is at least once; the receiver deduplicates on the
+//!   message id).
+//! - [`WorkerHandle::shutdown`] stops leasing (also while a lease call is
+//!   waiting on the store), lets in-flight attempts finish within the grace
+//!   period, then aborts the rest and hands their leases back
+//!   ([`Transition::Interrupted`]); it returns within the grace plus one
+//!   second.
 //!
 //! # Metrics
 //!
@@ -38,14 +54,17 @@
 //! |---|---|---|---|
 //! | `hookgate_sender_attempts_total` | counter | `endpoint`, `outcome` (`delivered`, `retry`, `permanent`, `gone`) | attempts made |
 //! | `hookgate_sender_attempt_duration_seconds` | histogram | `endpoint` | time to the response or failure |
-//! | `hookgate_sender_delivered_total` | counter | `endpoint` | deliveries that succeeded |
-//! | `hookgate_sender_retries_scheduled_total` | counter | `endpoint` | retries written to the queue |
-//! | `hookgate_sender_dead_lettered_total` | counter | `endpoint` | deliveries moved to the DLQ |
+//! | `hookgate_sender_delivered_total` | counter | `endpoint` | deliveries recorded as delivered |
+//! | `hookgate_sender_retries_scheduled_total` | counter | `endpoint` | retries recorded in the queue |
+//! | `hookgate_sender_dead_lettered_total` | counter | `endpoint` | deliveries recorded as dead letters |
+//! | `hookgate_sender_lease_lost_total` | counter | `endpoint` | outcomes the queue refused because the lease was lost |
 //! | `hookgate_sender_in_flight` | gauge | | attempts running in this worker |
-//! | `hookgate_sender_queue_pending` | gauge | | deliveries waiting (from [`Queue::stats`], every stats interval) |
+//! | `hookgate_sender_queue_pending` | gauge | | deliveries not finished: scheduled, leased or held (from [`Queue::stats`], every stats interval) |
 //! | `hookgate_sender_queue_leased` | gauge | | deliveries leased by some worker |
 //! | `hookgate_sender_dlq_size` | gauge | | dead letters |
 //!
+//! The three outcome counters count only outcomes the queue accepted (a
+//! settle whose lease was lost is counted in `lease_lost_total` instead).
 //! Endpoint ids are label values: keep them to a bounded set.
 
 use std::{
@@ -53,7 +72,10 @@ use std::{
     fmt,
     future::Future,
     net::SocketAddr,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
     time::{Duration, Instant},
 };
 
@@ -65,11 +87,15 @@ use tokio::{
 use tracing::Instrument;
 
 use crate::{
+    decide::{self, Decision, Effect, Happened},
     delivery::{DeliveryClient, Prepared},
     now_ms,
     outcome::{Class, Classifier},
-    queue::{Attempt, DeliveryKey, LeaseToken, Leased, Queue, QueueError},
-    retry::{RetryDecision, RetryInput, RetryPolicy, RetryPolicyError},
+    queue::{
+        Attempt, DeadReason, DeliveryKey, Job, LeaseToken, Leased, Queue, QueueError,
+        QueueErrorKind, Transition,
+    },
+    retry::{RetryPolicy, RetryPolicyError},
     ssrf::{Resolver, SsrfPolicy, SystemResolver},
     DEFAULT_TIMEOUT,
 };
@@ -82,20 +108,28 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// Default grace period when a [`WorkerHandle`] is dropped without [`shutdown`](WorkerHandle::shutdown).
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
-/// How much longer than the longest attempt a lease must be.
-pub const LEASE_MARGIN: Duration = Duration::from_secs(1);
+/// How much longer than the longest attempt plus two store calls a lease must be.
+pub const LEASE_MARGIN: Duration = Duration::from_millis(500);
+/// Longest wait for one store call, unless the lease leaves less room
+/// (see [`WorkerBuilder::with_store_timeout`]).
+pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The shortest store deadline [`WorkerBuilder::build`] accepts.
+pub const MIN_STORE_TIMEOUT: Duration = Duration::from_millis(50);
 
 /// A worker could not be built from its settings.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum WorkerBuildError {
-    /// The lease is not longer than the longest attempt plus [`LEASE_MARGIN`].
-    #[error("lease ({lease:?}) must exceed the request timeout ({timeout:?}) by at least {LEASE_MARGIN:?}")]
+    /// The lease cannot cover the longest attempt, an endpoint load and a
+    /// settle (each store call bounded by the store timeout) plus [`LEASE_MARGIN`].
+    #[error("lease ({lease:?}) must cover the request timeout ({timeout:?}), two store calls of {store_timeout:?} (at least {MIN_STORE_TIMEOUT:?} each) and {LEASE_MARGIN:?}")]
     LeaseTooShort {
         /// The lease.
         lease: Duration,
         /// The request timeout.
         timeout: Duration,
+        /// The store deadline.
+        store_timeout: Duration,
     },
     /// Concurrency, batch size or an interval is zero.
     #[error("{0} must be greater than zero")]
@@ -105,24 +139,60 @@ pub enum WorkerBuildError {
     Retry(#[from] RetryPolicyError),
 }
 
-/// What happens to a delivery after an attempt.
+/// What happens to a delivery after an attempt, as reported.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Next {
-    /// Delivered; removed from the queue.
+    /// Delivered.
     Delivered,
-    /// Scheduled again.
+    /// Scheduled again, spending an attempt.
     RetryAt {
-        /// Unix milliseconds.
+        /// When, by the worker's clock (the store schedules it `delay` after
+        /// its own now).
         at_ms: i64,
         /// The wait.
         delay: Duration,
     },
+    /// Put off without spending an attempt.
+    Deferred {
+        /// The wait.
+        delay: Duration,
+    },
+    /// Handed back to the queue, due at once, the attempt refunded.
+    Interrupted,
+    /// Held until the endpoint is resumed.
+    Held,
     /// Moved to the dead-letter queue.
     DeadLettered {
         /// Why.
-        reason: String,
+        reason: DeadReason,
     },
+}
+
+impl Next {
+    /// The report of `transition`, at `now_ms` (worker clock).
+    #[must_use]
+    pub fn of(transition: &Transition, now_ms: i64) -> Self {
+        match transition {
+            Transition::Delivered => Self::Delivered,
+            Transition::Retry { delay } => Self::RetryAt {
+                at_ms: now_ms.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)),
+                delay: *delay,
+            },
+            Transition::Defer { delay, .. } => Self::Deferred { delay: *delay },
+            Transition::Interrupted => Self::Interrupted,
+            Transition::Hold => Self::Held,
+            Transition::Dead(reason) => Self::DeadLettered {
+                reason: reason.clone(),
+            },
+        }
+    }
+
+    /// Whether the delivery is finished (delivered or dead-lettered).
+    #[must_use]
+    pub fn is_final(&self) -> bool {
+        matches!(self, Self::Delivered | Self::DeadLettered { .. })
+    }
 }
 
 /// One attempt, as reported to [`WorkerBuilder::with_on_attempt`].
@@ -131,9 +201,10 @@ pub enum Next {
 pub struct AttemptReport {
     /// Which delivery.
     pub key: DeliveryKey,
-    /// 1-based attempt number.
+    /// 1-based attempt number (attempts counted by the queue, this one included).
     pub number: u32,
-    /// The attempt, or `None` when none was made (unknown, invalid or disabled endpoint).
+    /// The attempt, or `None` when none was made (unknown, invalid or
+    /// disabled endpoint, store failure, budget spent by earlier leases).
     pub attempt: Option<Attempt>,
     /// The attempt's class, when one was made.
     pub class: Option<Class>,
@@ -142,11 +213,13 @@ pub struct AttemptReport {
     /// What follows.
     pub next: Next,
     /// Whether the queue accepted the outcome (`false`: the lease was lost,
-    /// e.g. it expired and another worker took the delivery).
+    /// e.g. it expired and another worker took the delivery; the attempt is
+    /// still recorded in the delivery's history).
     pub recorded: bool,
 }
 
 type OnAttempt = Arc<dyn Fn(&AttemptReport) + Send + Sync>;
+type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
 /// Settings of a [`Worker`]; see [`Worker::builder`].
 #[must_use]
@@ -156,6 +229,7 @@ pub struct WorkerBuilder {
     batch_size: Option<usize>,
     lease: Duration,
     max_request_timeout: Duration,
+    store_timeout: Option<Duration>,
     poll_interval: Duration,
     stats_interval: Duration,
     endpoint_cache_ttl: Duration,
@@ -165,6 +239,7 @@ pub struct WorkerBuilder {
     resolver: Arc<dyn Resolver>,
     on_attempt: Option<OnAttempt>,
     seed: Option<u64>,
+    clock: Clock,
 }
 
 impl fmt::Debug for WorkerBuilder {
@@ -174,6 +249,7 @@ impl fmt::Debug for WorkerBuilder {
             .field("batch_size", &self.batch_size)
             .field("lease", &self.lease)
             .field("max_request_timeout", &self.max_request_timeout)
+            .field("store_timeout", &self.store_timeout)
             .field("poll_interval", &self.poll_interval)
             .field("retry", &self.retry)
             .field("ssrf", &self.ssrf)
@@ -194,9 +270,9 @@ impl WorkerBuilder {
         self
     }
 
-    /// Lease per delivery (default 60 s). Must exceed the request timeout by
-    /// [`LEASE_MARGIN`]; it is also how long a crashed worker's deliveries
-    /// wait before another worker takes them.
+    /// Lease per delivery (default 60 s). Must cover the request timeout,
+    /// two store calls and [`LEASE_MARGIN`]; it is also how long a crashed
+    /// worker's deliveries wait before another worker takes them.
     pub fn with_lease(mut self, lease: Duration) -> Self {
         self.lease = lease;
         self
@@ -205,6 +281,15 @@ impl WorkerBuilder {
     /// Longest attempt (default 30 s): endpoint timeouts above it are cut to it.
     pub fn with_max_request_timeout(mut self, timeout: Duration) -> Self {
         self.max_request_timeout = timeout;
+        self
+    }
+
+    /// Deadline of every store call the worker makes (lease, endpoint load,
+    /// settle). Default: [`DEFAULT_STORE_TIMEOUT`], or less when the lease
+    /// leaves less room (half of what remains after the request timeout and
+    /// [`LEASE_MARGIN`]).
+    pub fn with_store_timeout(mut self, timeout: Duration) -> Self {
+        self.store_timeout = Some(timeout);
         self
     }
 
@@ -262,11 +347,20 @@ impl WorkerBuilder {
         self
     }
 
+    /// Read the worker's clock (Unix milliseconds) from `clock` instead of
+    /// the system clock (tests of clock skew). The worker's clock only
+    /// judges a message's age; when a retry is due is the store's business.
+    pub fn with_clock(mut self, clock: impl Fn() -> i64 + Send + Sync + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
     /// Check the settings and build the worker.
     ///
     /// # Errors
-    /// A lease not longer than the request timeout plus [`LEASE_MARGIN`], a
-    /// zero concurrency, batch size or interval, or an invalid retry policy.
+    /// A lease that cannot cover the request timeout, two store calls and
+    /// [`LEASE_MARGIN`]; a zero concurrency, batch size or interval; an
+    /// invalid retry policy.
     pub fn build(self) -> Result<Worker, WorkerBuildError> {
         if self.concurrency == 0 {
             return Err(WorkerBuildError::Zero("concurrency"));
@@ -284,10 +378,18 @@ impl WorkerBuilder {
                 return Err(WorkerBuildError::Zero(name));
             }
         }
-        if self.lease < self.max_request_timeout.saturating_add(LEASE_MARGIN) {
+        let room = self
+            .lease
+            .saturating_sub(self.max_request_timeout)
+            .saturating_sub(LEASE_MARGIN);
+        let store_timeout = self
+            .store_timeout
+            .unwrap_or_else(|| DEFAULT_STORE_TIMEOUT.min(room / 2));
+        if store_timeout < MIN_STORE_TIMEOUT || store_timeout.saturating_mul(2) > room {
             return Err(WorkerBuildError::LeaseTooShort {
                 lease: self.lease,
                 timeout: self.max_request_timeout,
+                store_timeout,
             });
         }
         self.retry.validate()?;
@@ -305,13 +407,16 @@ impl WorkerBuilder {
                 concurrency: self.concurrency,
                 batch: batch.min(self.concurrency),
                 lease: self.lease,
+                store_timeout,
                 poll_interval: self.poll_interval,
                 stats_interval: self.stats_interval,
                 endpoint_ttl: self.endpoint_cache_ttl,
                 endpoints: Mutex::new(HashMap::new()),
                 on_attempt: self.on_attempt,
                 rng: Mutex::new(rng),
+                clock: self.clock,
                 in_flight: Mutex::new(HashMap::new()),
+                task_ids: AtomicU64::new(0),
             }),
         })
     }
@@ -330,14 +435,18 @@ struct Shared {
     concurrency: usize,
     batch: usize,
     lease: Duration,
+    store_timeout: Duration,
     poll_interval: Duration,
     stats_interval: Duration,
     endpoint_ttl: Duration,
     endpoints: Mutex<HashMap<String, (Instant, EndpointState)>>,
     on_attempt: Option<OnAttempt>,
     rng: Mutex<StdRng>,
-    /// Leases held by running attempts, released on shutdown.
-    in_flight: Mutex<HashMap<DeliveryKey, LeaseToken>>,
+    clock: Clock,
+    /// Leases held by running attempts (by task id: a delivery re-leased by
+    /// this worker is a separate entry), handed back on shutdown.
+    in_flight: Mutex<HashMap<u64, (DeliveryKey, LeaseToken)>>,
+    task_ids: AtomicU64,
 }
 
 impl fmt::Debug for Shared {
@@ -346,6 +455,7 @@ impl fmt::Debug for Shared {
             .field("concurrency", &self.concurrency)
             .field("batch", &self.batch)
             .field("lease", &self.lease)
+            .field("store_timeout", &self.store_timeout)
             .field("retry", &self.retry)
             .finish_non_exhaustive()
     }
@@ -379,7 +489,8 @@ pub struct WorkerHandle {
 
 impl WorkerHandle {
     /// Stop leasing, let in-flight attempts finish for up to `grace`, abort
-    /// the rest and release their leases.
+    /// the rest and hand their leases back. Returns within `grace` plus one
+    /// second, whatever the store is doing.
     pub async fn shutdown(self, grace: Duration) -> ShutdownReport {
         let _ = self.stop.send(Some(grace));
         self.task.await.unwrap_or_default()
@@ -407,6 +518,7 @@ impl Worker {
             batch_size: None,
             lease: DEFAULT_LEASE,
             max_request_timeout: DEFAULT_TIMEOUT,
+            store_timeout: None,
             poll_interval: DEFAULT_POLL_INTERVAL,
             stats_interval: Duration::from_secs(15),
             endpoint_cache_ttl: Duration::from_secs(5),
@@ -416,6 +528,7 @@ impl Worker {
             resolver: Arc::new(SystemResolver),
             on_attempt: None,
             seed: None,
+            clock: Arc::new(now_ms),
         }
     }
 
@@ -442,6 +555,29 @@ impl Worker {
         }
         let _ = stop.send(Some(grace));
         run.await
+    }
+
+    /// Attempt one leased delivery and settle its outcome, exactly as the
+    /// running worker does (decide, effects, one fenced settle, metrics),
+    /// and report it. For one-shot senders that lease a delivery themselves
+    /// (`hookgate send`, `dlq replay`).
+    pub async fn deliver_once(&self, leased: Leased) -> AttemptReport {
+        let span = self.shared.span(&leased.job);
+        let report = self.shared.handle(leased).instrument(span).await;
+        self.shared.report(&report);
+        report
+    }
+
+    /// The lease this worker takes.
+    #[must_use]
+    pub fn lease(&self) -> Duration {
+        self.shared.lease
+    }
+
+    /// The deadline this worker puts on each store call.
+    #[must_use]
+    pub fn store_timeout(&self) -> Duration {
+        self.shared.store_timeout
     }
 }
 
@@ -482,6 +618,9 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// How long shutdown waits for the aborted attempts' leases to be handed back.
+const RELEASE_BUDGET: Duration = Duration::from_millis(900);
+
 impl Shared {
     async fn run(self: Arc<Self>, mut stop: watch::Receiver<Option<Duration>>) -> ShutdownReport {
         let sem = Arc::new(Semaphore::new(self.concurrency));
@@ -510,13 +649,21 @@ impl Shared {
                     Err(_) => break,
                 }
             }
-            let idle = match self.queue.lease(permits.len(), self.lease).await {
+            // A lease call stuck on the store must not hold up a shutdown:
+            // it is dropped (what it leased, if anything, expires back).
+            let leased = tokio::select! {
+                biased;
+                grace = stop_requested(&mut stop) => break grace,
+                r = self.bounded("lease", self.queue.lease(permits.len(), self.lease)) => r,
+            };
+            let idle = match leased {
                 Ok(jobs) => {
                     let idle = jobs.is_empty();
                     for (leased, permit) in jobs.into_iter().zip(permits.drain(..)) {
+                        let id = self.task_ids.fetch_add(1, Ordering::Relaxed);
                         self.lock_in_flight()
-                            .insert(leased.job.key.clone(), leased.token.clone());
-                        tasks.spawn(self.clone().process(leased, permit));
+                            .insert(id, (leased.job.key.clone(), leased.token.clone()));
+                        tasks.spawn(self.clone().process(id, leased, permit));
                     }
                     idle
                 }
@@ -558,15 +705,26 @@ impl Shared {
                 }
             }
         }
-        let remaining: Vec<_> = self.lock_in_flight().drain().collect();
-        for (key, token) in remaining {
-            match self.queue.release(&key, &token).await {
-                Ok(true) => report.released += 1,
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, message_id = %key.message_id, "release failed; the lease will expire");
+        let remaining: Vec<_> = self.lock_in_flight().drain().map(|(_, v)| v).collect();
+        let budget = RELEASE_BUDGET.min(self.store_timeout);
+        let releases = remaining.iter().map(|(key, token)| async move {
+            self.queue
+                .settle(key, token, None, Transition::Interrupted)
+                .await
+        });
+        match tokio::time::timeout(budget, futures_util::future::join_all(releases)).await {
+            Ok(results) => {
+                for r in results {
+                    match r {
+                        Ok(true) => report.released += 1,
+                        Ok(false) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %e, "hand-back failed; the lease will expire")
+                        }
+                    }
                 }
             }
+            Err(_) => tracing::warn!("hand-back timed out; the leases will expire"),
         }
         tracing::debug!(?report, "hookgate sender worker stopped");
         report
@@ -577,9 +735,9 @@ impl Shared {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            match self.queue.stats().await {
+            match self.bounded("stats", self.queue.stats()).await {
                 Ok(s) => {
-                    metrics::gauge!("hookgate_sender_queue_pending").set(s.pending as f64);
+                    metrics::gauge!("hookgate_sender_queue_pending").set(s.pending() as f64);
                     metrics::gauge!("hookgate_sender_queue_leased").set(s.leased as f64);
                     metrics::gauge!("hookgate_sender_dlq_size").set(s.dead as f64);
                 }
@@ -588,7 +746,22 @@ impl Shared {
         }
     }
 
-    fn lock_in_flight(&self) -> std::sync::MutexGuard<'_, HashMap<DeliveryKey, LeaseToken>> {
+    /// `fut`, or an `Unavailable` error once the store deadline passes.
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        fut: impl Future<Output = Result<T, QueueError>>,
+    ) -> Result<T, QueueError> {
+        match tokio::time::timeout(self.store_timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(QueueError::new(
+                QueueErrorKind::Unavailable,
+                format!("{what}: no answer within {:?}", self.store_timeout),
+            )),
+        }
+    }
+
+    fn lock_in_flight(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (DeliveryKey, LeaseToken)>> {
         self.in_flight
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -606,7 +779,10 @@ impl Shared {
                 }
             }
         }
-        let state = match self.queue.get_endpoint(id).await? {
+        let state = match self
+            .bounded("get_endpoint", self.queue.get_endpoint(id))
+            .await?
+        {
             None => EndpointState::Missing,
             Some(ep) => match Prepared::new(ep) {
                 Ok(p) => EndpointState::Ready(Arc::new(p)),
@@ -627,185 +803,162 @@ impl Shared {
             .remove(id);
     }
 
-    async fn process(self: Arc<Self>, leased: Leased, permit: OwnedSemaphorePermit) {
-        let key = leased.job.key.clone();
-        let span = tracing::info_span!(
+    fn span(&self, job: &Job) -> tracing::Span {
+        tracing::info_span!(
             "hookgate_sender.deliver",
-            message_id = %key.message_id,
-            endpoint = %key.endpoint,
-            attempt = leased.job.attempts + 1,
-        );
-        let gauge = InFlightGauge::new();
-        self.deliver(leased).instrument(span).await;
-        // Only a finished attempt leaves the in-flight map: an aborted one
-        // stays there so that shutdown releases its lease.
-        self.lock_in_flight().remove(&key);
-        drop(gauge);
-        drop(permit);
+            message_id = %job.key.message_id,
+            endpoint = %job.key.endpoint,
+            attempt = job.attempts,
+        )
     }
 
-    async fn deliver(&self, leased: Leased) {
-        let Leased { job, token } = leased;
-        let key = &job.key;
-        let number = job.attempts.saturating_add(1);
-        let endpoint_label = key.endpoint.clone();
+    async fn process(self: Arc<Self>, id: u64, leased: Leased, permit: OwnedSemaphorePermit) {
+        let span = self.span(&leased.job);
+        let gauge = InFlightGauge::new();
+        let report = self.handle(leased).instrument(span).await;
+        // Only a finished attempt leaves the in-flight map: an aborted one
+        // stays there so that shutdown hands its lease back.
+        self.lock_in_flight().remove(&id);
+        drop(gauge);
+        drop(permit);
+        self.report(&report);
+    }
 
-        let prepared = match self.endpoint(&key.endpoint).await {
-            Ok(EndpointState::Ready(p)) if !p.endpoint.disabled => p,
-            Ok(state) => {
-                let reason = match state {
-                    EndpointState::Missing => "unknown endpoint".to_owned(),
-                    EndpointState::Invalid(e) => format!("invalid endpoint: {e}"),
-                    EndpointState::Ready(_) => "endpoint disabled".to_owned(),
-                };
-                tracing::warn!(%reason, "not attempted; dead-lettering");
-                let recorded = self.record_dead(key, &token, None, &reason).await;
-                self.report(AttemptReport {
-                    key: key.clone(),
-                    number,
-                    attempt: None,
-                    class: None,
-                    remote_addr: None,
-                    next: Next::DeadLettered { reason },
-                    recorded,
-                });
-                return;
-            }
+    /// Attempt (unless the budget is spent or the endpoint unusable),
+    /// decide, apply effects, settle, count.
+    async fn handle(&self, leased: Leased) -> AttemptReport {
+        let Leased { job, token } = leased;
+        let (happened, decision) = if decide::may_attempt(&job, &self.retry) {
+            let happened = self.attempt(&job).await;
+            let decision = {
+                let mut rng = self
+                    .rng
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                decide::decide(&job, &happened, &self.retry, (self.clock)(), &mut *rng)
+            };
+            (Some(happened), decision)
+        } else {
+            (None, decide::over_budget(&job))
+        };
+        self.apply(&job.key, &decision).await;
+        let result = match &happened {
+            Some(Happened::Attempted(r)) => Some(r),
+            _ => None,
+        };
+        let attempt = result.map(|r| r.attempt.clone());
+        let recorded = match self
+            .bounded(
+                "settle",
+                self.queue.settle(
+                    &job.key,
+                    &token,
+                    attempt.clone(),
+                    decision.transition.clone(),
+                ),
+            )
+            .await
+        {
+            Ok(r) => r,
             Err(e) => {
-                // Leave the lease to expire: the delivery comes back later.
-                tracing::warn!(error = %e, "cannot load endpoint; will retry after the lease");
-                return;
+                tracing::warn!(error = %e, "recording the outcome failed; the lease will expire");
+                false
             }
         };
+        emit(&job.key, &decision.transition, recorded);
+        AttemptReport {
+            key: job.key,
+            number: job.attempts,
+            attempt,
+            class: result.map(|r| r.class),
+            remote_addr: result.and_then(|r| r.remote_addr),
+            next: Next::of(&decision.transition, (self.clock)()),
+            recorded,
+        }
+    }
 
+    /// Load the endpoint and make the attempt.
+    async fn attempt(&self, job: &Job) -> Happened {
+        let prepared = match self.endpoint(&job.key.endpoint).await {
+            Ok(EndpointState::Ready(p)) if !p.endpoint.disabled => p,
+            Ok(EndpointState::Ready(_)) => return Happened::EndpointDisabled,
+            Ok(EndpointState::Missing) => return Happened::EndpointMissing,
+            Ok(EndpointState::Invalid(e)) => return Happened::EndpointInvalid(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot load endpoint");
+                return Happened::StoreFailed(format!("endpoint not loaded: {e}"));
+            }
+        };
         let result = self.client.attempt_prepared(&prepared, &job.message).await;
-        let class = result.class;
+        let label = job.key.endpoint.clone();
         metrics::counter!(
             "hookgate_sender_attempts_total",
-            "endpoint" => endpoint_label.clone(),
-            "outcome" => class.as_str()
+            "endpoint" => label.clone(),
+            "outcome" => result.class.as_str()
         )
         .increment(1);
-        metrics::histogram!(
-            "hookgate_sender_attempt_duration_seconds",
-            "endpoint" => endpoint_label.clone()
-        )
-        .record(result.attempt.latency_ms as f64 / 1000.0);
+        metrics::histogram!("hookgate_sender_attempt_duration_seconds", "endpoint" => label)
+            .record(result.attempt.latency_ms as f64 / 1000.0);
         tracing::debug!(
             status = result.attempt.status,
             latency_ms = result.attempt.latency_ms,
             error = result.attempt.error.as_deref(),
-            class = class.as_str(),
+            class = result.class.as_str(),
             remote_addr = ?result.remote_addr,
             "attempt"
         );
-
-        let reason = result.reason.clone().unwrap_or_default();
-        let attempt = result.attempt.clone();
-        let (next, recorded) = match class {
-            Class::Delivered => {
-                let recorded = match self.queue.delivered(key, &token, attempt).await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "recording delivery failed; it may be sent again");
-                        false
-                    }
-                };
-                metrics::counter!("hookgate_sender_delivered_total", "endpoint" => endpoint_label)
-                    .increment(1);
-                (Next::Delivered, recorded)
-            }
-            Class::Retry => {
-                let input = RetryInput {
-                    attempts_made: number,
-                    now_ms: now_ms(),
-                    created_at_ms: job.message.created_at_ms,
-                    retry_after: result.retry_after,
-                };
-                let decision = {
-                    let mut rng = self
-                        .rng
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    self.retry.decide(&input, &mut *rng)
-                };
-                match decision {
-                    RetryDecision::RetryAt { at_ms, delay } => {
-                        let recorded = match self
-                            .queue
-                            .retry_later(key, &token, attempt, at_ms)
-                            .await
-                        {
-                            Ok(r) => r,
-                            Err(e) => {
-                                tracing::warn!(error = %e, "scheduling retry failed; retrying after the lease");
-                                false
-                            }
-                        };
-                        metrics::counter!("hookgate_sender_retries_scheduled_total", "endpoint" => endpoint_label)
-                            .increment(1);
-                        (Next::RetryAt { at_ms, delay }, recorded)
-                    }
-                    RetryDecision::GiveUp(why) => {
-                        let reason = format!("{why} (last: {reason})");
-                        let recorded = self.record_dead(key, &token, Some(attempt), &reason).await;
-                        (Next::DeadLettered { reason }, recorded)
-                    }
-                }
-            }
-            Class::Permanent => {
-                let reason = format!("permanent: {reason}");
-                let recorded = self.record_dead(key, &token, Some(attempt), &reason).await;
-                (Next::DeadLettered { reason }, recorded)
-            }
-            Class::Gone => {
-                if let Err(e) = self.queue.set_endpoint_disabled(&key.endpoint, true).await {
-                    tracing::warn!(error = %e, "disabling endpoint failed");
-                }
-                self.forget_endpoint(&key.endpoint);
-                tracing::warn!("receiver answered 410 Gone; endpoint disabled");
-                let reason = format!("gone: {reason}; endpoint disabled");
-                let recorded = self.record_dead(key, &token, Some(attempt), &reason).await;
-                (Next::DeadLettered { reason }, recorded)
-            }
-        };
-        if !recorded {
-            tracing::warn!("lease lost before the outcome was recorded");
-        }
-        self.report(AttemptReport {
-            key: key.clone(),
-            number,
-            attempt: Some(result.attempt),
-            class: Some(class),
-            remote_addr: result.remote_addr,
-            next,
-            recorded,
-        });
+        Happened::Attempted(result)
     }
 
-    async fn record_dead(
-        &self,
-        key: &DeliveryKey,
-        token: &LeaseToken,
-        attempt: Option<Attempt>,
-        reason: &str,
-    ) -> bool {
-        metrics::counter!("hookgate_sender_dead_lettered_total", "endpoint" => key.endpoint.clone())
-            .increment(1);
-        tracing::info!(%reason, "dead-lettered");
-        match self.queue.dead_letter(key, token, attempt, reason).await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(error = %e, "dead-lettering failed; retrying after the lease");
-                false
+    async fn apply(&self, key: &DeliveryKey, decision: &Decision) {
+        for effect in &decision.effects {
+            match effect {
+                Effect::DisableEndpoint => {
+                    match self
+                        .bounded(
+                            "disable endpoint",
+                            self.queue.set_endpoint_disabled(&key.endpoint, true),
+                        )
+                        .await
+                    {
+                        Ok(()) => tracing::warn!("receiver answered 410 Gone; endpoint disabled"),
+                        Err(e) => tracing::warn!(error = %e, "disabling endpoint failed"),
+                    }
+                    self.forget_endpoint(&key.endpoint);
+                }
             }
         }
     }
 
-    fn report(&self, report: AttemptReport) {
+    fn report(&self, report: &AttemptReport) {
         if let Some(f) = &self.on_attempt {
-            f(&report);
+            f(report);
         }
+    }
+}
+
+/// Outcome metrics and logs: counted only when the queue accepted the outcome.
+fn emit(key: &DeliveryKey, transition: &Transition, recorded: bool) {
+    let label = key.endpoint.clone();
+    if !recorded {
+        tracing::warn!("lease lost before the outcome was recorded");
+        metrics::counter!("hookgate_sender_lease_lost_total", "endpoint" => label).increment(1);
+        return;
+    }
+    match transition {
+        Transition::Delivered => {
+            metrics::counter!("hookgate_sender_delivered_total", "endpoint" => label).increment(1);
+        }
+        Transition::Retry { .. } => {
+            metrics::counter!("hookgate_sender_retries_scheduled_total", "endpoint" => label)
+                .increment(1);
+        }
+        Transition::Dead(reason) => {
+            tracing::info!(%reason, "dead-lettered");
+            metrics::counter!("hookgate_sender_dead_lettered_total", "endpoint" => label)
+                .increment(1);
+        }
+        _ => {}
     }
 }
 

@@ -13,7 +13,9 @@ use std::{
 use axum::{routing::post, Extension, Router};
 use hookgate_core::{Scheme, Verifier};
 use hookgate_sender::{
-    queue::DeadLetter, worker::Next, Endpoint, MemoryQueue, Message, Queue, Sender,
+    queue::{DeadLetter, DeadReason, DeliveryKey},
+    worker::Next,
+    Endpoint, MemoryQueue, Message, Queue, Sender,
 };
 use hookgate_tower::{MemoryStore, VerifiedWebhook, VerifyWebhookLayer};
 use sender_support::{fast_policy, serve, test_worker, until_final};
@@ -55,7 +57,7 @@ async fn all_schemes_verify_and_a_replay_is_deduplicated() {
         let queue: Arc<dyn Queue> = Arc::new(MemoryQueue::new());
         let sender = Sender::new(queue.clone());
         sender
-            .add_endpoint(Endpoint::new("ep", url, scheme, secret(scheme)).unwrap())
+            .add_endpoint(Endpoint::new("ep", url.clone(), scheme, secret(scheme)).unwrap())
             .await
             .unwrap();
         let (builder, mut reports) = test_worker(queue.clone(), fast_policy(3));
@@ -81,19 +83,29 @@ async fn all_schemes_verify_and_a_replay_is_deduplicated() {
             }
         }
 
-        // The sender never saw the answer (say the connection broke after
-        // the handler ran) and the message ended in the DLQ; an operator
-        // replays it. The receiver answers from its dedup record.
-        queue
+        // Another sender never saw the answer (say the connection broke
+        // after the handler ran) and the message ended in its DLQ; an
+        // operator replays it. The receiver answers from its dedup record.
+        // (Here: a second endpoint record for the same receiver, since a
+        // key of this queue has one history and is delivered already.)
+        let copy = Endpoint::new("ep-copy", url.clone(), scheme, secret(scheme)).unwrap();
+        sender.add_endpoint(copy).await.unwrap();
+        let key = DeliveryKey {
+            endpoint: "ep-copy".into(),
+            message_id: msg.id.clone(),
+        };
+        assert!(queue
             .add_dead_letter(&DeadLetter {
                 key: key.clone(),
                 message: msg.clone(),
                 attempts: Vec::new(),
-                reason: "exhausted: 8 attempts".into(),
+                reason: DeadReason::Exhausted {
+                    last: "timeout".into()
+                },
                 dead_at_ms: hookgate_sender::now_ms(),
             })
             .await
-            .unwrap();
+            .unwrap());
         assert!(queue.replay_dead(&key).await.unwrap());
         let r = until_final(&mut reports, &key).await;
         worker.shutdown(Duration::from_secs(5)).await;

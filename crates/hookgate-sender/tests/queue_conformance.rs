@@ -1,7 +1,8 @@
 //! One conformance suite for the [`Queue`] contract, written once and run
 //! against every backend: memory, Postgres and Redis (the real servers; see
-//! `support` for the URLs and the skip rules). Each check gets a fresh,
-//! empty queue (new schema / key prefix), removed afterwards.
+//! `support` for the URLs and the skip rules), one test per check and
+//! backend, plus one test per (state, transition) pair. Each check gets a
+//! fresh, empty queue (new schema / key prefix), removed afterwards.
 
 mod support;
 
@@ -11,8 +12,8 @@ use hookgate_core::Scheme;
 use hookgate_sender::{
     now_ms,
     queue::{
-        Attempt, DeadLetter, DeliveryKey, DlqFilter, LeaseToken, Page, Queue, QueueErrorKind,
-        QueueStats,
+        Attempt, DeadLetter, DeadReason, DeferReason, DeliveryKey, DeliveryState, DlqFilter,
+        Enqueued, LeaseToken, Page, Queue, QueueErrorKind, QueueStats, Transition,
     },
     Endpoint, MemoryQueue, Message,
 };
@@ -54,17 +55,34 @@ async fn stats<Q: Queue>(q: &Q) -> QueueStats {
 
 // ---------------------------------------------------------------- checks
 
-/// enqueue → lease returns it with a token; a leased item is not leased again
-/// while the lease runs.
+fn exhausted() -> Transition {
+    Transition::Dead(DeadReason::Exhausted {
+        last: "HTTP 503".into(),
+    })
+}
+
+fn retry(d: Duration) -> Transition {
+    Transition::Retry { delay: d }
+}
+
+async fn state<Q: Queue>(q: &Q, k: &DeliveryKey) -> Option<DeliveryState> {
+    q.state(k).await.expect("state")
+}
+
+/// enqueue → lease returns it with a token and one counted attempt; a leased
+/// item is not leased again while the lease runs.
 async fn enqueue_then_lease<Q: Queue>(q: Q) {
     let m = message("m1");
-    q.enqueue("ep", &m).await.unwrap();
+    assert_eq!(q.enqueue("ep", &m).await.unwrap(), Enqueued::New);
+    assert_eq!(
+        state(&q, &key("ep", "m1")).await,
+        Some(DeliveryState::Scheduled)
+    );
     assert_eq!(
         stats(&q).await,
         QueueStats {
-            pending: 1,
-            leased: 0,
-            dead: 0
+            scheduled: 1,
+            ..QueueStats::default()
         }
     );
     let before = now_ms();
@@ -73,36 +91,42 @@ async fn enqueue_then_lease<Q: Queue>(q: Q) {
     let l = &leased[0];
     assert_eq!(l.job.key, key("ep", "m1"));
     assert_eq!(l.job.message, m);
-    assert_eq!(l.job.attempts, 0);
+    assert_eq!(l.job.attempts, 1, "counted at lease");
     assert!(l.job.next_attempt_ms <= before + 1000, "was due now");
     assert!(!l.token.0.is_empty());
     assert!(q.lease(10, LONG).await.unwrap().is_empty(), "leased twice");
+    assert_eq!(state(&q, &l.job.key).await, Some(DeliveryState::Leased));
     assert_eq!(
         stats(&q).await,
         QueueStats {
-            pending: 1,
             leased: 1,
-            dead: 0
+            ..QueueStats::default()
         }
     );
 }
 
-/// Enqueueing the same key twice is a no-op (the first message stays).
+/// Enqueueing an existing key is a no-op that reports its state.
 async fn enqueue_twice_is_noop<Q: Queue>(q: Q) {
     let m = message("dup");
-    q.enqueue("ep", &m).await.unwrap();
+    assert_eq!(q.enqueue("ep", &m).await.unwrap(), Enqueued::New);
     let mut other = message("dup");
     other.payload = bytes::Bytes::from_static(b"different");
-    q.enqueue("ep", &other).await.unwrap();
-    assert_eq!(stats(&q).await.pending, 1);
+    assert_eq!(
+        q.enqueue("ep", &other).await.unwrap(),
+        Enqueued::Exists(DeliveryState::Scheduled)
+    );
+    assert_eq!(stats(&q).await.pending(), 1);
     let leased = q.lease(10, LONG).await.unwrap();
     assert_eq!(leased.len(), 1);
     assert_eq!(leased[0].job.message, m);
     // While leased, enqueueing again changes nothing either.
-    q.enqueue("ep", &m).await.unwrap();
+    assert_eq!(
+        q.enqueue("ep", &m).await.unwrap(),
+        Enqueued::Exists(DeliveryState::Leased)
+    );
     assert!(q.lease(10, LONG).await.unwrap().is_empty());
     // The same message id to another endpoint is another delivery.
-    q.enqueue("ep2", &m).await.unwrap();
+    assert_eq!(q.enqueue("ep2", &m).await.unwrap(), Enqueued::New);
     let leased = q.lease(10, LONG).await.unwrap();
     assert_eq!(leased.len(), 1);
     assert_eq!(leased[0].job.key, key("ep2", "dup"));
@@ -124,8 +148,9 @@ async fn lease_respects_max<Q: Queue>(q: Q) {
     assert!(q.lease(10, LONG).await.unwrap().is_empty());
 }
 
-/// After expiry another lease gets it, and the old token can no longer
-/// retry, deliver, dead-letter or release (fencing).
+/// After expiry another lease gets it (a second attempt counted), and the
+/// old token can no longer change its state (fencing) — but the old
+/// holder's attempt is still recorded in the history.
 async fn expired_lease_is_fenced<Q: Queue>(q: Q) {
     q.enqueue("ep", &message("m1")).await.unwrap();
     let first = q.lease(10, SHORT).await.unwrap().remove(0);
@@ -135,125 +160,370 @@ async fn expired_lease_is_fenced<Q: Queue>(q: Q) {
     assert_eq!(second.len(), 1, "expired lease was not taken again");
     let second = &second[0];
     assert_eq!(second.job.key, first.job.key);
+    assert_eq!(second.job.attempts, 2, "the lost lease's attempt counts");
     assert_ne!(second.token, first.token);
     let k = &first.job.key;
     let old = &first.token;
+    let lost = attempt(Some(500), Some("lost lease"));
     assert!(!q
-        .retry_later(k, old, attempt(Some(500), None), now_ms())
+        .settle(k, old, Some(lost.clone()), retry(Duration::ZERO))
         .await
         .unwrap());
-    assert!(!q.delivered(k, old, attempt(Some(200), None)).await.unwrap());
-    assert!(!q.dead_letter(k, old, None, "exhausted").await.unwrap());
-    assert!(!q.release(k, old).await.unwrap());
+    for t in [
+        Transition::Delivered,
+        Transition::Interrupted,
+        Transition::Hold,
+        exhausted(),
+    ] {
+        assert!(!q.settle(k, old, None, t).await.unwrap());
+    }
     assert!(!q
-        .delivered(k, &LeaseToken("forged".into()), attempt(Some(200), None))
+        .settle(k, &LeaseToken("forged".into()), None, Transition::Delivered)
         .await
         .unwrap());
     // The new holder is unaffected.
-    assert_eq!(stats(&q).await.pending, 1);
+    assert_eq!(state(&q, k).await, Some(DeliveryState::Leased));
+    let mine = attempt(Some(503), None);
     assert!(q
-        .delivered(k, &second.token, attempt(Some(200), None))
+        .settle(k, &second.token, Some(mine.clone()), exhausted())
         .await
         .unwrap());
-    assert_eq!(stats(&q).await, QueueStats::default());
+    let dead = q.get_dead(k).await.unwrap().expect("dead");
+    assert_eq!(dead.attempts, vec![lost, mine], "both attempts recorded");
 }
 
-/// retry_later hides it until due and records the attempt; dead_letter keeps
-/// the message and the full history.
-async fn retry_later_then_dead_letter<Q: Queue>(q: Q) {
+/// Retry hides it until due (store clock) and records the attempt; Dead
+/// keeps the message and the full history, with a typed reason.
+async fn retry_then_dead_letter<Q: Queue>(q: Q) {
     let m = message("m1");
     q.enqueue("ep", &m).await.unwrap();
     let l = q.lease(10, LONG).await.unwrap().remove(0);
     let a1 = attempt(Some(503), None);
-    let due = now_ms() + i64::try_from(SHORT.as_millis()).unwrap();
     assert!(q
-        .retry_later(&l.job.key, &l.token, a1.clone(), due)
+        .settle(&l.job.key, &l.token, Some(a1.clone()), retry(SHORT))
         .await
         .unwrap());
-    // The lease is freed but the old token does not own anything now.
-    assert!(!q.release(&l.job.key, &l.token).await.unwrap());
+    // The old token does not own anything now.
+    assert!(!q
+        .settle(&l.job.key, &l.token, None, Transition::Interrupted)
+        .await
+        .unwrap());
     assert!(q.lease(10, LONG).await.unwrap().is_empty(), "not due yet");
     assert_eq!(
         stats(&q).await,
         QueueStats {
-            pending: 1,
-            leased: 0,
-            dead: 0
+            scheduled: 1,
+            ..QueueStats::default()
         }
     );
     tokio::time::sleep(PAST_SHORT).await;
     let l2 = q.lease(10, LONG).await.unwrap().remove(0);
-    assert_eq!(l2.job.attempts, 1);
-    assert_eq!(l2.job.next_attempt_ms, due);
+    assert_eq!(l2.job.attempts, 2);
     assert_eq!(l2.job.message, m);
     let a2 = attempt(None, Some("connection refused"));
     assert!(q
-        .dead_letter(&l2.job.key, &l2.token, Some(a2.clone()), "exhausted")
+        .settle(&l2.job.key, &l2.token, Some(a2.clone()), exhausted())
         .await
         .unwrap());
     assert!(!q
-        .delivered(&l2.job.key, &l2.token, attempt(Some(200), None))
+        .settle(&l2.job.key, &l2.token, None, Transition::Delivered)
         .await
         .unwrap());
     assert_eq!(
         stats(&q).await,
         QueueStats {
-            pending: 0,
-            leased: 0,
-            dead: 1
+            dead: 1,
+            ..QueueStats::default()
         }
     );
     let dead = q.get_dead(&l2.job.key).await.unwrap().expect("dead letter");
     assert_eq!(dead.key, key("ep", "m1"));
     assert_eq!(dead.message, m);
     assert_eq!(dead.attempts, vec![a1, a2]);
-    assert_eq!(dead.reason, "exhausted");
+    assert_eq!(
+        dead.reason,
+        DeadReason::Exhausted {
+            last: "HTTP 503".into()
+        }
+    );
     assert!((now_ms() - dead.dead_at_ms).abs() < 60_000);
     assert!(q.lease(10, LONG).await.unwrap().is_empty());
 }
 
-/// delivered removes it for good.
-async fn delivered_removes<Q: Queue>(q: Q) {
+/// Delivered is kept: enqueueing the key again is a no-op, nothing is due.
+async fn delivered_is_kept<Q: Queue>(q: Q) {
     q.enqueue("ep", &message("m1")).await.unwrap();
     let l = q.lease(10, LONG).await.unwrap().remove(0);
     assert!(q
-        .delivered(&l.job.key, &l.token, attempt(Some(204), None))
+        .settle(
+            &l.job.key,
+            &l.token,
+            Some(attempt(Some(204), None)),
+            Transition::Delivered
+        )
         .await
         .unwrap());
     assert!(!q
-        .delivered(&l.job.key, &l.token, attempt(Some(204), None))
+        .settle(&l.job.key, &l.token, None, Transition::Delivered)
         .await
         .unwrap());
-    assert_eq!(stats(&q).await, QueueStats::default());
+    assert_eq!(state(&q, &l.job.key).await, Some(DeliveryState::Delivered));
+    assert_eq!(
+        stats(&q).await,
+        QueueStats {
+            delivered: 1,
+            ..QueueStats::default()
+        }
+    );
+    assert_eq!(
+        q.enqueue("ep", &message("m1")).await.unwrap(),
+        Enqueued::Exists(DeliveryState::Delivered)
+    );
     assert!(q.get_dead(&l.job.key).await.unwrap().is_none());
-    tokio::time::sleep(PAST_SHORT).await;
+    assert!(!q.replay_dead(&l.job.key).await.unwrap());
+    assert!(!q.purge_dead(&l.job.key).await.unwrap());
     assert!(q.lease(10, LONG).await.unwrap().is_empty());
 }
 
-/// release gives the lease back: due at once, under a new token.
-async fn release_makes_due<Q: Queue>(q: Q) {
-    q.enqueue("ep", &message("m1")).await.unwrap();
-    let l = q.lease(10, LONG).await.unwrap().remove(0);
-    assert!(q.release(&l.job.key, &l.token).await.unwrap());
-    assert_eq!(stats(&q).await.leased, 0);
-    let again = q.lease(10, LONG).await.unwrap();
-    assert_eq!(again.len(), 1);
-    assert_eq!(again[0].job.attempts, 0, "release is not an attempt");
-    assert_ne!(again[0].token, l.token);
-    assert!(!q.release(&l.job.key, &l.token).await.unwrap());
-}
-
-/// Dead-lettering without an attempt (e.g. a refused destination).
-async fn dead_letter_without_attempt<Q: Queue>(q: Q) {
+/// Interrupted hands the lease back: due at once, the attempt refunded.
+async fn interrupted_refunds<Q: Queue>(q: Q) {
     q.enqueue("ep", &message("m1")).await.unwrap();
     let l = q.lease(10, LONG).await.unwrap().remove(0);
     assert!(q
-        .dead_letter(&l.job.key, &l.token, None, "permanent: ssrf")
+        .settle(&l.job.key, &l.token, None, Transition::Interrupted)
+        .await
+        .unwrap());
+    assert_eq!(stats(&q).await.leased, 0);
+    let again = q.lease(10, LONG).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].job.attempts, 1, "interrupted is refunded");
+    assert_ne!(again[0].token, l.token);
+}
+
+/// Defer waits its delay without spending an attempt.
+async fn defer_refunds<Q: Queue>(q: Q) {
+    q.enqueue("ep", &message("m1")).await.unwrap();
+    let l = q.lease(10, LONG).await.unwrap().remove(0);
+    let defer = Transition::Defer {
+        delay: SHORT,
+        reason: DeferReason::RateLimited,
+    };
+    assert!(q.settle(&l.job.key, &l.token, None, defer).await.unwrap());
+    assert!(q.lease(10, LONG).await.unwrap().is_empty(), "not due yet");
+    tokio::time::sleep(PAST_SHORT).await;
+    let again = q.lease(10, LONG).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].job.attempts, 1, "defer is refunded");
+}
+
+/// Hold parks the delivery until its endpoint is released.
+async fn hold_until_released<Q: Queue>(q: Q) {
+    q.enqueue("ep", &message("m1")).await.unwrap();
+    q.enqueue("ep-2", &message("m1")).await.unwrap();
+    for l in q.lease(10, LONG).await.unwrap() {
+        assert!(q
+            .settle(&l.job.key, &l.token, None, Transition::Hold)
+            .await
+            .unwrap());
+    }
+    assert_eq!(state(&q, &key("ep", "m1")).await, Some(DeliveryState::Held));
+    assert_eq!(
+        stats(&q).await,
+        QueueStats {
+            held: 2,
+            ..QueueStats::default()
+        }
+    );
+    assert!(q.lease(10, LONG).await.unwrap().is_empty());
+    assert_eq!(q.release_held("e").await.unwrap(), 0);
+    assert_eq!(q.release_held("ep").await.unwrap(), 1);
+    let l = q.lease(10, LONG).await.unwrap();
+    assert_eq!(l.len(), 1);
+    assert_eq!(l[0].job.key, key("ep", "m1"));
+    assert_eq!(l[0].job.attempts, 1, "hold is refunded");
+    assert_eq!(stats(&q).await.held, 1);
+}
+
+/// Dead-lettering without an attempt (e.g. an unknown endpoint).
+async fn dead_letter_without_attempt<Q: Queue>(q: Q) {
+    q.enqueue("ep", &message("m1")).await.unwrap();
+    let l = q.lease(10, LONG).await.unwrap().remove(0);
+    let reason = DeadReason::Refused {
+        detail: "refused: 10.0.0.1 is private".into(),
+    };
+    assert!(q
+        .settle(&l.job.key, &l.token, None, Transition::Dead(reason.clone()))
         .await
         .unwrap());
     let dead = q.get_dead(&l.job.key).await.unwrap().unwrap();
     assert!(dead.attempts.is_empty());
-    assert_eq!(dead.reason, "permanent: ssrf");
+    assert_eq!(dead.reason, reason);
+    // Reasons without detail survive the round trip too.
+    q.enqueue("ep", &message("m2")).await.unwrap();
+    let l = q.lease(10, LONG).await.unwrap().remove(0);
+    let gone = Transition::Dead(DeadReason::Gone);
+    assert!(q.settle(&l.job.key, &l.token, None, gone).await.unwrap());
+    assert_eq!(
+        q.get_dead(&l.job.key).await.unwrap().unwrap().reason,
+        DeadReason::Gone
+    );
+}
+
+/// One history per key: enqueueing a dead-lettered key changes nothing; the
+/// dead letter stays as it was until replayed.
+async fn enqueue_dead_key_is_noop<Q: Queue>(q: Q) {
+    q.enqueue("ep", &message("m1")).await.unwrap();
+    let l = q.lease(10, LONG).await.unwrap().remove(0);
+    let a = attempt(Some(500), None);
+    q.settle(&l.job.key, &l.token, Some(a.clone()), exhausted())
+        .await
+        .unwrap();
+    assert_eq!(
+        q.enqueue("ep", &message("m1")).await.unwrap(),
+        Enqueued::Exists(DeliveryState::Dead)
+    );
+    assert!(q.lease(10, LONG).await.unwrap().is_empty());
+    let dead = q.get_dead(&l.job.key).await.unwrap().unwrap();
+    assert_eq!(dead.attempts, vec![a]);
+    // add_dead_letter never overwrites a live delivery.
+    q.enqueue("ep", &message("live")).await.unwrap();
+    assert!(!q
+        .add_dead_letter(&dead_letter("ep", "live", 1))
+        .await
+        .unwrap());
+    assert_eq!(
+        state(&q, &key("ep", "live")).await,
+        Some(DeliveryState::Scheduled)
+    );
+}
+
+/// lease_one takes one named delivery, due or not, unless someone holds it
+/// or it is finished.
+async fn lease_one_takes_a_named_delivery<Q: Queue>(q: Q) {
+    let k = key("ep", "m1");
+    assert!(
+        q.lease_one(&k, LONG).await.unwrap().is_none(),
+        "unknown key"
+    );
+    q.enqueue("ep", &message("m1")).await.unwrap();
+    q.enqueue("ep", &message("m2")).await.unwrap();
+    let l = q.lease_one(&k, LONG).await.unwrap().expect("scheduled");
+    assert_eq!(l.job.key, k);
+    assert_eq!(l.job.attempts, 1);
+    assert!(
+        q.lease_one(&k, LONG).await.unwrap().is_none(),
+        "held by a live lease"
+    );
+    // Not due for an hour: lease_one takes it anyway; lease() does not.
+    assert!(q
+        .settle(&k, &l.token, None, retry(Duration::from_secs(3600)))
+        .await
+        .unwrap());
+    let l = q
+        .lease_one(&k, SHORT)
+        .await
+        .unwrap()
+        .expect("not due, still taken");
+    assert_eq!(l.job.attempts, 2);
+    let others = q.lease(10, LONG).await.unwrap();
+    assert_eq!(others.len(), 1);
+    assert_eq!(others[0].job.key, key("ep", "m2"));
+    tokio::time::sleep(PAST_SHORT).await;
+    let again = q.lease_one(&k, LONG).await.unwrap().expect("lease expired");
+    assert_ne!(again.token, l.token);
+    assert!(!q
+        .settle(&k, &l.token, None, Transition::Delivered)
+        .await
+        .unwrap());
+    assert!(q
+        .settle(&k, &again.token, None, Transition::Delivered)
+        .await
+        .unwrap());
+    assert!(q.lease_one(&k, LONG).await.unwrap().is_none(), "delivered");
+}
+
+/// The rescuer takes expired leases without counting another attempt; the
+/// old token is fenced out, live leases are left alone.
+async fn rescue_takes_expired_leases<Q: Queue>(q: Q) {
+    q.enqueue("ep", &message("m1")).await.unwrap();
+    q.enqueue("ep", &message("m2")).await.unwrap();
+    let short = q.lease(1, SHORT).await.unwrap().remove(0);
+    let live = q.lease(1, LONG).await.unwrap().remove(0);
+    assert!(
+        q.rescue(10, LONG).await.unwrap().is_empty(),
+        "nothing expired yet"
+    );
+    tokio::time::sleep(PAST_SHORT).await;
+    let rescued = q.rescue(10, LONG).await.unwrap();
+    assert_eq!(rescued.len(), 1);
+    let r = &rescued[0];
+    assert_eq!(r.job.key, short.job.key);
+    assert_eq!(r.job.attempts, 1, "no attempt counted by the rescuer");
+    assert_ne!(r.token, short.token);
+    assert!(q.rescue(10, LONG).await.unwrap().is_empty(), "rescued once");
+    assert!(!q
+        .settle(&short.job.key, &short.token, None, Transition::Delivered)
+        .await
+        .unwrap());
+    assert!(q
+        .settle(&r.job.key, &r.token, None, retry(LONG))
+        .await
+        .unwrap());
+    assert_eq!(state(&q, &live.job.key).await, Some(DeliveryState::Leased));
+}
+
+/// The pruner removes dead letters past their retention (with their
+/// history), never live or recent ones, at most `max` per call.
+async fn prune_removes_old_dead_letters<Q: Queue>(q: Q) {
+    for i in 0..5 {
+        q.add_dead_letter(&dead_letter(
+            "ep",
+            &format!("old{i}"),
+            1_700_000_000_000 + i,
+        ))
+        .await
+        .unwrap();
+    }
+    q.add_dead_letter(&dead_letter("ep", "recent", now_ms()))
+        .await
+        .unwrap();
+    q.enqueue("ep", &message("live")).await.unwrap();
+    let hour = Some(Duration::from_secs(3600));
+    assert_eq!(
+        q.prune(None, 100).await.unwrap(),
+        0,
+        "dead kept without a retention"
+    );
+    assert_eq!(q.prune(hour, 3).await.unwrap(), 3, "bounded batch");
+    assert_eq!(q.prune(hour, 100).await.unwrap(), 2);
+    assert_eq!(q.prune(hour, 100).await.unwrap(), 0);
+    assert!(q.get_dead(&key("ep", "old0")).await.unwrap().is_none());
+    assert!(q.get_dead(&key("ep", "recent")).await.unwrap().is_some());
+    assert_eq!(
+        state(&q, &key("ep", "live")).await,
+        Some(DeliveryState::Scheduled)
+    );
+    assert_eq!(all_pages(&q, &DlqFilter::default(), 10).await.len(), 1);
+    // A pruned key is new again, its history gone.
+    assert_eq!(
+        q.enqueue("ep", &message("old0")).await.unwrap(),
+        Enqueued::New
+    );
+    let l = q
+        .lease_one(&key("ep", "old0"), LONG)
+        .await
+        .unwrap()
+        .unwrap();
+    q.settle(&l.job.key, &l.token, None, exhausted())
+        .await
+        .unwrap();
+    assert!(q
+        .get_dead(&l.job.key)
+        .await
+        .unwrap()
+        .unwrap()
+        .attempts
+        .is_empty());
 }
 
 fn dead_letter(endpoint: &str, id: &str, at: i64) -> DeadLetter {
@@ -264,7 +534,9 @@ fn dead_letter(endpoint: &str, id: &str, at: i64) -> DeadLetter {
             attempt(Some(500), None),
             attempt(None, Some("timed out after 30s")),
         ],
-        reason: "exhausted".to_owned(),
+        reason: DeadReason::Exhausted {
+            last: "timed out after 30s".into(),
+        },
         dead_at_ms: at,
     }
 }
@@ -407,24 +679,27 @@ async fn list_dead_pages<Q: Queue>(q: Q) {
     assert_eq!(stats(&q).await.dead, 22);
 }
 
-/// replay: same id, back in the queue, due now, attempts reset; then purge.
+/// replay: same id, back in the queue, due now, attempts reset, history
+/// kept; then purge removes it and its history.
 async fn replay_and_purge<Q: Queue>(q: Q) {
     let m = message("m1");
     q.enqueue("ep", &m).await.unwrap();
     let l = q.lease(10, LONG).await.unwrap().remove(0);
+    let a1 = attempt(Some(500), None);
     assert!(q
-        .retry_later(&l.job.key, &l.token, attempt(Some(500), None), now_ms())
+        .settle(
+            &l.job.key,
+            &l.token,
+            Some(a1.clone()),
+            retry(Duration::ZERO)
+        )
         .await
         .unwrap());
     let l = q.lease(10, LONG).await.unwrap().remove(0);
-    assert_eq!(l.job.attempts, 1);
+    assert_eq!(l.job.attempts, 2);
+    let a2 = attempt(Some(500), None);
     assert!(q
-        .dead_letter(
-            &l.job.key,
-            &l.token,
-            Some(attempt(Some(500), None)),
-            "exhausted"
-        )
+        .settle(&l.job.key, &l.token, Some(a2.clone()), exhausted())
         .await
         .unwrap());
     let k = l.job.key.clone();
@@ -435,9 +710,8 @@ async fn replay_and_purge<Q: Queue>(q: Q) {
     assert_eq!(
         stats(&q).await,
         QueueStats {
-            pending: 1,
-            leased: 0,
-            dead: 0
+            scheduled: 1,
+            ..QueueStats::default()
         }
     );
     let before = now_ms();
@@ -445,14 +719,20 @@ async fn replay_and_purge<Q: Queue>(q: Q) {
     assert_eq!(r.len(), 1, "replayed delivery is due now");
     assert_eq!(r[0].job.key, k);
     assert_eq!(r[0].job.message, m, "same id and payload");
-    assert_eq!(r[0].job.attempts, 0, "attempts reset");
+    assert_eq!(r[0].job.attempts, 1, "attempts reset");
     assert!(r[0].job.next_attempt_ms <= before + 1000);
 
-    // Dead again, then purge.
+    // Dead again: one history, both runs.
+    let a3 = attempt(Some(400), None);
+    let permanent = Transition::Dead(DeadReason::Permanent {
+        detail: "HTTP 400".into(),
+    });
     assert!(q
-        .dead_letter(&k, &r[0].token, None, "permanent: 400")
+        .settle(&k, &r[0].token, Some(a3.clone()), permanent)
         .await
         .unwrap());
+    let dead = q.get_dead(&k).await.unwrap().unwrap();
+    assert_eq!(dead.attempts, vec![a1, a2, a3]);
     assert_eq!(stats(&q).await.dead, 1);
     assert!(q.purge_dead(&k).await.unwrap());
     assert!(!q.purge_dead(&k).await.unwrap());
@@ -460,6 +740,12 @@ async fn replay_and_purge<Q: Queue>(q: Q) {
     assert_eq!(stats(&q).await, QueueStats::default());
     assert!(q.lease(10, LONG).await.unwrap().is_empty());
     assert!(q.get_dead(&key("ep", "never")).await.unwrap().is_none());
+    assert_eq!(state(&q, &k).await, None);
+    // A purged key is new again, with an empty history.
+    assert_eq!(q.enqueue("ep", &m).await.unwrap(), Enqueued::New);
+    let r = q.lease(10, LONG).await.unwrap().remove(0);
+    q.settle(&k, &r.token, None, exhausted()).await.unwrap();
+    assert!(q.get_dead(&k).await.unwrap().unwrap().attempts.is_empty());
 }
 
 /// Endpoints: put/get (all fields), disable/enable, replace, unknown ids.
@@ -510,6 +796,20 @@ async fn endpoints<Q: Queue>(q: Q) {
     assert_eq!(got.urls, ["https://example.com/new"]);
     assert_eq!(got.scheme, Scheme::Stripe);
     assert_eq!(got.secrets, ["whsec_x"]);
+    // Only set_endpoint_disabled changes `disabled`: a re-registration
+    // (say at start-up) does not undo a 410.
+    q.set_endpoint_disabled("orders", true).await.unwrap();
+    q.put_endpoint(&replaced).await.unwrap();
+    assert!(q.get_endpoint("orders").await.unwrap().unwrap().disabled);
+    let mut fresh =
+        Endpoint::new("new", "https://example.com/", Scheme::Stripe, "whsec_x").unwrap();
+    fresh.disabled = true;
+    q.put_endpoint(&fresh).await.unwrap();
+    assert!(
+        q.get_endpoint("new").await.unwrap().unwrap().disabled,
+        "a new one as given"
+    );
+    q.set_endpoint_disabled("orders", false).await.unwrap();
 
     let err = q.set_endpoint_disabled("nobody", true).await.unwrap_err();
     assert_eq!(err.kind(), QueueErrorKind::NotFound);
@@ -518,25 +818,45 @@ async fn endpoints<Q: Queue>(q: Q) {
 
 // ---------------------------------------------------------------- runners
 
-/// Every check, by name, so a failure says which one.
-macro_rules! run_all {
-    ($fresh:expr) => {{
-        run_all!(@one $fresh, enqueue_then_lease);
-        run_all!(@one $fresh, enqueue_twice_is_noop);
-        run_all!(@one $fresh, lease_respects_max);
-        run_all!(@one $fresh, expired_lease_is_fenced);
-        run_all!(@one $fresh, retry_later_then_dead_letter);
-        run_all!(@one $fresh, delivered_removes);
-        run_all!(@one $fresh, release_makes_due);
-        run_all!(@one $fresh, dead_letter_without_attempt);
-        run_all!(@one $fresh, list_dead_pages);
-        run_all!(@one $fresh, replay_and_purge);
-        run_all!(@one $fresh, endpoints);
-    }};
-    (@one $fresh:expr, $check:ident) => {{
-        eprintln!("check: {}", stringify!($check));
-        $fresh($check).await;
-    }};
+/// One test per check and backend (`memory::enqueue_then_lease`,
+/// `postgres::...`, `redis::...`), so a failure names both.
+macro_rules! checks {
+    ($backend:ident, $fresh:path, $($check:ident),* $(,)?) => {
+        mod $backend {
+            $(
+                #[tokio::test]
+                async fn $check() {
+                    $fresh(super::$check).await;
+                }
+            )*
+        }
+    };
+}
+
+macro_rules! all_checks {
+    ($backend:ident, $fresh:path) => {
+        checks!(
+            $backend,
+            $fresh,
+            enqueue_then_lease,
+            enqueue_twice_is_noop,
+            lease_respects_max,
+            expired_lease_is_fenced,
+            retry_then_dead_letter,
+            delivered_is_kept,
+            interrupted_refunds,
+            defer_refunds,
+            hold_until_released,
+            dead_letter_without_attempt,
+            enqueue_dead_key_is_noop,
+            lease_one_takes_a_named_delivery,
+            rescue_takes_expired_leases,
+            prune_removes_old_dead_letters,
+            list_dead_pages,
+            replay_and_purge,
+            endpoints,
+        );
+    };
 }
 
 async fn memory<F, Fut>(check: F)
@@ -547,10 +867,7 @@ where
     check(MemoryQueue::new()).await;
 }
 
-#[tokio::test]
-async fn memory_queue_conforms() {
-    run_all!(memory);
-}
+all_checks!(memory_queue, super::memory);
 
 #[cfg(feature = "postgres")]
 async fn postgres<F, Fut>(check: F)
@@ -565,10 +882,7 @@ where
 }
 
 #[cfg(feature = "postgres")]
-#[tokio::test]
-async fn postgres_queue_conforms() {
-    run_all!(postgres);
-}
+all_checks!(postgres_queue, super::postgres);
 
 #[cfg(feature = "redis")]
 async fn redis<F, Fut>(check: F)
@@ -583,7 +897,286 @@ where
 }
 
 #[cfg(feature = "redis")]
+all_checks!(redis_queue, super::redis);
+
+// ------------------------------------------------- (state, transition) pairs
+
+/// Where a delivery is before a `settle`, and whose token tries it.
+#[derive(Debug, Clone, Copy)]
+enum Setup {
+    /// Scheduled; the token of the lease that scheduled it.
+    Scheduled,
+    /// Leased; its own live token.
+    Leased,
+    /// Leased, the lease expired, nobody leased it since; its own token.
+    LeasedExpired,
+    /// Leased again after expiry; the first (stale) token.
+    LeasedStale,
+    /// Held; the token that held it.
+    Held,
+    /// Delivered; the token that delivered it.
+    Delivered,
+    /// Dead; the token that dead-lettered it.
+    Dead,
+}
+
+impl Setup {
+    /// Only the token that still holds the lease settles.
+    fn applies(self) -> bool {
+        matches!(self, Self::Leased | Self::LeasedExpired)
+    }
+
+    fn state(self) -> DeliveryState {
+        match self {
+            Self::Scheduled => DeliveryState::Scheduled,
+            Self::Leased | Self::LeasedExpired | Self::LeasedStale => DeliveryState::Leased,
+            Self::Held => DeliveryState::Held,
+            Self::Delivered => DeliveryState::Delivered,
+            Self::Dead => DeliveryState::Dead,
+        }
+    }
+}
+
+/// Put `m1` into the state `setup` names; return the token to try.
+async fn arrange<Q: Queue>(q: &Q, setup: Setup) -> LeaseToken {
+    q.enqueue("ep", &message("m1")).await.unwrap();
+    let k = key("ep", "m1");
+    let short = matches!(setup, Setup::LeasedExpired | Setup::LeasedStale);
+    let l = q
+        .lease(1, if short { SHORT } else { LONG })
+        .await
+        .unwrap()
+        .remove(0);
+    let then = match setup {
+        Setup::Leased | Setup::LeasedExpired | Setup::LeasedStale => None,
+        Setup::Scheduled => Some(retry(LONG)),
+        Setup::Held => Some(Transition::Hold),
+        Setup::Delivered => Some(Transition::Delivered),
+        Setup::Dead => Some(exhausted()),
+    };
+    if let Some(t) = then {
+        assert!(q.settle(&k, &l.token, None, t).await.unwrap());
+    }
+    if short {
+        tokio::time::sleep(PAST_SHORT).await;
+    }
+    if matches!(setup, Setup::LeasedStale) {
+        assert_eq!(q.lease(1, LONG).await.unwrap().len(), 1);
+    }
+    assert_eq!(state(q, &k).await, Some(setup.state()), "{setup:?}");
+    l.token
+}
+
+/// One (state, transition) pair: applied exactly when the token holds the
+/// lease, and then the delivery is in the transition's target state;
+/// otherwise nothing changes. The attempt is recorded either way.
+async fn pair<Q: Queue>(q: Q, setup: Setup, transition: Transition) {
+    let token = arrange(&q, setup).await;
+    let k = key("ep", "m1");
+    let target = transition.target();
+    let applied = q
+        .settle(
+            &k,
+            &token,
+            Some(attempt(Some(502), None)),
+            transition.clone(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(applied, setup.applies(), "{setup:?} x {transition:?}");
+    let want = if applied { target } else { setup.state() };
+    assert_eq!(
+        state(&q, &k).await,
+        Some(want),
+        "{setup:?} x {transition:?}"
+    );
+    if want == DeliveryState::Dead {
+        let dead = q.get_dead(&k).await.unwrap().unwrap();
+        assert_eq!(dead.attempts.len(), 1, "attempt recorded");
+    }
+}
+
+async fn pair_everywhere(setup: Setup, transition: Transition) {
+    pair(MemoryQueue::new(), setup, transition.clone()).await;
+    #[cfg(feature = "postgres")]
+    if let Some(q) = support::pg::fresh().await {
+        support::with_cleanup(
+            pair(q.clone(), setup, transition.clone()),
+            support::pg::drop_schema(&q),
+        )
+        .await;
+    }
+    #[cfg(feature = "redis")]
+    if let Some(q) = support::redis::fresh().await {
+        support::with_cleanup(
+            pair(q.clone(), setup, transition.clone()),
+            support::redis::delete_keys(&q),
+        )
+        .await;
+    }
+}
+
+fn t_delivered() -> Transition {
+    Transition::Delivered
+}
+fn t_retry() -> Transition {
+    retry(LONG)
+}
+fn t_defer() -> Transition {
+    Transition::Defer {
+        delay: LONG,
+        reason: DeferReason::CircuitOpen,
+    }
+}
+fn t_interrupted() -> Transition {
+    Transition::Interrupted
+}
+fn t_hold() -> Transition {
+    Transition::Hold
+}
+fn t_dead() -> Transition {
+    Transition::Dead(DeadReason::Permanent {
+        detail: "HTTP 400".into(),
+    })
+}
+
+/// One test per (state, transition) pair, each against every backend.
+macro_rules! pairs {
+    ($($name:ident: $setup:ident x $t:ident;)*) => {$(
+        #[tokio::test]
+        async fn $name() {
+            pair_everywhere(Setup::$setup, $t()).await;
+        }
+    )*};
+}
+
+pairs! {
+    scheduled_x_delivered: Scheduled x t_delivered;
+    scheduled_x_retry: Scheduled x t_retry;
+    scheduled_x_defer: Scheduled x t_defer;
+    scheduled_x_interrupted: Scheduled x t_interrupted;
+    scheduled_x_hold: Scheduled x t_hold;
+    scheduled_x_dead: Scheduled x t_dead;
+    leased_x_delivered: Leased x t_delivered;
+    leased_x_retry: Leased x t_retry;
+    leased_x_defer: Leased x t_defer;
+    leased_x_interrupted: Leased x t_interrupted;
+    leased_x_hold: Leased x t_hold;
+    leased_x_dead: Leased x t_dead;
+    leased_expired_x_delivered: LeasedExpired x t_delivered;
+    leased_expired_x_retry: LeasedExpired x t_retry;
+    leased_expired_x_defer: LeasedExpired x t_defer;
+    leased_expired_x_interrupted: LeasedExpired x t_interrupted;
+    leased_expired_x_hold: LeasedExpired x t_hold;
+    leased_expired_x_dead: LeasedExpired x t_dead;
+    leased_stale_x_delivered: LeasedStale x t_delivered;
+    leased_stale_x_retry: LeasedStale x t_retry;
+    leased_stale_x_defer: LeasedStale x t_defer;
+    leased_stale_x_interrupted: LeasedStale x t_interrupted;
+    leased_stale_x_hold: LeasedStale x t_hold;
+    leased_stale_x_dead: LeasedStale x t_dead;
+    held_x_delivered: Held x t_delivered;
+    held_x_retry: Held x t_retry;
+    held_x_defer: Held x t_defer;
+    held_x_interrupted: Held x t_interrupted;
+    held_x_hold: Held x t_hold;
+    held_x_dead: Held x t_dead;
+    delivered_x_delivered: Delivered x t_delivered;
+    delivered_x_retry: Delivered x t_retry;
+    delivered_x_defer: Delivered x t_defer;
+    delivered_x_interrupted: Delivered x t_interrupted;
+    delivered_x_hold: Delivered x t_hold;
+    delivered_x_dead: Delivered x t_dead;
+    dead_x_delivered: Dead x t_delivered;
+    dead_x_retry: Dead x t_retry;
+    dead_x_defer: Dead x t_defer;
+    dead_x_interrupted: Dead x t_interrupted;
+    dead_x_hold: Dead x t_hold;
+    dead_x_dead: Dead x t_dead;
+}
+
+/// Delivered keys leave after the retention window: the key is new again
+/// (memory queue, on its injectable clock — no sleeping).
 #[tokio::test]
-async fn redis_queue_conforms() {
-    run_all!(redis);
+async fn delivered_retention_on_the_memory_clock() {
+    use std::sync::{
+        atomic::{AtomicI64, Ordering},
+        Arc,
+    };
+    let now = Arc::new(AtomicI64::new(1_000_000));
+    let clock = now.clone();
+    let q = MemoryQueue::new()
+        .with_clock(move || clock.load(Ordering::SeqCst))
+        .with_delivered_retention(Duration::from_secs(3600));
+    q.enqueue("ep", &message("m1")).await.unwrap();
+    let l = q.lease(1, LONG).await.unwrap().remove(0);
+    q.settle(&l.job.key, &l.token, None, retry(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    assert!(q.lease(1, LONG).await.unwrap().is_empty());
+    now.fetch_add(60_000, Ordering::SeqCst);
+    let l = q.lease(1, LONG).await.unwrap().remove(0);
+    assert_eq!(l.job.attempts, 2);
+    q.settle(&l.job.key, &l.token, None, Transition::Delivered)
+        .await
+        .unwrap();
+    now.fetch_add(3_599_000, Ordering::SeqCst);
+    assert_eq!(
+        q.enqueue("ep", &message("m1")).await.unwrap(),
+        Enqueued::Exists(DeliveryState::Delivered)
+    );
+    now.fetch_add(1_000, Ordering::SeqCst);
+    assert_eq!(
+        q.enqueue("ep", &message("m1")).await.unwrap(),
+        Enqueued::New
+    );
+    assert_eq!(q.lease(1, LONG).await.unwrap()[0].job.attempts, 1);
+}
+
+/// The durable backends expire delivered keys too.
+#[tokio::test]
+async fn delivered_retention_in_durable_backends() {
+    async fn check<Q: Queue>(q: Q) {
+        q.enqueue("ep", &message("m1")).await.unwrap();
+        let l = q.lease(1, LONG).await.unwrap().remove(0);
+        q.settle(
+            &l.job.key,
+            &l.token,
+            Some(attempt(Some(200), None)),
+            Transition::Delivered,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            q.enqueue("ep", &message("m1")).await.unwrap(),
+            Enqueued::Exists(DeliveryState::Delivered)
+        );
+        tokio::time::sleep(PAST_SHORT).await;
+        assert_eq!(
+            q.enqueue("ep", &message("m1")).await.unwrap(),
+            Enqueued::New
+        );
+        let l = q.lease(1, LONG).await.unwrap().remove(0);
+        assert_eq!(l.job.attempts, 1);
+        q.settle(&l.job.key, &l.token, None, exhausted())
+            .await
+            .unwrap();
+        let dead = q.get_dead(&l.job.key).await.unwrap().unwrap();
+        assert!(
+            dead.attempts.is_empty(),
+            "a new history: {:?}",
+            dead.attempts
+        );
+    }
+    #[cfg(feature = "postgres")]
+    if let Some(q) = support::pg::fresh().await {
+        let q = q.with_delivered_retention(SHORT);
+        support::with_cleanup(check(q.clone()), support::pg::drop_schema(&q)).await;
+    }
+    #[cfg(feature = "redis")]
+    if let Some(q) = support::redis::fresh().await {
+        let q = q.with_delivered_retention(SHORT);
+        support::with_cleanup(check(q.clone()), support::redis::delete_keys(&q)).await;
+    }
+    let _ = check::<MemoryQueue>;
 }

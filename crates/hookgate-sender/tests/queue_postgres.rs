@@ -58,7 +58,7 @@ async fn outbox_commits_and_rolls_back_with_the_callers_data() {
             .await
             .unwrap()
             .is_empty());
-        assert_eq!(q.stats().await.unwrap().pending, 0);
+        assert_eq!(q.stats().await.unwrap().pending(), 0);
 
         // Committed: both exist, and the webhook is leased.
         let tx = client.transaction().await.unwrap();
@@ -143,13 +143,13 @@ async fn migrate_is_idempotent_and_concurrent_safe() {
         for t in tasks {
             let other = t.await.unwrap();
             // Same tables: every handle sees the message.
-            assert_eq!(other.stats().await.unwrap().pending, 1);
+            assert_eq!(other.stats().await.unwrap().pending(), 1);
         }
         // A table prefix isolates a second queue within the schema.
         let prefixed = q.clone().with_table_prefix("tenant2_").unwrap();
-        assert_eq!(prefixed.stats().await.unwrap().pending, 0);
+        assert_eq!(prefixed.stats().await.unwrap().pending(), 0);
         prefixed.drop_tables().await.unwrap();
-        assert_eq!(q.stats().await.unwrap().pending, 1);
+        assert_eq!(q.stats().await.unwrap().pending(), 1);
     };
     support::with_cleanup(body, support::pg::drop_schema(&q)).await;
 }
@@ -190,4 +190,40 @@ async fn unreachable_server_is_unavailable_within_a_bounded_time() {
     let err = result.unwrap_err();
     assert_eq!(err.kind(), QueueErrorKind::Unavailable, "{err}");
     assert!(std::error::Error::source(&err).is_some());
+}
+
+/// A statement cancelled by the server's `statement_timeout` (SQLSTATE
+/// 57014) is `Unavailable`, as in the dedup store: a worker treats it as the
+/// store being down, not as a bug (issue 16, item 6).
+#[tokio::test]
+async fn statement_timeout_is_unavailable() {
+    let Some(q) = support::pg::fresh().await else {
+        return;
+    };
+    let body = async {
+        let url = support::postgres_url();
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let timed =
+            PostgresQueue::connect(&format!("{url}{sep}options=-c%20statement_timeout%3D200"))
+                .await
+                .unwrap()
+                .with_schema(q.schema())
+                .unwrap();
+        timed.migrate().await.unwrap();
+        let mut client = own_client().await;
+        let tx = client.transaction().await.unwrap();
+        tx.batch_execute(&format!(
+            "LOCK TABLE \"{}\".hookgate_deliveries IN ACCESS EXCLUSIVE MODE",
+            q.schema()
+        ))
+        .await
+        .unwrap();
+        let err = timed
+            .lease(10, Duration::from_secs(30))
+            .await
+            .expect_err("the lock outlasts the statement timeout");
+        assert_eq!(err.kind(), QueueErrorKind::Unavailable, "{err:?}");
+        tx.rollback().await.unwrap();
+    };
+    support::with_cleanup(body, support::pg::drop_schema(&q)).await;
 }

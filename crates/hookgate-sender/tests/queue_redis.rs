@@ -40,15 +40,15 @@ async fn prefixes_isolate_queues_and_cleanup_removes_every_key() {
         a.enqueue("ep", &Message::new("t", "x").with_id("one"))
             .await
             .unwrap();
-        assert_eq!(a.stats().await.unwrap().pending, 1);
-        assert_eq!(b.stats().await.unwrap().pending, 0);
+        assert_eq!(a.stats().await.unwrap().pending(), 1);
+        assert_eq!(b.stats().await.unwrap().pending(), 0);
         assert!(b
             .lease(10, Duration::from_secs(30))
             .await
             .unwrap()
             .is_empty());
         a.delete_all().await.unwrap();
-        assert_eq!(a.stats().await.unwrap().pending, 0);
+        assert_eq!(a.stats().await.unwrap().pending(), 0);
     };
     support::with_cleanup(body, async {
         support::redis::delete_keys(&a).await;

@@ -160,7 +160,8 @@ async fn postgres_queue_reports_a_lost_server_and_recovers() {
         proxy.restart().await;
         let stats = eventually_ok("stats", || q.stats()).await;
         assert_eq!(
-            stats.pending, 1,
+            stats.pending(),
+            1,
             "only the message stored before the outage"
         );
         let leased = eventually_ok("lease", || q.lease(10, Duration::from_secs(30))).await;
@@ -201,7 +202,8 @@ async fn redis_queue_reports_a_lost_server_and_recovers() {
         proxy.restart().await;
         let stats = eventually_ok("stats", || q.stats()).await;
         assert_eq!(
-            stats.pending, 1,
+            stats.pending(),
+            1,
             "only the message stored before the outage"
         );
         let leased = eventually_ok("lease", || q.lease(10, Duration::from_secs(30))).await;

@@ -114,7 +114,7 @@ async fn two_workers_deliver_each_once(queue: Arc<dyn Queue>) {
     }
     // Bounded wait for the queue to drain.
     for _ in 0..600 {
-        if queue.stats().await.unwrap().pending == 0 {
+        if queue.stats().await.unwrap().pending() == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -130,7 +130,7 @@ async fn two_workers_deliver_each_once(queue: Arc<dyn Queue>) {
     eprintln!("delivered per worker: {delivered:?}; shutdown reports: {ra:?} {rb:?}");
     assert_eq!(delivered[0] + delivered[1], MESSAGES, "recorded deliveries");
     let stats = queue.stats().await.unwrap();
-    assert_eq!(stats.pending, 0, "not drained: {stats:?}");
+    assert_eq!(stats.pending(), 0, "not drained: {stats:?}");
     assert_eq!(stats.dead, 0);
     assert_eq!(
         counts.per_id.lock().unwrap().len(),
@@ -199,18 +199,18 @@ async fn aborted_worker_loses_nothing(queue: Arc<dyn Queue>) {
         .await
         .expect("first attempt reached the receiver");
     first.abort();
-    assert_eq!(queue.stats().await.unwrap().pending, 1, "still queued");
+    assert_eq!(queue.stats().await.unwrap().pending(), 1, "still queued");
 
     let second = worker(Some(reports.clone()));
     for _ in 0..300 {
-        if queue.stats().await.unwrap().pending == 0 {
+        if queue.stats().await.unwrap().pending() == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     second.shutdown(Duration::from_secs(5)).await;
     let stats = queue.stats().await.unwrap();
-    assert_eq!((stats.pending, stats.dead), (0, 0), "{stats:?}");
+    assert_eq!((stats.pending(), stats.dead), (0, 0), "{stats:?}");
     assert_eq!(
         counts.get("crash"),
         Some(2),

@@ -263,7 +263,7 @@ async fn worker_dead_letters_refused_destinations_without_sending() {
     assert_eq!(r.len(), 1);
     let dead = queue.get_dead(&key).await.unwrap().unwrap();
     assert_eq!(
-        dead.reason,
+        dead.reason.to_string(),
         "permanent: refused: destination 127.0.0.1 is refused by the SSRF guard (loopback)"
     );
     assert_eq!(receiver.count(), 0);

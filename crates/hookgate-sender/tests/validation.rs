@@ -66,7 +66,7 @@ async fn enqueue_rejects_ids_that_cannot_be_a_header_value() {
         "{r:?}"
     );
     // Nothing was stored: no dead letter at delivery time later.
-    assert_eq!(queue.stats().await.unwrap().pending, 0);
+    assert_eq!(queue.stats().await.unwrap().pending(), 0);
     // The longest allowed id is stored.
     let longest = "x".repeat(MAX_MESSAGE_ID_LEN);
     let key = sender
@@ -74,5 +74,5 @@ async fn enqueue_rejects_ids_that_cannot_be_a_header_value() {
         .await
         .unwrap();
     assert_eq!(key.message_id, longest);
-    assert_eq!(queue.stats().await.unwrap().pending, 1);
+    assert_eq!(queue.stats().await.unwrap().pending(), 1);
 }

@@ -53,7 +53,7 @@ async fn aborted_worker_loses_nothing() {
     // Kill it mid-delivery: the task is aborted and its connection dropped,
     // nothing is recorded or released.
     w1.abort();
-    assert_eq!(queue.stats().await.unwrap().pending, 1);
+    assert_eq!(queue.stats().await.unwrap().pending(), 1);
 
     let (b2, mut r2) = test_worker(queue.clone(), fast_policy(5));
     let w2 = b2
@@ -65,11 +65,11 @@ async fn aborted_worker_loses_nothing() {
     let reports = until_final(&mut r2, &key).await;
     w2.shutdown(Duration::from_secs(5)).await;
 
-    // The second worker got it only once the first lease had expired, and
-    // as a first attempt (the aborted one was never recorded).
+    // The second worker got it only once the first lease had expired, as a
+    // second attempt: the crashed one was counted when it was leased.
     assert_eq!(reports.len(), 1);
     assert_eq!(reports[0].next, Next::Delivered);
-    assert_eq!(reports[0].number, 1);
+    assert_eq!(reports[0].number, 2);
     let at = reports[0].attempt.as_ref().unwrap().at_ms;
     assert!(
         at >= leased_at + 2000,
@@ -78,7 +78,7 @@ async fn aborted_worker_loses_nothing() {
     );
     assert_eq!(receiver.count(), 2);
     let stats = queue.stats().await.unwrap();
-    assert_eq!((stats.pending, stats.dead), (0, 0));
+    assert_eq!((stats.pending(), stats.dead), (0, 0));
 }
 
 #[tokio::test]
@@ -93,7 +93,7 @@ async fn shutdown_finishes_in_flight_attempts_within_grace() {
     assert_eq!(report.finished, 1);
     assert_eq!(report.aborted, 0);
     assert_eq!(report.released, 0);
-    assert_eq!(queue.stats().await.unwrap().pending, 0);
+    assert_eq!(queue.stats().await.unwrap().pending(), 0);
 }
 
 #[tokio::test]
@@ -111,7 +111,8 @@ async fn shutdown_releases_what_does_not_finish() {
     let leased = queue.lease(10, Duration::from_secs(10)).await.unwrap();
     assert_eq!(leased.len(), 1);
     assert_eq!(leased[0].job.key, key);
-    assert_eq!(leased[0].job.attempts, 0);
+    // The aborted attempt was refunded: this lease counts the first.
+    assert_eq!(leased[0].job.attempts, 1);
 }
 
 #[tokio::test]
@@ -207,6 +208,37 @@ async fn run_until_stops_on_the_signal() {
     // Stopped: a new message stays queued.
     sender.enqueue("ep", Message::new("t", "{}")).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(queue.stats().await.unwrap().pending, 1);
+    assert_eq!(queue.stats().await.unwrap().pending(), 1);
     assert_eq!(receiver.count(), 1);
+}
+
+/// Endpoints are managed records (issue 8, item 4): registering another
+/// configuration under a stored id is refused and changes nothing; the same
+/// configuration again keeps `disabled`; only an explicit update replaces
+/// the configuration, and it keeps `disabled` too.
+#[tokio::test]
+async fn endpoints_are_not_silently_overwritten() {
+    let queue: Arc<dyn Queue> = Arc::new(MemoryQueue::new());
+    let sender = Sender::new(queue.clone());
+    let ep = Endpoint::new("ep", "https://a.example/hook", Scheme::GitHub, "s1").unwrap();
+    sender.add_endpoint(ep.clone()).await.unwrap();
+    queue.set_endpoint_disabled("ep", true).await.unwrap();
+    // Same configuration (a restart): fine, still disabled.
+    sender.add_endpoint(ep.clone()).await.unwrap();
+    assert!(queue.get_endpoint("ep").await.unwrap().unwrap().disabled);
+    // Another URL and secret under the same id: refused, unchanged.
+    let other = Endpoint::new("ep", "https://test.example/hook", Scheme::GitHub, "t").unwrap();
+    let err = sender.add_endpoint(other.clone()).await.unwrap_err();
+    assert!(
+        matches!(err, hookgate_sender::SendError::EndpointConflict(ref id) if id == "ep"),
+        "{err}"
+    );
+    let stored = queue.get_endpoint("ep").await.unwrap().unwrap();
+    assert_eq!(stored.urls, ["https://a.example/hook"]);
+    assert_eq!(stored.secrets, ["s1"]);
+    // An explicit update replaces it, `disabled` kept.
+    sender.update_endpoint(other).await.unwrap();
+    let stored = queue.get_endpoint("ep").await.unwrap().unwrap();
+    assert_eq!(stored.urls, ["https://test.example/hook"]);
+    assert!(stored.disabled);
 }

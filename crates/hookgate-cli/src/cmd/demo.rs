@@ -162,7 +162,11 @@ async fn demo(scheme: Scheme) -> anyhow::Result<ExitCode> {
         "enqueued order.created and order.paid (stored before returning)",
     );
     wait_until(Duration::from_secs(10), || async {
-        queue.stats().await.map(|s| s.pending == 0).unwrap_or(false)
+        queue
+            .stats()
+            .await
+            .map(|s| s.pending() == 0)
+            .unwrap_or(false)
     })
     .await;
     check(
@@ -286,7 +290,7 @@ async fn demo(scheme: Scheme) -> anyhow::Result<ExitCode> {
         queue
             .stats()
             .await
-            .map(|s| s.pending == 0 && s.dead == 0)
+            .map(|s| s.pending() == 0 && s.dead == 0)
             .unwrap_or(false)
     })
     .await;

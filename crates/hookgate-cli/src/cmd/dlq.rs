@@ -11,18 +11,20 @@
 //! Exit codes: 0 success, 1 some replay failed or nothing matched `show`,
 //! 2 usage or store errors.
 
-use std::{collections::HashMap, process::ExitCode, sync::Arc, time::Duration};
+use std::{process::ExitCode, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use hookgate_sender::{
-    queue::{DeadLetter, DeliveryKey, DlqFilter, MemoryQueue, Page, Queue},
-    worker::Next,
+    bulk,
+    queue::{DeadLetter, DeliveryKey, DlqFilter, Page, Queue},
     Worker,
 };
 use serde_json::json;
-use tokio::sync::mpsc;
 
-use super::send::{describe, open_store, retry_policy, ssrf_hint, ssrf_policy};
+use super::send::{
+    deliver_until_final, describe, interrupt_signal, open_store, retry_policy, ssrf_hint,
+    ssrf_policy, Final,
+};
 
 /// Page size when walking the store.
 const PAGE: usize = 100;
@@ -72,9 +74,16 @@ enum Action {
         /// Message id (or `--all`).
         #[arg(required_unless_present = "all", conflicts_with = "all")]
         id: Option<String>,
-        /// Every dead letter (of `--endpoint`, when given).
+        /// Every dead letter (of `--endpoint`, when given) that exists when
+        /// the command starts, once each. Asks first on a terminal.
         #[arg(long)]
         all: bool,
+        /// Do not ask for confirmation.
+        #[arg(long, short = 'y')]
+        yes: bool,
+        /// Show what would be purged, purge nothing.
+        #[arg(long)]
+        dry_run: bool,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -119,6 +128,9 @@ struct DeliveryArgs {
     /// Allow this network (CIDR) whatever its range; repeatable.
     #[arg(long = "allow", value_name = "CIDR")]
     allow: Vec<String>,
+    /// Enable a disabled endpoint (e.g. after a 410) before replaying to it.
+    #[arg(long)]
+    enable: bool,
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -141,7 +153,13 @@ async fn dlq(args: Args) -> anyhow::Result<ExitCode> {
             store,
             delivery,
         } => replay(&store, id.filter(|_| !all), enqueue, &delivery).await,
-        Action::Purge { id, all, store } => purge(&store, id.filter(|_| !all)).await,
+        Action::Purge {
+            id,
+            all,
+            yes,
+            dry_run,
+            store,
+        } => purge(&store, id.filter(|_| !all), yes, dry_run).await,
     }
 }
 
@@ -195,7 +213,8 @@ fn to_json(d: &DeadLetter, with_payload: bool) -> serde_json::Value {
         "event_type": d.message.event_type,
         "created_at_ms": d.message.created_at_ms,
         "dead_at_ms": d.dead_at_ms,
-        "reason": d.reason,
+        "reason": d.reason.to_string(),
+        "reason_code": d.reason.code(),
         "attempts": d.attempts.iter().map(|a| json!({
             "at_ms": a.at_ms,
             "url": a.url,
@@ -260,27 +279,63 @@ async fn for_each_page(
 }
 
 async fn list(args: &StoreArgs, limit: Option<usize>) -> anyhow::Result<ExitCode> {
+    use std::io::Write as _;
     let queue = open(args).await?;
     let mut shown = 0usize;
     let max = limit.unwrap_or(usize::MAX);
+    let mut out = std::io::stdout().lock();
+    // A reader that stops early (`| head`) closes the pipe: stop quietly.
+    let closed = |e: &std::io::Error| e.kind() == std::io::ErrorKind::BrokenPipe;
     if !args.json {
-        println!("{TABLE_HEADER}");
+        if let Err(e) = writeln!(out, "{TABLE_HEADER}") {
+            return if closed(&e) {
+                Ok(ExitCode::SUCCESS)
+            } else {
+                Err(e.into())
+            };
+        }
     }
-    for_each_page(&*queue, &filter(args), |items| {
+    let mut page = Page {
+        after: None,
+        limit: PAGE,
+    };
+    'pages: while shown < max {
+        let items = queue
+            .list_dead(&filter(args), &page)
+            .await
+            .context("cannot list dead letters")?;
+        let Some(last) = items.last() else {
+            break;
+        };
+        page.after = Some((last.dead_at_ms, last.key.clone()));
+        let full = items.len() == PAGE;
         for d in items {
             if shown >= max {
-                return false;
+                break 'pages;
             }
-            if args.json {
-                println!("{}", to_json(&d, false));
+            let line = if args.json {
+                to_json(&d, false).to_string()
             } else {
-                println!("{}", table_row(&d));
+                table_row(&d)
+            };
+            if let Err(e) = writeln!(out, "{line}") {
+                return if closed(&e) {
+                    Ok(ExitCode::SUCCESS)
+                } else {
+                    Err(e.into())
+                };
             }
             shown += 1;
         }
-        true
-    })
-    .await?;
+        if !full {
+            break;
+        }
+    }
+    if let Err(e) = out.flush() {
+        if !closed(&e) {
+            return Err(e.into());
+        }
+    }
     if !args.json {
         eprintln!("{shown} dead letter(s)");
     }
@@ -351,48 +406,72 @@ async fn show(args: &StoreArgs, id: &str) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn purge(args: &StoreArgs, id: Option<String>) -> anyhow::Result<ExitCode> {
+async fn purge(
+    args: &StoreArgs,
+    id: Option<String>,
+    yes: bool,
+    dry_run: bool,
+) -> anyhow::Result<ExitCode> {
     let queue = open(args).await?;
     if let Some(id) = id {
         let Some(d) = find(&*queue, args, &id).await? else {
-            eprintln!("hookgate dlq: no dead letter {id}");
+            eprintln!("hookgate dlq: no dead letter {id}: nothing purged");
             return Ok(ExitCode::from(1));
         };
-        queue.purge_dead(&d.key).await?;
+        if dry_run {
+            report_line(args.json, &d.key, "would purge", None);
+            return Ok(ExitCode::SUCCESS);
+        }
+        if !queue.purge_dead(&d.key).await? {
+            eprintln!("hookgate dlq: no dead letter {id} (gone meanwhile): nothing purged");
+            return Ok(ExitCode::from(1));
+        }
         report_line(args.json, &d.key, "purged", None);
         return Ok(ExitCode::SUCCESS);
     }
-    let mut keys = Vec::new();
-    let mut purged = 0usize;
     let filter = filter(args);
-    // Each page is purged before the next is read; the cursor is exclusive,
-    // so deleting what it points at is fine.
-    loop {
-        keys.clear();
-        for_each_page(&*queue, &filter, |items| {
-            keys.extend(items.into_iter().map(|d| d.key));
-            false
-        })
-        .await?;
-        if keys.is_empty() {
-            break;
-        }
-        let before = purged;
-        for key in &keys {
-            if queue.purge_dead(key).await? {
-                purged += 1;
-                report_line(args.json, key, "purged", None);
+    if dry_run {
+        let mut n = 0usize;
+        let mut snapshot = bulk::Snapshot::new(&*queue, &filter);
+        while let Some(page) = snapshot.next_page().await? {
+            for d in page {
+                n += 1;
+                report_line(args.json, &d.key, "would purge", None);
             }
         }
-        if purged == before {
-            // Listed but not purgeable (removed meanwhile): do not spin.
-            break;
+        if !args.json {
+            eprintln!("{n} dead letter(s) would be purged (dry run)");
         }
+        return Ok(ExitCode::SUCCESS);
     }
+    if !yes && !confirm("Purge every matching dead letter? This cannot be undone.")? {
+        eprintln!("hookgate dlq: not confirmed; nothing purged (pass --yes to skip the question)");
+        return Ok(ExitCode::from(1));
+    }
+    let json = args.json;
+    let purged = bulk::purge_all(&*queue, &filter, |key| {
+        report_line(json, key, "purged", None);
+    })
+    .await?;
     if !args.json {
         eprintln!("{purged} dead letter(s) purged");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Ask `question` on a terminal. Without a terminal on stdin the answer is
+/// no: a script must say `--yes`.
+fn confirm(question: &str) -> anyhow::Result<bool> {
+    use std::io::{BufRead as _, IsTerminal as _, Write as _};
+    if !std::io::stdin().is_terminal() {
+        eprintln!("hookgate dlq: stdin is not a terminal and --yes was not given");
+        return Ok(false);
+    }
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush().ok();
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(matches!(line.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
 }
 
 fn report_line(json: bool, key: &DeliveryKey, outcome: &str, detail: Option<&str>) {
@@ -433,75 +512,65 @@ async fn replay(
     if delivery.concurrency == 0 {
         anyhow::bail!("--concurrency must be at least 1");
     }
-    let local: Arc<dyn Queue> = Arc::new(MemoryQueue::new());
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let json = args.json;
-    let worker = Worker::builder(local.clone())
+    let worker = Worker::builder(store.clone())
         .with_concurrency(delivery.concurrency)
         .with_retry_policy(policy)
         .with_ssrf_policy(ssrf)
-        .with_poll_interval(Duration::from_millis(20))
         .with_endpoint_cache_ttl(Duration::ZERO)
-        .with_on_attempt(move |r| {
-            if !json {
-                println!("{} ({}): {}", r.key.message_id, r.key.endpoint, describe(r));
-            }
-            let _ = tx.send(r.clone());
-        })
         .build()
-        .context("invalid settings")?
-        .spawn();
-
-    let mut replayer = Replayer {
+        .context("invalid settings")?;
+    let replayer = Arc::new(Replayer {
         store: store.clone(),
-        local,
-        rx: &mut rx,
-        json,
-        endpoints: HashMap::new(),
-        delivered: 0,
-        failed: 0,
-    };
-    let result = match id {
+        worker,
+        json: args.json,
+        enable: delivery.enable,
+        max_wait: delivery.max_delay,
+    });
+    let (mut delivered, mut failed) = (0usize, 0usize);
+    match id {
         Some(id) => match find(&*store, args, &id).await? {
-            Some(d) => replayer.batch(vec![d]).await,
+            Some(d) => {
+                if replayer.one(&d).await? {
+                    delivered += 1;
+                } else {
+                    failed += 1;
+                }
+            }
             None => {
                 eprintln!("hookgate dlq: no dead letter {id}");
-                replayer.failed += 1;
-                Ok(())
+                failed += 1;
             }
         },
         None => {
-            // Only what was dead before we started: a message that fails
-            // again is re-filed with a new time and must not come round again.
-            let filter = DlqFilter {
-                until_ms: Some(hookgate_sender::now_ms()),
-                ..filter(args)
-            };
-            let mut page = Page {
-                after: None,
-                limit: PAGE,
-            };
-            loop {
-                let items = store.list_dead(&filter, &page).await?;
-                let Some(last) = items.last() else {
-                    break Ok(());
-                };
-                page.after = Some((last.dead_at_ms, last.key.clone()));
-                let full = items.len() == PAGE;
-                if let Err(e) = replayer.batch(items).await {
-                    break Err(e);
+            // Only what was dead when we started, once each: a message
+            // that fails again is re-filed and must not come round again.
+            let mut snapshot = bulk::Snapshot::new(&*store, &filter(args));
+            while let Some(page) = snapshot.next_page().await? {
+                let mut tasks = tokio::task::JoinSet::new();
+                let mut results = Vec::new();
+                for d in page {
+                    if tasks.len() >= delivery.concurrency {
+                        if let Some(r) = tasks.join_next().await {
+                            results.push(r?);
+                        }
+                    }
+                    let r = replayer.clone();
+                    tasks.spawn(async move { r.one(&d).await });
                 }
-                if !full {
-                    break Ok(());
+                while let Some(r) = tasks.join_next().await {
+                    results.push(r?);
+                }
+                for r in results {
+                    if r? {
+                        delivered += 1;
+                    } else {
+                        failed += 1;
+                    }
                 }
             }
         }
-    };
-    let (delivered, failed) = (replayer.delivered, replayer.failed);
-    drop(replayer);
-    worker.shutdown(Duration::from_secs(5)).await;
-    result?;
-    if !json {
+    }
+    if !args.json {
         eprintln!("{delivered} delivered, {failed} failed");
     }
     Ok(if failed == 0 {
@@ -516,144 +585,105 @@ async fn replay_enqueue(
     args: &StoreArgs,
     id: Option<String>,
 ) -> anyhow::Result<ExitCode> {
-    let mut keys = Vec::new();
-    match id {
-        Some(id) => match find(store, args, &id).await? {
-            Some(d) => keys.push(d.key),
-            None => {
-                eprintln!("hookgate dlq: no dead letter {id}");
-                return Ok(ExitCode::from(1));
-            }
-        },
-        None => {
-            let mut n = 0usize;
-            loop {
-                keys.clear();
-                for_each_page(store, &filter(args), |items| {
-                    keys.extend(items.into_iter().map(|d| d.key));
-                    false
-                })
-                .await?;
-                if keys.is_empty() {
-                    break;
-                }
-                let before = n;
-                for key in &keys {
-                    if store.replay_dead(key).await? {
-                        n += 1;
-                        report_line(args.json, key, "requeued", None);
-                    }
-                }
-                if n == before {
-                    break;
-                }
-            }
-            if !args.json {
-                eprintln!("{n} dead letter(s) back in the queue");
-            }
-            return Ok(ExitCode::SUCCESS);
+    let Some(id) = id else {
+        let json = args.json;
+        let n = bulk::replay_all(store, &filter(args), |key| {
+            report_line(json, key, "requeued", None);
+        })
+        .await?;
+        if !args.json {
+            eprintln!("{n} dead letter(s) back in the queue");
         }
-    }
-    for key in &keys {
-        if store.replay_dead(key).await? {
-            report_line(args.json, key, "requeued", None);
-        }
+        return Ok(ExitCode::SUCCESS);
+    };
+    let Some(d) = find(store, args, &id).await? else {
+        eprintln!("hookgate dlq: no dead letter {id}");
+        return Ok(ExitCode::from(1));
+    };
+    if store.replay_dead(&d.key).await? {
+        report_line(args.json, &d.key, "requeued", None);
     }
     Ok(ExitCode::SUCCESS)
 }
 
-struct Replayer<'a> {
+/// Delivers dead letters again, here, through the store: replayed (one
+/// history, attempts appended), then attempted with [`Worker::deliver_once`].
+struct Replayer {
     store: Arc<dyn Queue>,
-    local: Arc<dyn Queue>,
-    rx: &'a mut mpsc::UnboundedReceiver<hookgate_sender::worker::AttemptReport>,
+    worker: Worker,
     json: bool,
-    /// Endpoint id -> whether it exists in the store (loaded once).
-    endpoints: HashMap<String, bool>,
-    delivered: usize,
-    failed: usize,
+    enable: bool,
+    max_wait: Duration,
 }
 
-impl Replayer<'_> {
-    /// Deliver one page of dead letters through the local worker and settle each in the store.
-    async fn batch(&mut self, items: Vec<DeadLetter>) -> anyhow::Result<()> {
-        let mut waiting: HashMap<DeliveryKey, DeadLetter> = HashMap::new();
-        for d in items {
-            let known = match self.endpoints.get(&d.key.endpoint) {
-                Some(k) => *k,
-                None => {
-                    let ep = self.store.get_endpoint(&d.key.endpoint).await?;
-                    let known = match ep {
-                        Some(mut ep) => {
-                            // An explicit replay goes out even to an endpoint
-                            // disabled by a 410; success re-enables it below.
-                            ep.disabled = false;
-                            self.local.put_endpoint(&ep).await?;
-                            true
-                        }
-                        None => false,
-                    };
-                    self.endpoints.insert(d.key.endpoint.clone(), known);
-                    known
-                }
-            };
-            if !known {
-                self.failed += 1;
+impl Replayer {
+    /// Replay and deliver `d`; `Ok(true)` when delivered.
+    async fn one(&self, d: &DeadLetter) -> anyhow::Result<bool> {
+        let key = &d.key;
+        match self.store.get_endpoint(&key.endpoint).await? {
+            None => {
                 report_line(
                     self.json,
-                    &d.key,
+                    key,
                     "failed",
                     Some("endpoint not found in the store"),
                 );
-                continue;
+                return Ok(false);
             }
-            self.local.enqueue(&d.key.endpoint, &d.message).await?;
-            waiting.insert(d.key.clone(), d);
-        }
-        while !waiting.is_empty() {
-            let Some(r) = self.rx.recv().await else {
-                anyhow::bail!("the worker stopped unexpectedly");
-            };
-            let Some(dead) = waiting.get(&r.key) else {
-                continue;
-            };
-            match &r.next {
-                Next::RetryAt { .. } => continue,
-                Next::Delivered => {
-                    self.store.purge_dead(&r.key).await?;
-                    if let Ok(Some(ep)) = self.store.get_endpoint(&r.key.endpoint).await {
-                        if ep.disabled {
-                            self.store
-                                .set_endpoint_disabled(&r.key.endpoint, false)
-                                .await?;
-                        }
-                    }
-                    self.delivered += 1;
-                    report_line(self.json, &r.key, "delivered", None);
+            Some(ep) if ep.disabled => {
+                if !self.enable {
+                    report_line(
+                        self.json,
+                        key,
+                        "failed",
+                        Some("endpoint disabled; pass --enable to enable it and replay"),
+                    );
+                    return Ok(false);
                 }
-                Next::DeadLettered { reason } => {
-                    // Keep the old history and add this replay's attempts.
-                    let mut again = self
-                        .local
-                        .get_dead(&r.key)
-                        .await?
-                        .unwrap_or_else(|| dead.clone());
-                    let mut attempts = dead.attempts.clone();
-                    attempts.append(&mut again.attempts);
-                    again.attempts = attempts;
-                    again.message = dead.message.clone();
-                    self.store.add_dead_letter(&again).await?;
-                    self.local.purge_dead(&r.key).await?;
-                    self.failed += 1;
-                    let detail = match ssrf_hint(reason) {
-                        Some(h) => format!("{reason} ({h})"),
-                        None => reason.clone(),
-                    };
-                    report_line(self.json, &r.key, "failed", Some(&detail));
+                self.store
+                    .set_endpoint_disabled(&key.endpoint, false)
+                    .await?;
+                if !self.json {
+                    println!("endpoint {} enabled (--enable)", key.endpoint);
                 }
-                _ => {}
             }
-            waiting.remove(&r.key);
+            Some(_) => {}
         }
-        Ok(())
+        if !self.store.replay_dead(key).await? {
+            report_line(self.json, key, "failed", Some("no longer in the DLQ"));
+            return Ok(false);
+        }
+        let json = self.json;
+        let outcome = deliver_until_final(
+            &self.store,
+            &self.worker,
+            key,
+            self.max_wait,
+            interrupt_signal(),
+            |r| {
+                if !json {
+                    println!("{} ({}): {}", r.key.message_id, r.key.endpoint, describe(r));
+                }
+            },
+        )
+        .await?;
+        Ok(match outcome {
+            Final::Delivered => {
+                report_line(self.json, key, "delivered", None);
+                true
+            }
+            Final::Dead(reason) => {
+                let detail = match ssrf_hint(&reason) {
+                    Some(h) => format!("{reason} ({h})"),
+                    None => reason.to_string(),
+                };
+                report_line(self.json, key, "failed", Some(&detail));
+                false
+            }
+            Final::Interrupted => {
+                report_line(self.json, key, "failed", Some("interrupted"));
+                false
+            }
+        })
     }
 }

@@ -1,24 +1,33 @@
 //! `hookgate send`: deliver one signed message with retries, in-process.
 //!
-//! The message goes through the library's own path — an in-memory queue, a
-//! [`Worker`] with the retry policy and the SSRF
-//! guard — so what you see is what a deployed sender does, on a compressed
-//! schedule. Each attempt is printed on stdout (number, status or error,
-//! latency, what follows). Exit 0 when delivered, 1 when dead-lettered
-//! (written to the `--store` DLQ when one is given, for `hookgate dlq`), 2
-//! for usage errors.
+//! The message goes through the library's own path: it is enqueued in the
+//! `--store` (or an in-memory queue), and each attempt is one
+//! [`Worker::deliver_once`] — lease, attempt, the pure decision, one fenced
+//! settle — so what you see is what a deployed sender does, on a compressed
+//! schedule, and the store holds the message's one history. Each attempt is
+//! printed on stdout (number, status or error, latency, what follows).
+//!
+//! - An endpoint id already stored with another configuration is refused
+//!   (the stored endpoint is left alone); a disabled one is refused too.
+//! - Ctrl-C / SIGTERM dead-letters the message with the reason
+//!   `interrupted` and says so.
+//! - A wait longer than `--max-delay` (a receiver's `Retry-After`) ends the
+//!   one-shot send as a dead letter instead of a silent wait.
+//!
+//! Exit 0 when delivered, 1 when dead-lettered or interrupted (the dead
+//! letter is in `--store` when one is given, for `hookgate dlq`), 2 for
+//! usage errors.
 
 use std::{io::Read as _, net::IpAddr, process::ExitCode, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use hookgate_sender::{
-    queue::{DeadLetter, DeliveryKey, MemoryQueue, Queue},
+    queue::{DeadReason, DeliveryKey, Enqueued, MemoryQueue, Queue, Transition},
     retry::RetryPolicy,
     ssrf::SsrfPolicy,
     worker::{AttemptReport, Next},
-    Endpoint, Message, Worker,
+    Endpoint, Message, SendError, Sender, Worker,
 };
-use tokio::sync::mpsc;
 
 /// Arguments of `hookgate send`.
 #[derive(Debug, clap::Args)]
@@ -173,14 +182,22 @@ pub(crate) fn describe(r: &AttemptReport) -> String {
             ))
         ),
         Next::DeadLettered { reason } => format!("dead-lettered: {reason}"),
+        Next::Deferred { delay } => format!(
+            "deferred for {}",
+            humantime::format_duration(Duration::from_millis(
+                u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)
+            ))
+        ),
+        Next::Interrupted => "handed back".to_owned(),
+        Next::Held => "held".to_owned(),
         _ => "unknown".to_owned(),
     };
     format!("attempt {}: {what}; {next}", r.number)
 }
 
 /// Hint for a delivery the SSRF guard refused.
-pub(crate) fn ssrf_hint(reason: &str) -> Option<&'static str> {
-    reason.contains("SSRF guard").then_some(
+pub(crate) fn ssrf_hint(reason: &DeadReason) -> Option<&'static str> {
+    matches!(reason, DeadReason::Refused { .. }).then_some(
         "the SSRF guard refuses loopback and private addresses; pass --allow-private (or --allow CIDR) to send there",
     )
 }
@@ -223,22 +240,44 @@ async fn send(args: Args) -> anyhow::Result<ExitCode> {
             .with_header(name.trim(), value.trim())
             .with_context(|| format!("invalid --header {h:?}"))?;
     }
-    let store = match &args.store {
-        Some(url) => Some(open_store(url, args.namespace.as_deref()).await?),
-        None => None,
+    let queue: Arc<dyn Queue> = match &args.store {
+        Some(url) => open_store(url, args.namespace.as_deref()).await?,
+        None => Arc::new(MemoryQueue::new()),
     };
+    let stored = match &args.store {
+        Some(url) => format!(" in {}", redact(url)),
+        None => String::new(),
+    };
+    let sender = Sender::new(queue.clone());
+    match sender.add_endpoint(endpoint).await {
+        Ok(_) => {}
+        Err(SendError::EndpointConflict(id)) => anyhow::bail!(
+            "endpoint {id:?} exists{stored} with another configuration; it was left unchanged \
+             (pick another --endpoint)"
+        ),
+        Err(e) => return Err(e).context("cannot register the endpoint"),
+    }
+    if let Some(ep) = queue.get_endpoint(&endpoint_id).await? {
+        if ep.disabled {
+            anyhow::bail!("endpoint {endpoint_id:?} is disabled{stored}; nothing was sent");
+        }
+    }
 
     let mut message = Message::new(args.event_type.clone(), body);
     if let Some(id) = &args.id {
         message = message.try_with_id(id.clone()).context("invalid --id")?;
     }
-    let local: Arc<dyn Queue> = Arc::new(MemoryQueue::new());
-    local.put_endpoint(&endpoint).await?;
-    local.enqueue(&endpoint_id, &message).await?;
     let key = DeliveryKey {
         endpoint: endpoint_id.clone(),
         message_id: message.id.clone(),
     };
+    if let Enqueued::Exists(state) = queue.enqueue(&endpoint_id, &message).await? {
+        anyhow::bail!(
+            "message {} already exists{stored} for endpoint {endpoint_id:?} ({state}); \
+             use another --id, or `hookgate dlq replay` for a dead letter",
+            message.id
+        );
+    }
     println!(
         "sending {} ({}) to {} with scheme {}",
         message.id,
@@ -247,59 +286,166 @@ async fn send(args: Args) -> anyhow::Result<ExitCode> {
         args.key.scheme
     );
 
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let worker = Worker::builder(local.clone())
+    let worker = Worker::builder(queue.clone())
         .with_concurrency(1)
         .with_retry_policy(policy)
         .with_ssrf_policy(ssrf)
         .with_max_request_timeout(args.timeout)
-        .with_lease(args.timeout.saturating_add(Duration::from_secs(5)))
-        .with_poll_interval(Duration::from_millis(20))
-        .with_on_attempt(move |r| {
-            let _ = tx.send(r.clone());
-        })
+        .with_lease(one_shot_lease(args.timeout))
         .build()
-        .context("invalid settings")?
-        .spawn();
-
-    let outcome = loop {
-        let Some(report) = rx.recv().await else {
-            anyhow::bail!("the worker stopped unexpectedly");
-        };
-        println!("{}", describe(&report));
-        match report.next {
-            Next::RetryAt { .. } => {}
-            other => break other,
-        }
-    };
-    worker.shutdown(Duration::from_secs(5)).await;
-
+        .context("invalid settings")?;
+    let outcome = deliver_until_final(
+        &queue,
+        &worker,
+        &key,
+        args.max_delay,
+        interrupt_signal(),
+        |r| println!("{}", describe(r)),
+    )
+    .await?;
     match outcome {
-        Next::Delivered => Ok(ExitCode::SUCCESS),
-        Next::DeadLettered { reason } => {
+        Final::Delivered => Ok(ExitCode::SUCCESS),
+        Final::Dead(reason) => {
             eprintln!("hookgate send: not delivered: {reason}");
             if let Some(hint) = ssrf_hint(&reason) {
                 eprintln!("hint: {hint}");
             }
-            if let (Some(store), Some(url)) = (store, &args.store) {
-                let dead = local.get_dead(&key).await?.unwrap_or_else(|| DeadLetter {
-                    key: key.clone(),
-                    message: message.clone(),
-                    attempts: Vec::new(),
-                    reason: reason.clone(),
-                    dead_at_ms: hookgate_sender::now_ms(),
-                });
-                store.put_endpoint(&endpoint).await?;
-                store.add_dead_letter(&dead).await?;
+            if args.store.is_some() {
                 eprintln!(
-                    "hookgate send: dead letter {} written to {}",
-                    message.id,
-                    redact(url)
+                    "hookgate send: dead letter {} ({endpoint_id}){stored}",
+                    message.id
                 );
             }
             Ok(ExitCode::from(1))
         }
-        _ => anyhow::bail!("unexpected outcome"),
+        Final::Interrupted => {
+            eprintln!(
+                "hookgate send: interrupted; message {} dead-lettered as \"interrupted\"{stored}",
+                message.id
+            );
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// The lease a one-shot delivery takes: the request timeout, two store
+/// calls and a margin.
+pub(crate) fn one_shot_lease(timeout: Duration) -> Duration {
+    timeout.saturating_add(Duration::from_secs(15))
+}
+
+/// How a one-shot delivery ended.
+#[derive(Debug)]
+pub(crate) enum Final {
+    /// Delivered.
+    Delivered,
+    /// Dead-lettered.
+    Dead(DeadReason),
+    /// Stopped by a signal; dead-lettered as interrupted.
+    Interrupted,
+}
+
+/// Deliver `key` (already in `queue`, scheduled) with `worker` until it is
+/// delivered or dead-lettered: lease it, attempt through
+/// [`Worker::deliver_once`], wait out each retry's delay. A wait longer
+/// than `max_wait` ends as a dead letter (a one-shot does not wait an hour
+/// for a `Retry-After`); `stop` completing dead-letters it as interrupted.
+pub(crate) async fn deliver_until_final(
+    queue: &Arc<dyn Queue>,
+    worker: &Worker,
+    key: &DeliveryKey,
+    max_wait: Duration,
+    stop: impl std::future::Future<Output = ()>,
+    mut print: impl FnMut(&AttemptReport),
+) -> anyhow::Result<Final> {
+    tokio::pin!(stop);
+    loop {
+        let Some(leased) = queue.lease_one(key, worker.lease()).await? else {
+            anyhow::bail!(
+                "message {} ({}) is held by another process or already finished",
+                key.message_id,
+                key.endpoint
+            );
+        };
+        let token = leased.token.clone();
+        let report = tokio::select! {
+            r = worker.deliver_once(leased) => r,
+            () = &mut stop => {
+                queue
+                    .settle(key, &token, None, Transition::Dead(DeadReason::Interrupted))
+                    .await?;
+                return Ok(Final::Interrupted);
+            }
+        };
+        print(&report);
+        let delay = match report.next {
+            Next::Delivered => return Ok(Final::Delivered),
+            Next::DeadLettered { reason } => return Ok(Final::Dead(reason)),
+            Next::RetryAt { delay, .. } | Next::Deferred { delay } => delay,
+            Next::Interrupted | Next::Held => Duration::ZERO,
+            _ => anyhow::bail!("unexpected outcome {:?}", report.next),
+        };
+        if !report.recorded {
+            anyhow::bail!("the store did not record the outcome; the message is left queued");
+        }
+        if delay > max_wait {
+            let reason = DeadReason::Other {
+                detail: format!(
+                    "the receiver asked to wait {} (Retry-After), more than --max-delay {}",
+                    humantime::format_duration(Duration::from_secs(delay.as_secs())),
+                    humantime::format_duration(max_wait)
+                ),
+            };
+            dead_letter_now(queue, key, reason.clone()).await?;
+            return Ok(Final::Dead(reason));
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = &mut stop => {
+                dead_letter_now(queue, key, DeadReason::Interrupted).await?;
+                return Ok(Final::Interrupted);
+            }
+        }
+    }
+}
+
+/// Take the waiting delivery `key` and dead-letter it with `reason`.
+async fn dead_letter_now(
+    queue: &Arc<dyn Queue>,
+    key: &DeliveryKey,
+    reason: DeadReason,
+) -> anyhow::Result<()> {
+    let leased = queue
+        .lease_one(key, Duration::from_secs(60))
+        .await?
+        .context("the message is held by another process")?;
+    queue
+        .settle(key, &leased.token, None, Transition::Dead(reason))
+        .await?;
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+pub(crate) async fn interrupt_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
     }
 }
 

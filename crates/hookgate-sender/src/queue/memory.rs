@@ -1,23 +1,28 @@
 //! In-memory queue: for tests, the demo and single-process use.
 //!
 //! Everything lives in one process behind a mutex; nothing survives a
-//! restart. Leasing, fencing tokens and lease expiry behave exactly as in the
-//! durable backends, so tests written against it hold for them too.
+//! restart. States, leasing, fencing tokens and lease expiry behave exactly
+//! as in the durable backends, so tests written against it hold for them too.
+//! Its clock is injectable ([`MemoryQueue::with_clock`]), so tests of
+//! delays and expiry need not sleep.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeSet, HashMap},
     sync::{
         atomic::{AtomicU64, Ordering},
-        Mutex, MutexGuard,
+        Arc, Mutex, MutexGuard,
     },
     time::Duration,
 };
 
 use super::{
-    Attempt, BoxFuture, DeadLetter, DeliveryKey, DlqFilter, Job, LeaseToken, Leased, Page, Queue,
-    QueueError, QueueErrorKind, QueueStats, Result,
+    delay_ms, Attempt, BoxFuture, DeadLetter, DeadReason, DeliveryKey, DeliveryState, DlqFilter,
+    Enqueued, Job, LeaseToken, Leased, Page, Queue, QueueError, QueueErrorKind, QueueStats, Result,
+    Transition, DEFAULT_DELIVERED_RETENTION,
 };
 use crate::{now_ms, Endpoint, Message};
+
+type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
 /// In-memory queue for tests, the demo and single-process use.
 ///
@@ -30,40 +35,65 @@ use crate::{now_ms, Endpoint, Message};
 /// queue.enqueue("ep", &Message::new("order.paid", r#"{"n":1}"#)).await?;
 /// let leased = queue.lease(10, Duration::from_secs(30)).await?;
 /// assert_eq!(leased.len(), 1);
+/// assert_eq!(leased[0].job.attempts, 1); // counted at lease
 /// # Ok::<(), hookgate_sender::queue::QueueError>(())
 /// # }).unwrap();
 /// ```
 ///
-/// The clock is the system clock ([`now_ms`]); lease expiry is checked when
-/// [`lease`](Queue::lease) runs. A delivered delivery is forgotten, so
-/// enqueueing its key again queues it again (the durable backends may differ).
-#[derive(Debug, Default)]
+/// The clock is the system clock ([`now_ms`]) unless
+/// [`with_clock`](Self::with_clock) sets another; lease expiry is checked
+/// when [`lease`](Queue::lease) runs. Delivered keys are forgotten after the
+/// retention window ([`with_delivered_retention`](Self::with_delivered_retention)),
+/// checked when the key is enqueued again.
 pub struct MemoryQueue {
     inner: Mutex<Inner>,
     tokens: AtomicU64,
+    clock: Clock,
+    retention: Duration,
+}
+
+impl std::fmt::Debug for MemoryQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryQueue")
+            .field("retention", &self.retention)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for MemoryQueue {
+    fn default() -> Self {
+        Self {
+            inner: Mutex::default(),
+            tokens: AtomicU64::new(0),
+            clock: Arc::new(now_ms),
+            retention: DEFAULT_DELIVERED_RETENTION,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
 struct Inner {
     endpoints: HashMap<String, Endpoint>,
-    jobs: HashMap<DeliveryKey, JobState>,
-    /// Unleased jobs by due time.
-    due: BTreeSet<(i64, DeliveryKey)>,
-    /// Leased jobs by lease expiry.
-    leases: BTreeSet<(i64, DeliveryKey)>,
+    entries: HashMap<DeliveryKey, Entry>,
+    /// Scheduled entries by due time, and leased ones by lease expiry (an
+    /// expired lease is leasable again).
+    ready: BTreeSet<(i64, DeliveryKey)>,
     /// Dead letters in listing order.
-    dead: BTreeMap<(i64, DeliveryKey), DeadLetter>,
-    /// Dead letter key -> its `dead_at_ms`.
-    dead_at: HashMap<DeliveryKey, i64>,
+    dead: BTreeSet<(i64, DeliveryKey)>,
 }
 
 #[derive(Debug)]
-struct JobState {
+struct Entry {
     message: Message,
+    state: DeliveryState,
     attempts: u32,
     history: Vec<Attempt>,
+    /// Scheduled: due time. Leased: lease expiry.
     next_attempt_ms: i64,
-    lease: Option<(LeaseToken, i64)>,
+    token: Option<LeaseToken>,
+    reason: Option<DeadReason>,
+    /// Delivered or dead-lettered at.
+    finished_ms: i64,
 }
 
 impl MemoryQueue {
@@ -71,6 +101,35 @@ impl MemoryQueue {
     #[must_use]
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Read the time (Unix milliseconds) from `clock` instead of the system
+    /// clock: tests move it forward instead of sleeping.
+    ///
+    /// ```
+    /// use std::sync::{Arc, atomic::{AtomicI64, Ordering}};
+    /// let now = Arc::new(AtomicI64::new(1_000));
+    /// let clock = now.clone();
+    /// let queue = hookgate_sender::MemoryQueue::new()
+    ///     .with_clock(move || clock.load(Ordering::SeqCst));
+    /// now.fetch_add(60_000, Ordering::SeqCst); // a minute passes
+    /// # drop(queue);
+    /// ```
+    #[must_use]
+    pub fn with_clock(mut self, clock: impl Fn() -> i64 + Send + Sync + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Keep delivered keys this long (default [`DEFAULT_DELIVERED_RETENTION`]).
+    #[must_use]
+    pub fn with_delivered_retention(mut self, retention: Duration) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    fn now(&self) -> i64 {
+        (self.clock)()
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -87,41 +146,32 @@ impl MemoryQueue {
     }
 
     fn lease_sync(&self, max: usize, lease: Duration) -> Vec<Leased> {
-        let now = now_ms();
-        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
-        let until = now.saturating_add(lease_ms);
+        let now = self.now();
+        let until = now.saturating_add(delay_ms(lease));
         let mut inner = self.lock();
         let inner = &mut *inner;
-        // Expired leases go back to the due set.
-        while let Some(first) = inner.leases.first() {
-            if first.0 > now {
-                break;
-            }
-            let (_, key) = inner.leases.pop_first().expect("checked non-empty");
-            if let Some(job) = inner.jobs.get_mut(&key) {
-                job.lease = None;
-                inner.due.insert((job.next_attempt_ms, key));
-            }
-        }
         let mut out = Vec::new();
         while out.len() < max {
-            match inner.due.first() {
+            match inner.ready.first() {
                 Some((at, _)) if *at <= now => {}
                 _ => break,
             }
-            let (_, key) = inner.due.pop_first().expect("checked non-empty");
-            let Some(job) = inner.jobs.get_mut(&key) else {
+            let (due, key) = inner.ready.pop_first().expect("checked non-empty");
+            let Some(e) = inner.entries.get_mut(&key) else {
                 continue;
             };
             let token = self.token();
-            job.lease = Some((token.clone(), until));
-            inner.leases.insert((until, key.clone()));
+            e.state = DeliveryState::Leased;
+            e.attempts = e.attempts.saturating_add(1);
+            e.next_attempt_ms = until;
+            e.token = Some(token.clone());
+            inner.ready.insert((until, key.clone()));
             out.push(Leased {
                 job: Job {
                     key,
-                    message: job.message.clone(),
-                    attempts: job.attempts,
-                    next_attempt_ms: job.next_attempt_ms,
+                    message: e.message.clone(),
+                    attempts: e.attempts,
+                    next_attempt_ms: due,
                 },
                 token,
             });
@@ -129,34 +179,92 @@ impl MemoryQueue {
         out
     }
 
-    /// Take the job out of the lease if `token` owns it; returns the job state.
-    fn with_owned<T>(
+    fn lease_one_sync(&self, key: &DeliveryKey, lease: Duration) -> Option<Leased> {
+        let now = self.now();
+        let until = now.saturating_add(delay_ms(lease));
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let e = inner.entries.get_mut(key)?;
+        let free = match e.state {
+            DeliveryState::Scheduled => true,
+            DeliveryState::Leased => e.next_attempt_ms <= now,
+            _ => false,
+        };
+        if !free {
+            return None;
+        }
+        let due = e.next_attempt_ms;
+        inner.ready.remove(&(due, key.clone()));
+        let token = self.token();
+        e.state = DeliveryState::Leased;
+        e.attempts = e.attempts.saturating_add(1);
+        e.next_attempt_ms = until;
+        e.token = Some(token.clone());
+        inner.ready.insert((until, key.clone()));
+        Some(Leased {
+            job: Job {
+                key: key.clone(),
+                message: e.message.clone(),
+                attempts: e.attempts,
+                next_attempt_ms: due,
+            },
+            token,
+        })
+    }
+
+    fn settle_sync(
         &self,
         key: &DeliveryKey,
         token: &LeaseToken,
-        f: impl FnOnce(&mut Inner, &DeliveryKey) -> T,
-    ) -> Option<T> {
+        attempt: Option<Attempt>,
+        transition: Transition,
+    ) -> bool {
+        let now = self.now();
         let mut inner = self.lock();
-        let owned = inner
-            .jobs
-            .get(key)
-            .and_then(|j| j.lease.as_ref())
-            .filter(|(t, _)| t == token)
-            .map(|(_, until)| *until);
-        let until = owned?;
-        inner.leases.remove(&(until, key.clone()));
-        if let Some(job) = inner.jobs.get_mut(key) {
-            job.lease = None;
+        let inner = &mut *inner;
+        let Some(e) = inner.entries.get_mut(key) else {
+            return false;
+        };
+        e.history.extend(attempt);
+        if e.state != DeliveryState::Leased || e.token.as_ref() != Some(token) {
+            return false;
         }
-        Some(f(&mut inner, key))
+        inner.ready.remove(&(e.next_attempt_ms, key.clone()));
+        e.token = None;
+        if transition.refunds() {
+            e.attempts = e.attempts.saturating_sub(1);
+        }
+        e.state = transition.target();
+        match transition {
+            Transition::Delivered => e.finished_ms = now,
+            Transition::Retry { delay } | Transition::Defer { delay, .. } => {
+                e.next_attempt_ms = now.saturating_add(delay_ms(delay));
+                inner.ready.insert((e.next_attempt_ms, key.clone()));
+            }
+            Transition::Interrupted => {
+                e.next_attempt_ms = now;
+                inner.ready.insert((now, key.clone()));
+            }
+            Transition::Hold => e.next_attempt_ms = now,
+            Transition::Dead(reason) => {
+                e.reason = Some(reason);
+                e.finished_ms = now;
+                inner.dead.insert((now, key.clone()));
+            }
+        }
+        true
     }
 
-    fn insert_dead(inner: &mut Inner, dead: DeadLetter) {
-        if let Some(old_at) = inner.dead_at.remove(&dead.key) {
-            inner.dead.remove(&(old_at, dead.key.clone()));
+    fn dead_letter_of(key: &DeliveryKey, e: &Entry) -> DeadLetter {
+        DeadLetter {
+            key: key.clone(),
+            message: e.message.clone(),
+            attempts: e.history.clone(),
+            reason: e.reason.clone().unwrap_or(DeadReason::Other {
+                detail: String::new(),
+            }),
+            dead_at_ms: e.finished_ms,
         }
-        inner.dead_at.insert(dead.key.clone(), dead.dead_at_ms);
-        inner.dead.insert((dead.dead_at_ms, dead.key.clone()), dead);
     }
 }
 
@@ -164,20 +272,23 @@ fn ready<'a, T: Send + 'a>(value: T) -> BoxFuture<'a, T> {
     Box::pin(std::future::ready(value))
 }
 
-fn matches(filter: &DlqFilter, dead: &DeadLetter) -> bool {
+fn matches(filter: &DlqFilter, at: i64, key: &DeliveryKey) -> bool {
     filter
         .endpoint
         .as_ref()
-        .is_none_or(|e| *e == dead.key.endpoint)
-        && filter.since_ms.is_none_or(|s| dead.dead_at_ms >= s)
-        && filter.until_ms.is_none_or(|u| dead.dead_at_ms < u)
+        .is_none_or(|e| *e == key.endpoint)
+        && filter.since_ms.is_none_or(|s| at >= s)
+        && filter.until_ms.is_none_or(|u| at < u)
 }
 
 impl Queue for MemoryQueue {
     fn put_endpoint<'a>(&'a self, endpoint: &'a Endpoint) -> BoxFuture<'a, Result<()>> {
-        self.lock()
-            .endpoints
-            .insert(endpoint.id.clone(), endpoint.clone());
+        let mut inner = self.lock();
+        let mut endpoint = endpoint.clone();
+        if let Some(old) = inner.endpoints.get(&endpoint.id) {
+            endpoint.disabled = old.disabled;
+        }
+        inner.endpoints.insert(endpoint.id.clone(), endpoint);
         ready(Ok(()))
     }
 
@@ -203,104 +314,107 @@ impl Queue for MemoryQueue {
         ready(res)
     }
 
-    fn enqueue<'a>(&'a self, endpoint: &'a str, message: &'a Message) -> BoxFuture<'a, Result<()>> {
+    fn enqueue<'a>(
+        &'a self,
+        endpoint: &'a str,
+        message: &'a Message,
+    ) -> BoxFuture<'a, Result<Enqueued>> {
         let key = DeliveryKey {
             endpoint: endpoint.to_owned(),
             message_id: message.id.clone(),
         };
+        let now = self.now();
         let mut inner = self.lock();
-        if !inner.jobs.contains_key(&key) {
-            let now = now_ms();
-            inner.due.insert((now, key.clone()));
-            inner.jobs.insert(
-                key,
-                JobState {
-                    message: message.clone(),
-                    attempts: 0,
-                    history: Vec::new(),
-                    next_attempt_ms: now,
-                    lease: None,
-                },
-            );
+        if let Some(e) = inner.entries.get(&key) {
+            let expired = e.state == DeliveryState::Delivered
+                && e.finished_ms.saturating_add(delay_ms(self.retention)) <= now;
+            if !expired {
+                return ready(Ok(Enqueued::Exists(e.state)));
+            }
         }
-        ready(Ok(()))
+        inner.ready.insert((now, key.clone()));
+        inner.entries.insert(
+            key,
+            Entry {
+                message: message.clone(),
+                state: DeliveryState::Scheduled,
+                attempts: 0,
+                history: Vec::new(),
+                next_attempt_ms: now,
+                token: None,
+                reason: None,
+                finished_ms: 0,
+            },
+        );
+        ready(Ok(Enqueued::New))
     }
 
     fn lease(&self, max: usize, lease: Duration) -> BoxFuture<'_, Result<Vec<Leased>>> {
         ready(Ok(self.lease_sync(max, lease)))
     }
 
-    fn retry_later<'a>(
+    fn lease_one<'a>(
         &'a self,
         key: &'a DeliveryKey,
-        token: &'a LeaseToken,
-        attempt: Attempt,
-        next_attempt_ms: i64,
-    ) -> BoxFuture<'a, Result<bool>> {
-        let done = self.with_owned(key, token, |inner, key| {
-            if let Some(job) = inner.jobs.get_mut(key) {
-                job.attempts = job.attempts.saturating_add(1);
-                job.history.push(attempt);
-                job.next_attempt_ms = next_attempt_ms;
-                inner.due.insert((next_attempt_ms, key.clone()));
-            }
-        });
-        ready(Ok(done.is_some()))
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<Option<Leased>>> {
+        ready(Ok(self.lease_one_sync(key, lease)))
     }
 
-    fn delivered<'a>(
-        &'a self,
-        key: &'a DeliveryKey,
-        token: &'a LeaseToken,
-        _attempt: Attempt,
-    ) -> BoxFuture<'a, Result<bool>> {
-        let done = self.with_owned(key, token, |inner, key| {
-            inner.jobs.remove(key);
-        });
-        ready(Ok(done.is_some()))
-    }
-
-    fn dead_letter<'a>(
+    fn settle<'a>(
         &'a self,
         key: &'a DeliveryKey,
         token: &'a LeaseToken,
         attempt: Option<Attempt>,
-        reason: &'a str,
+        transition: Transition,
     ) -> BoxFuture<'a, Result<bool>> {
-        let done = self.with_owned(key, token, |inner, key| {
-            if let Some(mut job) = inner.jobs.remove(key) {
-                job.history.extend(attempt);
-                let dead = DeadLetter {
-                    key: key.clone(),
-                    message: job.message,
-                    attempts: job.history,
-                    reason: reason.to_owned(),
-                    dead_at_ms: now_ms(),
-                };
-                Self::insert_dead(inner, dead);
-            }
-        });
-        ready(Ok(done.is_some()))
+        ready(Ok(self.settle_sync(key, token, attempt, transition)))
     }
 
-    fn release<'a>(
-        &'a self,
-        key: &'a DeliveryKey,
-        token: &'a LeaseToken,
-    ) -> BoxFuture<'a, Result<bool>> {
-        let done = self.with_owned(key, token, |inner, key| {
-            if let Some(job) = inner.jobs.get_mut(key) {
-                let now = now_ms();
-                job.next_attempt_ms = job.next_attempt_ms.min(now);
-                inner.due.insert((job.next_attempt_ms, key.clone()));
+    fn release_held<'a>(&'a self, endpoint: &'a str) -> BoxFuture<'a, Result<u64>> {
+        let now = self.now();
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let mut n = 0;
+        for (key, e) in &mut inner.entries {
+            if key.endpoint == endpoint && e.state == DeliveryState::Held {
+                e.state = DeliveryState::Scheduled;
+                e.next_attempt_ms = now;
+                inner.ready.insert((now, key.clone()));
+                n += 1;
             }
-        });
-        ready(Ok(done.is_some()))
+        }
+        ready(Ok(n))
     }
 
-    fn add_dead_letter<'a>(&'a self, dead: &'a DeadLetter) -> BoxFuture<'a, Result<()>> {
-        Self::insert_dead(&mut self.lock(), dead.clone());
-        ready(Ok(()))
+    fn state<'a>(&'a self, key: &'a DeliveryKey) -> BoxFuture<'a, Result<Option<DeliveryState>>> {
+        ready(Ok(self.lock().entries.get(key).map(|e| e.state)))
+    }
+
+    fn add_dead_letter<'a>(&'a self, dead: &'a DeadLetter) -> BoxFuture<'a, Result<bool>> {
+        let mut inner = self.lock();
+        if let Some(e) = inner.entries.get(&dead.key) {
+            if e.state != DeliveryState::Dead {
+                return ready(Ok(false));
+            }
+            let old = (e.finished_ms, dead.key.clone());
+            inner.dead.remove(&old);
+        }
+        inner.dead.insert((dead.dead_at_ms, dead.key.clone()));
+        inner.entries.insert(
+            dead.key.clone(),
+            Entry {
+                message: dead.message.clone(),
+                state: DeliveryState::Dead,
+                attempts: u32::try_from(dead.attempts.len()).unwrap_or(u32::MAX),
+                history: dead.attempts.clone(),
+                next_attempt_ms: 0,
+                token: None,
+                reason: Some(dead.reason.clone()),
+                finished_ms: dead.dead_at_ms,
+            },
+        );
+        ready(Ok(true))
     }
 
     fn list_dead<'a>(
@@ -317,10 +431,9 @@ impl Queue for MemoryQueue {
         let out = inner
             .dead
             .range((start, Bound::Unbounded))
-            .map(|(_, d)| d)
-            .filter(|d| matches(filter, d))
+            .filter(|(at, k)| matches(filter, *at, k))
             .take(page.limit)
-            .cloned()
+            .filter_map(|(_, k)| inner.entries.get(k).map(|e| Self::dead_letter_of(k, e)))
             .collect();
         ready(Ok(out))
     }
@@ -328,224 +441,117 @@ impl Queue for MemoryQueue {
     fn get_dead<'a>(&'a self, key: &'a DeliveryKey) -> BoxFuture<'a, Result<Option<DeadLetter>>> {
         let inner = self.lock();
         let out = inner
-            .dead_at
+            .entries
             .get(key)
-            .and_then(|at| inner.dead.get(&(*at, key.clone())))
-            .cloned();
+            .filter(|e| e.state == DeliveryState::Dead)
+            .map(|e| Self::dead_letter_of(key, e));
         ready(Ok(out))
     }
 
     fn replay_dead<'a>(&'a self, key: &'a DeliveryKey) -> BoxFuture<'a, Result<bool>> {
+        let now = self.now();
         let mut inner = self.lock();
-        let Some(at) = inner.dead_at.remove(key) else {
+        let inner = &mut *inner;
+        let Some(e) = inner.entries.get_mut(key) else {
             return ready(Ok(false));
         };
-        let Some(dead) = inner.dead.remove(&(at, key.clone())) else {
+        if e.state != DeliveryState::Dead {
             return ready(Ok(false));
-        };
-        // Already queued again under the same key: the queued one wins.
-        if !inner.jobs.contains_key(key) {
-            let now = now_ms();
-            inner.due.insert((now, key.clone()));
-            inner.jobs.insert(
-                key.clone(),
-                JobState {
-                    message: dead.message,
-                    attempts: 0,
-                    history: dead.attempts,
-                    next_attempt_ms: now,
-                    lease: None,
-                },
-            );
         }
+        inner.dead.remove(&(e.finished_ms, key.clone()));
+        e.state = DeliveryState::Scheduled;
+        e.attempts = 0;
+        e.reason = None;
+        e.next_attempt_ms = now;
+        inner.ready.insert((now, key.clone()));
         ready(Ok(true))
     }
 
     fn purge_dead<'a>(&'a self, key: &'a DeliveryKey) -> BoxFuture<'a, Result<bool>> {
         let mut inner = self.lock();
-        let found = match inner.dead_at.remove(key) {
-            Some(at) => inner.dead.remove(&(at, key.clone())).is_some(),
-            None => false,
+        let at = match inner.entries.get(key) {
+            Some(e) if e.state == DeliveryState::Dead => e.finished_ms,
+            _ => return ready(Ok(false)),
         };
-        ready(Ok(found))
+        inner.entries.remove(key);
+        inner.dead.remove(&(at, key.clone()));
+        ready(Ok(true))
+    }
+
+    fn prune(&self, dead_retention: Option<Duration>, max: usize) -> BoxFuture<'_, Result<u64>> {
+        let now = self.now();
+        let delivered_cut = now.saturating_sub(delay_ms(self.retention));
+        let dead_cut = dead_retention.map(|d| now.saturating_sub(delay_ms(d)));
+        let mut inner = self.lock();
+        let gone: Vec<(DeliveryKey, DeliveryState, i64)> = inner
+            .entries
+            .iter()
+            .filter(|(_, e)| match e.state {
+                DeliveryState::Delivered => e.finished_ms <= delivered_cut,
+                DeliveryState::Dead => dead_cut.is_some_and(|c| e.finished_ms <= c),
+                _ => false,
+            })
+            .take(max)
+            .map(|(k, e)| (k.clone(), e.state, e.finished_ms))
+            .collect();
+        for (key, state, at) in &gone {
+            inner.entries.remove(key);
+            if *state == DeliveryState::Dead {
+                inner.dead.remove(&(*at, key.clone()));
+            }
+        }
+        ready(Ok(gone.len() as u64))
+    }
+
+    fn rescue(&self, max: usize, lease: Duration) -> BoxFuture<'_, Result<Vec<Leased>>> {
+        let now = self.now();
+        let until = now.saturating_add(delay_ms(lease));
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let expired: Vec<DeliveryKey> = inner
+            .entries
+            .iter()
+            .filter(|(_, e)| e.state == DeliveryState::Leased && e.next_attempt_ms <= now)
+            .take(max)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut out = Vec::new();
+        for key in expired {
+            let Some(e) = inner.entries.get_mut(&key) else {
+                continue;
+            };
+            inner.ready.remove(&(e.next_attempt_ms, key.clone()));
+            let due = e.next_attempt_ms;
+            let token = self.token();
+            e.token = Some(token.clone());
+            e.next_attempt_ms = until;
+            inner.ready.insert((until, key.clone()));
+            out.push(Leased {
+                job: Job {
+                    key,
+                    message: e.message.clone(),
+                    attempts: e.attempts,
+                    next_attempt_ms: due,
+                },
+                token,
+            });
+        }
+        ready(Ok(out))
     }
 
     fn stats(&self) -> BoxFuture<'_, Result<QueueStats>> {
-        let now = now_ms();
+        let now = self.now();
         let inner = self.lock();
-        let leased = inner
-            .leases
-            .iter()
-            .filter(|(until, _)| *until > now)
-            .count();
-        ready(Ok(QueueStats {
-            pending: inner.jobs.len() as u64,
-            leased: leased as u64,
-            dead: inner.dead.len() as u64,
-        }))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn attempt(status: u16) -> Attempt {
-        Attempt {
-            at_ms: now_ms(),
-            url: "http://127.0.0.1:1/".into(),
-            status: Some(status),
-            latency_ms: 1,
-            error: None,
-        }
-    }
-
-    fn key(ep: &str, id: &str) -> DeliveryKey {
-        DeliveryKey {
-            endpoint: ep.into(),
-            message_id: id.into(),
-        }
-    }
-
-    #[tokio::test]
-    async fn lease_is_exclusive_and_fenced() {
-        let q = MemoryQueue::new();
-        let m = Message::new("t", "{}").with_id("m1");
-        q.enqueue("ep", &m).await.unwrap();
-        q.enqueue("ep", &m).await.unwrap(); // no-op
-        assert_eq!(q.stats().await.unwrap().pending, 1);
-        let l = q.lease(10, Duration::from_secs(30)).await.unwrap();
-        assert_eq!(l.len(), 1);
-        assert!(q
-            .lease(10, Duration::from_secs(30))
-            .await
-            .unwrap()
-            .is_empty());
-        let wrong = LeaseToken("nope".into());
-        assert!(!q.release(&l[0].job.key, &wrong).await.unwrap());
-        assert!(q
-            .retry_later(&l[0].job.key, &l[0].token, attempt(500), 0)
-            .await
-            .unwrap());
-        // The token is spent.
-        assert!(!q.release(&l[0].job.key, &l[0].token).await.unwrap());
-        let l2 = q.lease(10, Duration::from_secs(30)).await.unwrap();
-        assert_eq!(l2.len(), 1);
-        assert_eq!(l2[0].job.attempts, 1);
-        assert_ne!(l2[0].token, l[0].token);
-        assert!(q
-            .dead_letter(
-                &l2[0].job.key,
-                &l2[0].token,
-                Some(attempt(500)),
-                "exhausted"
-            )
-            .await
-            .unwrap());
-        let dead = q.get_dead(&key("ep", "m1")).await.unwrap().unwrap();
-        assert_eq!(dead.attempts.len(), 2);
-        assert_eq!(dead.reason, "exhausted");
-        assert_eq!(
-            q.stats().await.unwrap(),
-            QueueStats {
-                pending: 0,
-                leased: 0,
-                dead: 1
+        let mut s = QueueStats::default();
+        for e in inner.entries.values() {
+            match e.state {
+                DeliveryState::Leased if e.next_attempt_ms > now => s.leased += 1,
+                DeliveryState::Scheduled | DeliveryState::Leased => s.scheduled += 1,
+                DeliveryState::Held => s.held += 1,
+                DeliveryState::Delivered => s.delivered += 1,
+                DeliveryState::Dead => s.dead += 1,
             }
-        );
-    }
-
-    #[tokio::test]
-    async fn expired_lease_returns_and_old_token_is_refused() {
-        let q = MemoryQueue::new();
-        q.enqueue("ep", &Message::new("t", "{}")).await.unwrap();
-        let l = q.lease(1, Duration::from_millis(1)).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        let l2 = q.lease(1, Duration::from_secs(30)).await.unwrap();
-        assert_eq!(l2.len(), 1);
-        assert!(!q
-            .delivered(&l[0].job.key, &l[0].token, attempt(200))
-            .await
-            .unwrap());
-        assert!(q
-            .delivered(&l2[0].job.key, &l2[0].token, attempt(200))
-            .await
-            .unwrap());
-        assert_eq!(q.stats().await.unwrap().pending, 0);
-    }
-
-    #[tokio::test]
-    async fn scheduled_jobs_wait_until_due() {
-        let q = MemoryQueue::new();
-        q.enqueue("ep", &Message::new("t", "{}")).await.unwrap();
-        let l = q.lease(1, Duration::from_secs(30)).await.unwrap();
-        let later = now_ms() + 60_000;
-        q.retry_later(&l[0].job.key, &l[0].token, attempt(503), later)
-            .await
-            .unwrap();
-        assert!(q
-            .lease(1, Duration::from_secs(30))
-            .await
-            .unwrap()
-            .is_empty());
-        assert_eq!(q.stats().await.unwrap().pending, 1);
-    }
-
-    #[tokio::test]
-    async fn dlq_paging_filter_replay_purge() {
-        let q = MemoryQueue::new();
-        for i in 0..25 {
-            let ep = if i % 2 == 0 { "a" } else { "b" };
-            q.add_dead_letter(&DeadLetter {
-                key: key(ep, &format!("m{i:02}")),
-                message: Message::new("t", "{}").with_id(format!("m{i:02}")),
-                attempts: vec![attempt(500)],
-                reason: "exhausted".into(),
-                dead_at_ms: 1000 + i,
-            })
-            .await
-            .unwrap();
         }
-        let mut seen = Vec::new();
-        let mut page = Page {
-            after: None,
-            limit: 4,
-        };
-        let filter = DlqFilter {
-            endpoint: Some("a".into()),
-            ..DlqFilter::default()
-        };
-        loop {
-            let items = q.list_dead(&filter, &page).await.unwrap();
-            if items.is_empty() {
-                break;
-            }
-            assert!(items.len() <= 4);
-            let last = items.last().unwrap();
-            page.after = Some((last.dead_at_ms, last.key.clone()));
-            seen.extend(items.into_iter().map(|d| d.key.message_id));
-        }
-        assert_eq!(seen.len(), 13);
-        assert!(seen.windows(2).all(|w| w[0] < w[1]));
-        let time = DlqFilter {
-            since_ms: Some(1010),
-            until_ms: Some(1012),
-            ..DlqFilter::default()
-        };
-        let page = Page {
-            after: None,
-            limit: 100,
-        };
-        assert_eq!(q.list_dead(&time, &page).await.unwrap().len(), 2);
-
-        assert!(q.replay_dead(&key("a", "m00")).await.unwrap());
-        assert!(!q.replay_dead(&key("a", "m00")).await.unwrap());
-        let l = q.lease(10, Duration::from_secs(30)).await.unwrap();
-        assert_eq!(l.len(), 1);
-        assert_eq!(l[0].job.message.id, "m00");
-        assert_eq!(l[0].job.attempts, 0);
-        assert!(q.purge_dead(&key("b", "m01")).await.unwrap());
-        assert!(!q.purge_dead(&key("b", "m01")).await.unwrap());
-        assert_eq!(q.stats().await.unwrap().dead, 23);
+        ready(Ok(s))
     }
 }

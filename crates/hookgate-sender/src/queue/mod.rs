@@ -4,16 +4,29 @@
 //! `postgres`) and Redis (feature `redis`). A *delivery* is one message to one
 //! endpoint, identified by a [`DeliveryKey`]. The contract:
 //!
+//! - Every delivery is in one explicit [`DeliveryState`]: `Scheduled`,
+//!   `Leased`, `Held`, `Delivered` or `Dead`, stored as such by every backend.
 //! - [`enqueue`](Queue::enqueue) returns only once the delivery is durably
-//!   stored (for the memory queue: in memory), due now. Enqueueing the same key
-//!   twice is a no-op.
+//!   stored (for the memory queue: in memory), due now. A key has **one
+//!   history**: enqueueing a key that exists in any state is a no-op that
+//!   reports the state ([`Enqueued::Exists`]). Delivered keys are kept for a
+//!   retention window ([`DEFAULT_DELIVERED_RETENTION`], 72 h, like the
+//!   receiver's dedup); a dead-lettered key comes back only through
+//!   [`replay_dead`](Queue::replay_dead), which keeps its history.
 //! - [`lease`](Queue::lease) atomically takes up to `max` due deliveries whose
-//!   lease is free or expired, and gives each a fresh [`LeaseToken`]. Many
-//!   workers may lease concurrently; no delivery is leased twice at once.
-//! - [`retry_later`](Queue::retry_later), [`delivered`](Queue::delivered),
-//!   [`dead_letter`](Queue::dead_letter) and [`release`](Queue::release) act
-//!   only while the token still owns the lease, and return whether they did.
-//! - Every attempt is recorded with the delivery and kept in its dead letter.
+//!   lease is free or expired, gives each a fresh [`LeaseToken`] and **counts
+//!   the attempt** (River's model), so a worker that crashes mid-attempt
+//!   still spends the delivery's budget. Many workers may lease concurrently;
+//!   no delivery is leased twice at once.
+//! - Every outcome is one fenced [`settle`](Queue::settle) with a
+//!   [`Transition`]: `Delivered`, `Retry { delay }`, `Defer { delay, reason }`
+//!   and `Interrupted` (both refund the attempt), `Hold`, `Dead(reason)`. It
+//!   applies only while the token still owns the lease, as one statement or
+//!   script per variant, and returns whether it did.
+//! - Time is the store's: transitions carry delays, which the store adds to
+//!   its own clock.
+//! - Every attempt passed to `settle` is recorded with the delivery, even
+//!   when the lease was lost meanwhile, and kept in its dead letter.
 //! - Dead-letter listing is paged; nothing loads the whole queue or DLQ.
 
 use std::{future::Future, pin::Pin, time::Duration};
@@ -49,7 +62,7 @@ pub use redis::RedisQueue;
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 /// let queue = hookgate_sender::queue::open("memory://").await?;
-/// assert_eq!(queue.stats().await?.pending, 0);
+/// assert_eq!(queue.stats().await?.pending(), 0);
 /// assert!(hookgate_sender::queue::open("ftp://x").await.is_err());
 /// # Ok::<(), hookgate_sender::queue::QueueError>(())
 /// # }).unwrap();
@@ -142,6 +155,260 @@ pub struct DeliveryKey {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct LeaseToken(pub String);
 
+/// Where a delivery is in its life. Stored explicitly by every backend.
+///
+/// ```text
+/// enqueue ─▶ Scheduled ──lease──▶ Leased ──settle──▶ Delivered | Dead
+///               ▲  ▲                 │ Retry / Defer / Interrupted
+///               │  └─────────────────┘
+///               └── release_held ── Held ◀── Hold
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DeliveryState {
+    /// Waiting until its next attempt is due.
+    Scheduled,
+    /// Held by a worker's lease (an expired lease is still `Leased` until
+    /// another lease or the rescuer takes it).
+    Leased,
+    /// Waiting for its endpoint to be resumed ([`Queue::release_held`]).
+    Held,
+    /// Delivered; kept for the queue's retention window so that enqueueing
+    /// the same key again is a no-op.
+    Delivered,
+    /// In the dead-letter queue.
+    Dead,
+}
+
+impl DeliveryState {
+    /// Lower-case name, as stored (`scheduled`, `leased`, `held`, `delivered`, `dead`).
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Scheduled => "scheduled",
+            Self::Leased => "leased",
+            Self::Held => "held",
+            Self::Delivered => "delivered",
+            Self::Dead => "dead",
+        }
+    }
+
+    /// The state named `s` (as [`as_str`](Self::as_str) writes it).
+    #[must_use]
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "scheduled" => Self::Scheduled,
+            "leased" => Self::Leased,
+            "held" => Self::Held,
+            "delivered" => Self::Delivered,
+            "dead" => Self::Dead,
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for DeliveryState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a delivery was moved to the dead-letter queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DeadReason {
+    /// Every attempt the retry policy allows was spent.
+    Exhausted {
+        /// What the last attempt ran into (`HTTP 503 Service Unavailable`, ...).
+        last: String,
+    },
+    /// The message is older than the retry policy's maximum age.
+    Expired {
+        /// What the last attempt ran into.
+        last: String,
+    },
+    /// The receiver's answer (or the request itself) cannot succeed on retry.
+    Permanent {
+        /// What happened (`HTTP 400 Bad Request`, ...).
+        detail: String,
+    },
+    /// The SSRF guard refused the destination.
+    Refused {
+        /// The guard's explanation.
+        detail: String,
+    },
+    /// The receiver answered `410 Gone`; the endpoint was disabled.
+    Gone,
+    /// No endpoint with the delivery's endpoint id is stored.
+    UnknownEndpoint,
+    /// The stored endpoint's settings are invalid.
+    InvalidEndpoint {
+        /// What is wrong.
+        detail: String,
+    },
+    /// The endpoint is disabled.
+    EndpointDisabled,
+    /// The delivery was stopped from outside (e.g. Ctrl-C during `hookgate send`).
+    Interrupted,
+    /// Anything else (written by hand or by an older version).
+    Other {
+        /// The text.
+        detail: String,
+    },
+}
+
+impl DeadReason {
+    /// A short stable code (`exhausted`, `expired`, `permanent`, `refused`,
+    /// `gone`, `unknown_endpoint`, `invalid_endpoint`, `endpoint_disabled`,
+    /// `interrupted`, `other`), as stored and used in metric labels.
+    #[must_use]
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Exhausted { .. } => "exhausted",
+            Self::Expired { .. } => "expired",
+            Self::Permanent { .. } => "permanent",
+            Self::Refused { .. } => "refused",
+            Self::Gone => "gone",
+            Self::UnknownEndpoint => "unknown_endpoint",
+            Self::InvalidEndpoint { .. } => "invalid_endpoint",
+            Self::EndpointDisabled => "endpoint_disabled",
+            Self::Interrupted => "interrupted",
+            Self::Other { .. } => "other",
+        }
+    }
+
+    /// The free-text part, if the reason has one.
+    #[must_use]
+    pub fn detail(&self) -> Option<&str> {
+        match self {
+            Self::Exhausted { last } | Self::Expired { last } => Some(last),
+            Self::Permanent { detail }
+            | Self::Refused { detail }
+            | Self::InvalidEndpoint { detail }
+            | Self::Other { detail } => Some(detail),
+            Self::Gone | Self::UnknownEndpoint | Self::EndpointDisabled | Self::Interrupted => None,
+        }
+    }
+
+    /// The reason stored as `code` and `detail` (the inverse of
+    /// [`code`](Self::code) and [`detail`](Self::detail)); an unknown code
+    /// becomes [`DeadReason::Other`].
+    #[must_use]
+    pub fn from_parts(code: &str, detail: Option<&str>) -> Self {
+        let d = || detail.unwrap_or_default().to_owned();
+        match code {
+            "exhausted" => Self::Exhausted { last: d() },
+            "expired" => Self::Expired { last: d() },
+            "permanent" => Self::Permanent { detail: d() },
+            "refused" => Self::Refused { detail: d() },
+            "gone" => Self::Gone,
+            "unknown_endpoint" => Self::UnknownEndpoint,
+            "invalid_endpoint" => Self::InvalidEndpoint { detail: d() },
+            "endpoint_disabled" => Self::EndpointDisabled,
+            "interrupted" => Self::Interrupted,
+            "other" => Self::Other { detail: d() },
+            other => Self::Other {
+                detail: match detail {
+                    Some(det) => format!("{other}: {det}"),
+                    None => other.to_owned(),
+                },
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for DeadReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Exhausted { last } => write!(f, "exhausted (last: {last})"),
+            Self::Expired { last } => write!(f, "message too old (last: {last})"),
+            Self::Permanent { detail } => write!(f, "permanent: {detail}"),
+            Self::Refused { detail } => write!(f, "permanent: {detail}"),
+            Self::Gone => f.write_str("gone: 410 Gone; endpoint disabled"),
+            Self::UnknownEndpoint => f.write_str("unknown endpoint"),
+            Self::InvalidEndpoint { detail } => write!(f, "invalid endpoint: {detail}"),
+            Self::EndpointDisabled => f.write_str("endpoint disabled"),
+            Self::Interrupted => f.write_str("interrupted"),
+            Self::Other { detail } => f.write_str(detail),
+        }
+    }
+}
+
+/// Why a delivery was put off without spending an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DeferReason {
+    /// The endpoint's rate limit has no room now.
+    RateLimited,
+    /// Every URL of the endpoint has an open circuit breaker.
+    CircuitOpen,
+    /// The endpoint's in-flight cap is reached.
+    Busy,
+}
+
+/// What becomes of a leased delivery: the one argument of [`Queue::settle`].
+///
+/// Delays are relative: the store adds them to its own clock (Postgres
+/// `now()`, Redis `TIME`, the memory queue's clock), so workers with skewed
+/// clocks agree on when a delivery is due.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Transition {
+    /// Delivered: kept as [`DeliveryState::Delivered`] for the retention window.
+    Delivered,
+    /// Try again after `delay`. The attempt counted at lease time stays spent.
+    Retry {
+        /// Wait before the next attempt.
+        delay: Duration,
+    },
+    /// Put off for `delay` without spending an attempt (the one counted at
+    /// lease time is refunded). The caller bounds how long (maximum age).
+    Defer {
+        /// Wait before the next attempt.
+        delay: Duration,
+        /// Why.
+        reason: DeferReason,
+    },
+    /// The attempt was not made or not finished (shutdown): due again at
+    /// once, the attempt refunded.
+    Interrupted,
+    /// Park until [`Queue::release_held`] (endpoint paused); the attempt is refunded.
+    Hold,
+    /// Move to the dead-letter queue.
+    Dead(DeadReason),
+}
+
+impl Transition {
+    /// The state the delivery is in after this transition applied.
+    #[must_use]
+    pub fn target(&self) -> DeliveryState {
+        match self {
+            Self::Delivered => DeliveryState::Delivered,
+            Self::Retry { .. } | Self::Defer { .. } | Self::Interrupted => DeliveryState::Scheduled,
+            Self::Hold => DeliveryState::Held,
+            Self::Dead(_) => DeliveryState::Dead,
+        }
+    }
+
+    /// Whether the transition gives back the attempt counted at lease time.
+    #[must_use]
+    pub fn refunds(&self) -> bool {
+        matches!(self, Self::Defer { .. } | Self::Interrupted | Self::Hold)
+    }
+}
+
+/// What [`Queue::enqueue`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Enqueued {
+    /// A new delivery was stored, due now.
+    New,
+    /// The key already exists in this state; nothing changed. A key has one
+    /// history: a delivered key stays delivered (for the retention window),
+    /// a dead-lettered one comes back only through [`Queue::replay_dead`].
+    Exists(DeliveryState),
+}
+
 /// A delivery waiting in the queue.
 #[derive(Debug, Clone)]
 pub struct Job {
@@ -149,9 +416,11 @@ pub struct Job {
     pub key: DeliveryKey,
     /// The message.
     pub message: Message,
-    /// Attempts made so far.
+    /// Attempts counted so far, **this lease's included** (attempts are
+    /// counted when leased; [`Transition::refunds`] gives one back). So the
+    /// attempt about to be made is number `attempts`.
     pub attempts: u32,
-    /// When the next attempt is due, Unix milliseconds.
+    /// When the delivery was due (store clock, Unix milliseconds).
     pub next_attempt_ms: i64,
 }
 
@@ -188,8 +457,8 @@ pub struct DeadLetter {
     pub message: Message,
     /// Every attempt, oldest first.
     pub attempts: Vec<Attempt>,
-    /// Why it was dead-lettered (`exhausted`, `permanent: 400`, ...).
-    pub reason: String,
+    /// Why it was dead-lettered.
+    pub reason: DeadReason,
     /// When, Unix milliseconds.
     pub dead_at_ms: i64,
 }
@@ -215,16 +484,32 @@ pub struct Page {
     pub limit: usize,
 }
 
-/// Counts an operator graphs.
+/// Counts by [`DeliveryState`], as an operator graphs them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct QueueStats {
-    /// Deliveries waiting (due or scheduled), leased ones included.
-    pub pending: u64,
-    /// Deliveries currently leased by a worker.
+    /// Waiting for their next attempt.
+    pub scheduled: u64,
+    /// Leased by a worker (live leases; an expired lease counts as scheduled).
     pub leased: u64,
+    /// Held while their endpoint is paused.
+    pub held: u64,
+    /// Delivered and still within the retention window.
+    pub delivered: u64,
     /// Dead letters.
     pub dead: u64,
 }
+
+impl QueueStats {
+    /// Deliveries not finished yet: scheduled, leased or held.
+    #[must_use]
+    pub fn pending(&self) -> u64 {
+        self.scheduled + self.leased + self.held
+    }
+}
+
+/// How long delivered keys are kept by default (matches the receiver's
+/// 72 h dedup retention): enqueueing the same key within it is a no-op.
+pub const DEFAULT_DELIVERED_RETENTION: Duration = Duration::from_secs(72 * 3600);
 
 /// Class of a [`QueueError`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -277,7 +562,11 @@ impl QueueError {
 /// Durable storage for deliveries, endpoints and dead letters. See the
 /// [module docs](self) for the contract.
 pub trait Queue: Send + Sync + 'static {
-    /// Store (insert or replace) an endpoint.
+    /// Store an endpoint: insert it, or replace the stored configuration
+    /// while **keeping the stored `disabled` flag** (only
+    /// [`set_endpoint_disabled`](Self::set_endpoint_disabled) changes it).
+    /// [`Sender::add_endpoint`](crate::Sender::add_endpoint) refuses to
+    /// replace a different configuration.
     fn put_endpoint<'a>(&'a self, endpoint: &'a Endpoint) -> BoxFuture<'a, Result<()>>;
     /// Load an endpoint.
     fn get_endpoint<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Endpoint>>>;
@@ -288,48 +577,54 @@ pub trait Queue: Send + Sync + 'static {
         disabled: bool,
     ) -> BoxFuture<'a, Result<()>>;
 
-    /// Store a delivery of `message` to `endpoint`, due now.
-    fn enqueue<'a>(&'a self, endpoint: &'a str, message: &'a Message) -> BoxFuture<'a, Result<()>>;
+    /// Store a delivery of `message` to `endpoint`, due now, unless the key
+    /// exists in any state (see [`Enqueued::Exists`]).
+    fn enqueue<'a>(
+        &'a self,
+        endpoint: &'a str,
+        message: &'a Message,
+    ) -> BoxFuture<'a, Result<Enqueued>>;
 
-    /// Lease up to `max` due deliveries for `lease`.
+    /// Lease up to `max` due deliveries (scheduled and due, or leased with
+    /// an expired lease) for `lease`, counting one attempt on each.
     fn lease(&self, max: usize, lease: Duration) -> BoxFuture<'_, Result<Vec<Leased>>>;
 
-    /// Record `attempt` and schedule the next one at `next_attempt_ms`; frees the lease.
-    fn retry_later<'a>(
+    /// Lease the one delivery `key` for `lease`, counting an attempt, if it
+    /// is scheduled (due or not: the caller decides when) or leased with an
+    /// expired lease. For one-shot senders that own a delivery (`hookgate
+    /// send`, `dlq replay`); workers use [`lease`](Self::lease).
+    fn lease_one<'a>(
         &'a self,
         key: &'a DeliveryKey,
-        token: &'a LeaseToken,
-        attempt: Attempt,
-        next_attempt_ms: i64,
-    ) -> BoxFuture<'a, Result<bool>>;
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<Option<Leased>>>;
 
-    /// Record the successful `attempt` and remove the delivery from the queue.
-    fn delivered<'a>(
-        &'a self,
-        key: &'a DeliveryKey,
-        token: &'a LeaseToken,
-        attempt: Attempt,
-    ) -> BoxFuture<'a, Result<bool>>;
-
-    /// Record `attempt` (if any) and move the delivery, with its whole
-    /// history, to the dead-letter queue.
-    fn dead_letter<'a>(
+    /// Apply `transition` if `token` still holds the delivery's lease
+    /// (expired or not, as long as no newer lease exists), in one atomic step.
+    /// Returns whether it applied.
+    ///
+    /// `attempt`, when given, is appended to the delivery's history whether
+    /// or not the transition applied (an attempt that reached the network
+    /// is never lost), as long as the key exists; it never changes the
+    /// state a newer lease holder sees.
+    fn settle<'a>(
         &'a self,
         key: &'a DeliveryKey,
         token: &'a LeaseToken,
         attempt: Option<Attempt>,
-        reason: &'a str,
+        transition: Transition,
     ) -> BoxFuture<'a, Result<bool>>;
 
-    /// Give the lease back unchanged (graceful shutdown): due again at once.
-    fn release<'a>(
-        &'a self,
-        key: &'a DeliveryKey,
-        token: &'a LeaseToken,
-    ) -> BoxFuture<'a, Result<bool>>;
+    /// Move every [`DeliveryState::Held`] delivery of `endpoint` back to
+    /// scheduled, due now. Returns how many.
+    fn release_held<'a>(&'a self, endpoint: &'a str) -> BoxFuture<'a, Result<u64>>;
 
-    /// Insert a dead letter directly (e.g. `hookgate send --store`).
-    fn add_dead_letter<'a>(&'a self, dead: &'a DeadLetter) -> BoxFuture<'a, Result<()>>;
+    /// The state of one delivery, `None` when the key is unknown (or pruned).
+    fn state<'a>(&'a self, key: &'a DeliveryKey) -> BoxFuture<'a, Result<Option<DeliveryState>>>;
+
+    /// Insert a dead letter directly (e.g. `hookgate send --store`). A key
+    /// that exists in another state than dead is left alone (`false`).
+    fn add_dead_letter<'a>(&'a self, dead: &'a DeadLetter) -> BoxFuture<'a, Result<bool>>;
     /// One page of dead letters, oldest first.
     fn list_dead<'a>(
         &'a self,
@@ -338,14 +633,27 @@ pub trait Queue: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Vec<DeadLetter>>>;
     /// One dead letter.
     fn get_dead<'a>(&'a self, key: &'a DeliveryKey) -> BoxFuture<'a, Result<Option<DeadLetter>>>;
-    /// Put a dead letter back into the queue, due now, same message id,
-    /// attempt count reset. Returns `false` if there was no such dead letter.
+    /// Put a dead letter back into the queue (scheduled, due now, same
+    /// message id, attempt count reset, history kept). Returns `false` if
+    /// there was no such dead letter.
     fn replay_dead<'a>(&'a self, key: &'a DeliveryKey) -> BoxFuture<'a, Result<bool>>;
-    /// Delete a dead letter. Returns `false` if there was none.
+    /// Delete a dead letter and its history. Returns `false` if there was none.
     fn purge_dead<'a>(&'a self, key: &'a DeliveryKey) -> BoxFuture<'a, Result<bool>>;
 
-    /// Queue and DLQ sizes.
+    /// Counts by state.
     fn stats(&self) -> BoxFuture<'_, Result<QueueStats>>;
+
+    /// Maintenance (the pruner): delete up to `max` keys that are finished
+    /// for good, with their attempt history — delivered ones past the
+    /// queue's retention window and, when `dead_retention` is given, dead
+    /// letters filed longer ago (store clock). Returns how many.
+    fn prune(&self, dead_retention: Option<Duration>, max: usize) -> BoxFuture<'_, Result<u64>>;
+
+    /// Maintenance (the rescuer): take up to `max` deliveries whose lease
+    /// expired without an outcome, under a fresh lease of `lease` and
+    /// **without** counting another attempt (their lease already counted
+    /// one), so the rescuer can run them through the retry policy.
+    fn rescue(&self, max: usize, lease: Duration) -> BoxFuture<'_, Result<Vec<Leased>>>;
 }
 
 // `Arc<dyn Queue>` is how workers and senders share one queue.
@@ -363,46 +671,39 @@ impl<T: Queue + ?Sized> Queue for std::sync::Arc<T> {
     ) -> BoxFuture<'a, Result<()>> {
         (**self).set_endpoint_disabled(id, disabled)
     }
-    fn enqueue<'a>(&'a self, endpoint: &'a str, message: &'a Message) -> BoxFuture<'a, Result<()>> {
+    fn enqueue<'a>(
+        &'a self,
+        endpoint: &'a str,
+        message: &'a Message,
+    ) -> BoxFuture<'a, Result<Enqueued>> {
         (**self).enqueue(endpoint, message)
     }
     fn lease(&self, max: usize, lease: Duration) -> BoxFuture<'_, Result<Vec<Leased>>> {
         (**self).lease(max, lease)
     }
-    fn retry_later<'a>(
+    fn lease_one<'a>(
         &'a self,
         key: &'a DeliveryKey,
-        token: &'a LeaseToken,
-        attempt: Attempt,
-        next_attempt_ms: i64,
-    ) -> BoxFuture<'a, Result<bool>> {
-        (**self).retry_later(key, token, attempt, next_attempt_ms)
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<Option<Leased>>> {
+        (**self).lease_one(key, lease)
     }
-    fn delivered<'a>(
-        &'a self,
-        key: &'a DeliveryKey,
-        token: &'a LeaseToken,
-        attempt: Attempt,
-    ) -> BoxFuture<'a, Result<bool>> {
-        (**self).delivered(key, token, attempt)
-    }
-    fn dead_letter<'a>(
+    fn settle<'a>(
         &'a self,
         key: &'a DeliveryKey,
         token: &'a LeaseToken,
         attempt: Option<Attempt>,
-        reason: &'a str,
+        transition: Transition,
     ) -> BoxFuture<'a, Result<bool>> {
-        (**self).dead_letter(key, token, attempt, reason)
+        (**self).settle(key, token, attempt, transition)
     }
-    fn release<'a>(
-        &'a self,
-        key: &'a DeliveryKey,
-        token: &'a LeaseToken,
-    ) -> BoxFuture<'a, Result<bool>> {
-        (**self).release(key, token)
+    fn release_held<'a>(&'a self, endpoint: &'a str) -> BoxFuture<'a, Result<u64>> {
+        (**self).release_held(endpoint)
     }
-    fn add_dead_letter<'a>(&'a self, dead: &'a DeadLetter) -> BoxFuture<'a, Result<()>> {
+    fn state<'a>(&'a self, key: &'a DeliveryKey) -> BoxFuture<'a, Result<Option<DeliveryState>>> {
+        (**self).state(key)
+    }
+    fn add_dead_letter<'a>(&'a self, dead: &'a DeadLetter) -> BoxFuture<'a, Result<bool>> {
         (**self).add_dead_letter(dead)
     }
     fn list_dead<'a>(
@@ -424,4 +725,15 @@ impl<T: Queue + ?Sized> Queue for std::sync::Arc<T> {
     fn stats(&self) -> BoxFuture<'_, Result<QueueStats>> {
         (**self).stats()
     }
+    fn prune(&self, dead_retention: Option<Duration>, max: usize) -> BoxFuture<'_, Result<u64>> {
+        (**self).prune(dead_retention, max)
+    }
+    fn rescue(&self, max: usize, lease: Duration) -> BoxFuture<'_, Result<Vec<Leased>>> {
+        (**self).rescue(max, lease)
+    }
+}
+
+/// A delay in whole milliseconds, saturating.
+pub(crate) fn delay_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }

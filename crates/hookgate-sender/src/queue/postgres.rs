@@ -20,13 +20,16 @@
 //! - `endpoints (id, config jsonb, disabled)`. **`config` holds the endpoint's
 //!   secret strings**: grant access to this table as you would to the secrets.
 //! - `deliveries (endpoint, message_id, event_type, payload, created_at_ms,
-//!   attempts, next_attempt_at, lease_token, lease_until)`, primary key
-//!   `(endpoint, message_id)`, indexed on `next_attempt_at`.
+//!   state, attempts, next_attempt_at, lease_token, lease_until, reason,
+//!   reason_detail, finished_at)`, primary key `(endpoint, message_id)`. One
+//!   row per key for its whole life: `state` is `scheduled`, `leased`,
+//!   `held`, `delivered` or `dead` (a dead letter is a row in state `dead`,
+//!   `finished_at` its time, `reason` its code). Partial indexes serve
+//!   leasing (`next_attempt_at` of scheduled/leased rows) and DLQ paging
+//!   (`(finished_at, endpoint, message_id)` of dead rows).
 //! - `attempts (endpoint, message_id, n, at_ms, url, status, latency_ms,
-//!   error)`: the history of a delivery, kept until it is delivered or its dead
-//!   letter is purged.
-//! - `dead (endpoint, message_id, event_type, payload, created_at_ms, reason,
-//!   dead_at)`, indexed on `(dead_at, endpoint, message_id)` for paging.
+//!   error)`: the history of a delivery, kept with it (removed when its dead
+//!   letter is purged or its delivered row leaves the retention window).
 //!
 //! Times are Unix milliseconds (`bigint`). Lease expiry and "due now" always
 //! use the database clock, so workers on machines with skewed clocks agree.
@@ -37,10 +40,12 @@
 //!
 //! One statement takes a batch: the due rows are selected `FOR UPDATE SKIP
 //! LOCKED`, so concurrent workers never wait on each other nor take the same
-//! row, and each gets a fresh random token. A leased row's `next_attempt_at`
-//! is set to its lease expiry, so a crashed worker's delivery simply becomes
-//! due again. Every later change checks the token (fencing) and records the
-//! attempt in the same statement.
+//! row, and each gets a fresh random token and one more counted attempt. A
+//! leased row's `next_attempt_at` is set to its lease expiry, so a crashed
+//! worker's delivery becomes due again (with that attempt spent). Every
+//! [`settle`](Queue::settle) is one statement per transition that checks
+//! the state and token (fencing) and records the attempt in the same
+//! statement, whether or not the token still holds the lease.
 
 use std::{sync::Arc, time::Duration};
 
@@ -51,8 +56,9 @@ use tokio::sync::Mutex;
 use tokio_postgres::{GenericClient, NoTls, Row};
 
 use super::{
-    Attempt, BoxFuture, DeadLetter, DeliveryKey, DlqFilter, Job, LeaseToken, Leased, Page, Queue,
-    QueueError, QueueErrorKind, QueueStats, Result,
+    Attempt, BoxFuture, DeadLetter, DeadReason, DeliveryKey, DeliveryState, DlqFilter, Enqueued,
+    Job, LeaseToken, Leased, Page, Queue, QueueError, QueueErrorKind, QueueStats, Result,
+    Transition, DEFAULT_DELIVERED_RETENTION,
 };
 use crate::{Endpoint, Message};
 
@@ -75,6 +81,8 @@ pub struct PostgresQueue {
     pool: Pool,
     names: Arc<Names>,
     migrated: Arc<Migrated>,
+    /// How long delivered keys are kept, milliseconds.
+    retention_ms: i64,
 }
 
 /// Whether this handle has run the migration (and a lock to run it once).
@@ -102,7 +110,6 @@ struct Names {
     endpoints: String,
     deliveries: String,
     attempts: String,
-    dead: String,
 }
 
 impl Names {
@@ -114,7 +121,6 @@ impl Names {
             endpoints: t("endpoints"),
             deliveries: t("deliveries"),
             attempts: t("attempts"),
-            dead: t("dead"),
         }
     }
 }
@@ -138,10 +144,14 @@ fn invalid(message: impl Into<String>) -> QueueError {
 /// Classify a database error: connection trouble is `Unavailable`.
 fn pg_error(context: &str, e: tokio_postgres::Error) -> QueueError {
     let unavailable = match e.as_db_error() {
-        // Class 08: connection exception; 57P0x: server shutting down.
+        // Class 08: connection exception; 57P0x: server shutting down;
+        // 53300 too many connections; 53400 configuration limit exceeded;
+        // 57014 statement cancelled (timeout), as the dedup store classifies them.
         Some(db) => {
             let code = db.code().code();
-            code.starts_with("08") || code.starts_with("57P0")
+            code.starts_with("08")
+                || code.starts_with("57P0")
+                || matches!(code, "53300" | "53400" | "57014")
         }
         None => {
             e.is_closed() || std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>())
@@ -219,6 +229,7 @@ impl PostgresQueue {
             pool,
             names: Arc::new(Names::new("public", "hookgate_")),
             migrated: Arc::default(),
+            retention_ms: millis(DEFAULT_DELIVERED_RETENTION),
         })
     }
 
@@ -259,7 +270,17 @@ impl PostgresQueue {
             pool: self.pool,
             names: Arc::new(Names::new(schema, prefix)),
             migrated: Arc::default(),
+            retention_ms: self.retention_ms,
         }
+    }
+
+    /// Keep delivered keys this long (default
+    /// [`DEFAULT_DELIVERED_RETENTION`]): enqueueing one again within it is a
+    /// no-op, after it a new delivery.
+    #[must_use]
+    pub fn with_delivered_retention(mut self, retention: Duration) -> Self {
+        self.retention_ms = millis(retention);
+        self
     }
 
     /// The schema in use.
@@ -303,13 +324,29 @@ impl PostgresQueue {
                 event_type text NOT NULL,
                 payload bytea NOT NULL,
                 created_at_ms bigint NOT NULL,
+                state text NOT NULL DEFAULT 'scheduled',
                 attempts integer NOT NULL DEFAULT 0,
                 next_attempt_at bigint NOT NULL,
                 lease_token text,
                 lease_until bigint,
+                reason text,
+                reason_detail text,
+                finished_at bigint,
                 PRIMARY KEY (endpoint, message_id)
             );
-            CREATE INDEX IF NOT EXISTS "{p}deliveries_due" ON {deliveries} (next_attempt_at);
+            ALTER TABLE {deliveries}
+                ADD COLUMN IF NOT EXISTS state text NOT NULL DEFAULT 'scheduled',
+                ADD COLUMN IF NOT EXISTS reason text,
+                ADD COLUMN IF NOT EXISTS reason_detail text,
+                ADD COLUMN IF NOT EXISTS finished_at bigint;
+            CREATE INDEX IF NOT EXISTS "{p}deliveries_ready" ON {deliveries} (next_attempt_at)
+                WHERE state IN ('scheduled', 'leased');
+            CREATE INDEX IF NOT EXISTS "{p}deliveries_dead" ON {deliveries} (finished_at, endpoint, message_id)
+                WHERE state = 'dead';
+            CREATE INDEX IF NOT EXISTS "{p}deliveries_dead_endpoint" ON {deliveries} (endpoint, finished_at, message_id)
+                WHERE state = 'dead';
+            CREATE INDEX IF NOT EXISTS "{p}deliveries_held" ON {deliveries} (endpoint)
+                WHERE state = 'held';
             CREATE TABLE IF NOT EXISTS {attempts} (
                 endpoint text COLLATE "C" NOT NULL,
                 message_id text COLLATE "C" NOT NULL,
@@ -321,23 +358,10 @@ impl PostgresQueue {
                 error text,
                 PRIMARY KEY (endpoint, message_id, n)
             );
-            CREATE TABLE IF NOT EXISTS {dead} (
-                endpoint text COLLATE "C" NOT NULL,
-                message_id text COLLATE "C" NOT NULL,
-                event_type text NOT NULL,
-                payload bytea NOT NULL,
-                created_at_ms bigint NOT NULL,
-                reason text NOT NULL,
-                dead_at bigint NOT NULL,
-                PRIMARY KEY (endpoint, message_id)
-            );
-            CREATE INDEX IF NOT EXISTS "{p}dead_paging" ON {dead} (dead_at, endpoint, message_id);
-            CREATE INDEX IF NOT EXISTS "{p}dead_endpoint" ON {dead} (endpoint, dead_at, message_id);
             "#,
             endpoints = n.endpoints,
             deliveries = n.deliveries,
             attempts = n.attempts,
-            dead = n.dead,
         );
         let mut client = self.pool.get().await.map_err(pool_error)?;
         let tx = client
@@ -358,8 +382,9 @@ impl PostgresQueue {
 
     /// Enqueue `message` for `endpoint` through `client` — typically the
     /// caller's own open transaction (the transactional outbox): the delivery
-    /// commits or rolls back with the caller's data. Enqueueing a key that is
-    /// already queued is a no-op. Due now (database clock, at insert).
+    /// commits or rolls back with the caller's data. Enqueueing a key that
+    /// exists in any state is a no-op ([`Enqueued::Exists`]). Due now
+    /// (database clock, at insert).
     ///
     /// `client` is anything implementing `tokio_postgres::GenericClient`: a
     /// `Transaction`, a `Client`, or `&*tx` for a `deadpool_postgres`
@@ -385,10 +410,10 @@ impl PostgresQueue {
         client: &C,
         endpoint: &str,
         message: &Message,
-    ) -> Result<()> {
+    ) -> Result<Enqueued> {
         self.migrate().await?;
-        client
-            .execute(
+        let rows = client
+            .query(
                 self.enqueue_sql().as_str(),
                 &[
                     &endpoint,
@@ -396,30 +421,62 @@ impl PostgresQueue {
                     &message.event_type,
                     &message.payload.as_ref(),
                     &message.created_at_ms,
+                    &self.retention_ms,
                 ],
             )
             .await
             .map_err(|e| pg_error("enqueue", e))?;
-        Ok(())
+        Self::enqueued(&rows)
     }
 
+    /// One statement: insert the delivery unless the key exists; a delivered
+    /// key past the retention window (`$6` ms) starts afresh, its old history
+    /// dropped. Returns `new` or the existing state.
     fn enqueue_sql(&self) -> String {
+        let (d, a) = (&self.names.deliveries, &self.names.attempts);
         format!(
-            "INSERT INTO {} (endpoint, message_id, event_type, payload, created_at_ms, next_attempt_at)
-             VALUES ($1, $2, $3, $4, $5, {NOW_MS}) ON CONFLICT (endpoint, message_id) DO NOTHING",
-            self.names.deliveries
+            "WITH old AS (SELECT 1 FROM {d} WHERE endpoint = $1 AND message_id = $2
+                             AND state = 'delivered' AND finished_at <= {NOW_MS} - $6),
+                  h AS (DELETE FROM {a} WHERE endpoint = $1 AND message_id = $2
+                           AND EXISTS (SELECT 1 FROM old)),
+                  ins AS (INSERT INTO {d} AS q (endpoint, message_id, event_type, payload, created_at_ms,
+                                                next_attempt_at, state)
+                          VALUES ($1, $2, $3, $4, $5, {NOW_MS}, 'scheduled')
+                          ON CONFLICT (endpoint, message_id) DO UPDATE
+                             SET event_type = excluded.event_type, payload = excluded.payload,
+                                 created_at_ms = excluded.created_at_ms, state = 'scheduled',
+                                 attempts = 0, next_attempt_at = excluded.next_attempt_at,
+                                 lease_token = NULL, lease_until = NULL, reason = NULL,
+                                 reason_detail = NULL, finished_at = NULL
+                           WHERE q.state = 'delivered' AND q.finished_at <= {NOW_MS} - $6
+                          RETURNING 'new'::text AS s)
+             SELECT s FROM ins
+             UNION ALL
+             SELECT state FROM {d} WHERE endpoint = $1 AND message_id = $2
+                AND NOT EXISTS (SELECT 1 FROM ins)"
         )
     }
 
+    /// The answer of [`enqueue_sql`](Self::enqueue_sql).
+    fn enqueued(rows: &[Row]) -> Result<Enqueued> {
+        let Some(row) = rows.first() else {
+            // Inserted by a concurrent transaction that committed after
+            // this statement's snapshot: it exists, freshly scheduled.
+            return Ok(Enqueued::Exists(DeliveryState::Scheduled));
+        };
+        let s: String = get(row, 0)?;
+        if s == "new" {
+            return Ok(Enqueued::New);
+        }
+        Ok(Enqueued::Exists(parse_state(&s)?))
+    }
+
     /// [`Queue::enqueue`]: on a pooled connection, with a cached statement.
-    async fn do_enqueue(&self, endpoint: &str, message: &Message) -> Result<()> {
+    async fn do_enqueue(&self, endpoint: &str, message: &Message) -> Result<Enqueued> {
         let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(&self.enqueue_sql())
-            .await
-            .map_err(|e| pg_error("enqueue", e))?;
-        client
-            .execute(
+        let stmt = prepare(&client, &self.enqueue_sql()).await?;
+        let rows = client
+            .query(
                 &stmt,
                 &[
                     &endpoint,
@@ -427,13 +484,13 @@ impl PostgresQueue {
                     &message.event_type,
                     &message.payload.as_ref(),
                     &message.created_at_ms,
+                    &self.retention_ms,
                 ],
             )
             .await
             .map_err(|e| pg_error("enqueue", e))?;
-        Ok(())
+        Self::enqueued(&rows)
     }
-
     /// Remove every table this queue created (and the schema when it is
     /// empty and not `public`). For tests and tear-down.
     ///
@@ -444,8 +501,8 @@ impl PostgresQueue {
         let client = self.pool.get().await.map_err(pool_error)?;
         client
             .batch_execute(&format!(
-                "DROP TABLE IF EXISTS {}, {}, {}, {}",
-                n.endpoints, n.deliveries, n.attempts, n.dead
+                "DROP TABLE IF EXISTS {}, {}, {}",
+                n.endpoints, n.deliveries, n.attempts
             ))
             .await
             .map_err(|e| pg_error("drop tables", e))?;
@@ -477,13 +534,15 @@ impl PostgresQueue {
         let d = &self.names.deliveries;
         let sql = format!(
             "UPDATE {d} AS q
-                SET lease_token = $3 || '.' || s.rn,
+                SET state = 'leased',
+                    attempts = q.attempts + 1,
+                    lease_token = $3 || '.' || s.rn,
                     lease_until = s.now + $2,
                     next_attempt_at = s.now + $2
                FROM (SELECT endpoint, message_id, next_attempt_at AS due, {NOW_MS} AS now,
                             row_number() OVER () AS rn
                        FROM (SELECT endpoint, message_id, next_attempt_at FROM {d}
-                              WHERE next_attempt_at <= {NOW_MS}
+                              WHERE state IN ('scheduled', 'leased') AND next_attempt_at <= {NOW_MS}
                               ORDER BY next_attempt_at
                               LIMIT $1
                               FOR UPDATE SKIP LOCKED) AS due_rows) AS s
@@ -492,150 +551,102 @@ impl PostgresQueue {
                     q.attempts, s.due, q.lease_token"
         );
         let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(&sql)
-            .await
-            .map_err(|e| pg_error("lease", e))?;
+        let stmt = prepare(&client, &sql).await?;
         let rows = client
             .query(&stmt, &[&to_i64(max as u64), &millis(lease), &new_token()])
             .await
             .map_err(|e| pg_error("lease", e))?;
-        rows.iter()
-            .map(|row| {
-                Ok(Leased {
-                    job: Job {
-                        key: DeliveryKey {
-                            endpoint: get(row, 0)?,
-                            message_id: get(row, 1)?,
-                        },
-                        message: Message {
-                            id: get(row, 1)?,
-                            event_type: get(row, 2)?,
-                            payload: get::<Vec<u8>>(row, 3)?.into(),
-                            created_at_ms: get(row, 4)?,
-                        },
-                        attempts: u32::try_from(get::<i32>(row, 5)?).unwrap_or(0),
-                        next_attempt_ms: get(row, 6)?,
-                    },
-                    token: LeaseToken(get(row, 7)?),
-                })
-            })
-            .collect()
+        rows.iter().map(leased_from_row).collect()
     }
 
-    /// Run a fenced statement that yields one `count` column; `true` when the
-    /// token held the lease.
-    async fn fenced(
-        &self,
-        what: &str,
-        sql: &str,
-        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-    ) -> Result<bool> {
+    async fn do_lease_one(&self, key: &DeliveryKey, lease: Duration) -> Result<Option<Leased>> {
+        let d = &self.names.deliveries;
+        let sql = format!(
+            "UPDATE {d} AS q
+                SET state = 'leased', attempts = q.attempts + 1, lease_token = $4,
+                    lease_until = {NOW_MS} + $3, next_attempt_at = {NOW_MS} + $3
+               FROM (SELECT next_attempt_at AS due FROM {d}
+                      WHERE endpoint = $1 AND message_id = $2
+                        AND (state = 'scheduled' OR (state = 'leased' AND lease_until <= {NOW_MS}))
+                      FOR UPDATE) AS s
+              WHERE q.endpoint = $1 AND q.message_id = $2
+          RETURNING q.endpoint, q.message_id, q.event_type, q.payload, q.created_at_ms,
+                    q.attempts, s.due, q.lease_token"
+        );
         let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(sql)
-            .await
-            .map_err(|e| pg_error(what, e))?;
+        let stmt = prepare(&client, &sql).await?;
         let row = client
-            .query_one(&stmt, params)
+            .query_opt(
+                &stmt,
+                &[&key.endpoint, &key.message_id, &millis(lease), &new_token()],
+            )
             .await
-            .map_err(|e| pg_error(what, e))?;
-        Ok(get::<i64>(&row, 0)? > 0)
+            .map_err(|e| pg_error("lease_one", e))?;
+        row.map(|row| leased_from_row(&row)).transpose()
     }
 
-    /// SQL inserting the attempt in parameters `$4..$8` for the key in CTE `k`.
-    fn insert_attempt_sql(&self) -> String {
-        let a = &self.names.attempts;
+    /// The fenced statement for one kind of transition. Parameters: `$1`,
+    /// `$2` the key, `$3` the token, `$4..$8` the attempt, `$9` whether
+    /// there is one, then the transition's own (`$10`, `$11`). The attempt is
+    /// recorded whenever the delivery exists; the state changes only when
+    /// the token holds the lease.
+    fn settle_sql(&self, set: &str) -> String {
+        let (d, a) = (&self.names.deliveries, &self.names.attempts);
         format!(
-            "INSERT INTO {a} (endpoint, message_id, n, at_ms, url, status, latency_ms, error)
-             SELECT k.endpoint, k.message_id,
-                    (SELECT coalesce(max(n), 0) + 1 FROM {a}
-                      WHERE endpoint = k.endpoint AND message_id = k.message_id),
-                    $4, $5, $6, $7, $8
-               FROM k"
+            "WITH k AS (UPDATE {d} SET {set}, lease_token = NULL, lease_until = NULL
+                         WHERE endpoint = $1 AND message_id = $2
+                           AND state = 'leased' AND lease_token = $3
+                     RETURNING 1),
+                  a AS (INSERT INTO {a} (endpoint, message_id, n, at_ms, url, status, latency_ms, error)
+                        SELECT $1, $2,
+                               (SELECT coalesce(max(n), 0) + 1 FROM {a}
+                                 WHERE endpoint = $1 AND message_id = $2),
+                               $4, $5, $6, $7, $8
+                         WHERE $9 AND EXISTS (SELECT 1 FROM {d} WHERE endpoint = $1 AND message_id = $2))
+             SELECT count(*) FROM k"
         )
     }
 
-    async fn do_retry_later(
-        &self,
-        key: &DeliveryKey,
-        token: &LeaseToken,
-        attempt: &Attempt,
-        next_attempt_ms: i64,
-    ) -> Result<bool> {
-        let sql = format!(
-            "WITH k AS (UPDATE {d} SET attempts = attempts + 1, next_attempt_at = $9,
-                                   lease_token = NULL, lease_until = NULL
-                         WHERE endpoint = $1 AND message_id = $2 AND lease_token = $3
-                     RETURNING endpoint, message_id),
-                  a AS ({insert})
-             SELECT count(*) FROM k",
-            d = self.names.deliveries,
-            insert = self.insert_attempt_sql(),
-        );
-        let (status, latency) = attempt_params(attempt);
-        self.fenced(
-            "retry_later",
-            &sql,
-            &[
-                &key.endpoint,
-                &key.message_id,
-                &token.0,
-                &attempt.at_ms,
-                &attempt.url,
-                &status,
-                &latency,
-                &attempt.error,
-                &next_attempt_ms,
-            ],
-        )
-        .await
-    }
-
-    async fn do_delivered(&self, key: &DeliveryKey, token: &LeaseToken) -> Result<bool> {
-        // The history of a delivered message is not kept (it would grow
-        // without bound); the attempt is reported through tracing/metrics.
-        let sql = format!(
-            "WITH k AS (DELETE FROM {d}
-                         WHERE endpoint = $1 AND message_id = $2 AND lease_token = $3
-                     RETURNING endpoint, message_id),
-                  h AS (DELETE FROM {a} USING k
-                         WHERE {a}.endpoint = k.endpoint AND {a}.message_id = k.message_id)
-             SELECT count(*) FROM k",
-            d = self.names.deliveries,
-            a = self.names.attempts,
-        );
-        self.fenced(
-            "delivered",
-            &sql,
-            &[&key.endpoint, &key.message_id, &token.0],
-        )
-        .await
-    }
-
-    async fn do_dead_letter(
+    async fn do_settle(
         &self,
         key: &DeliveryKey,
         token: &LeaseToken,
         attempt: Option<&Attempt>,
-        reason: &str,
+        transition: &Transition,
     ) -> Result<bool> {
-        let sql = format!(
-            "WITH k AS (DELETE FROM {d}
-                         WHERE endpoint = $1 AND message_id = $2 AND lease_token = $3
-                     RETURNING endpoint, message_id, event_type, payload, created_at_ms),
-                  a AS ({insert} WHERE $9),
-                  x AS (INSERT INTO {x} (endpoint, message_id, event_type, payload, created_at_ms, reason, dead_at)
-                        SELECT endpoint, message_id, event_type, payload, created_at_ms, $10, {NOW_MS} FROM k
-                        ON CONFLICT (endpoint, message_id) DO UPDATE
-                           SET event_type = excluded.event_type, payload = excluded.payload,
-                               created_at_ms = excluded.created_at_ms, reason = excluded.reason,
-                               dead_at = excluded.dead_at)
-             SELECT count(*) FROM k",
-            d = self.names.deliveries,
-            x = self.names.dead,
-            insert = self.insert_attempt_sql(),
-        );
+        let refund = "attempts = greatest(attempts - 1, 0)";
+        let (set, extra): (
+            String,
+            Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>>,
+        ) = match transition {
+            Transition::Delivered => (
+                format!("state = 'delivered', finished_at = {NOW_MS}"),
+                vec![],
+            ),
+            Transition::Retry { delay } => (
+                format!("state = 'scheduled', next_attempt_at = {NOW_MS} + $10"),
+                vec![Box::new(millis(*delay))],
+            ),
+            Transition::Defer { delay, .. } => (
+                format!("state = 'scheduled', next_attempt_at = {NOW_MS} + $10, {refund}"),
+                vec![Box::new(millis(*delay))],
+            ),
+            Transition::Interrupted => (
+                format!("state = 'scheduled', next_attempt_at = {NOW_MS}, {refund}"),
+                vec![],
+            ),
+            Transition::Hold => (format!("state = 'held', {refund}"), vec![]),
+            Transition::Dead(reason) => (
+                format!(
+                    "state = 'dead', reason = $10, reason_detail = $11, finished_at = {NOW_MS}"
+                ),
+                vec![
+                    Box::new(reason.code().to_owned()),
+                    Box::new(reason.detail().map(str::to_owned)),
+                ],
+            ),
+        };
+        let sql = self.settle_sql(&set);
         let empty = Attempt {
             at_ms: 0,
             url: String::new(),
@@ -645,39 +656,65 @@ impl PostgresQueue {
         };
         let a = attempt.unwrap_or(&empty);
         let (status, latency) = attempt_params(a);
-        let reason = reason.to_owned();
-        self.fenced(
-            "dead_letter",
-            &sql,
-            &[
-                &key.endpoint,
-                &key.message_id,
-                &token.0,
-                &a.at_ms,
-                &a.url,
-                &status,
-                &latency,
-                &a.error,
-                &attempt.is_some(),
-                &reason,
-            ],
-        )
-        .await
+        let has_attempt = attempt.is_some();
+        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
+            &key.endpoint,
+            &key.message_id,
+            &token.0,
+            &a.at_ms,
+            &a.url,
+            &status,
+            &latency,
+            &a.error,
+            &has_attempt,
+        ];
+        for p in &extra {
+            params.push(p.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync));
+        }
+        let client = self.client().await?;
+        let stmt = prepare(&client, &sql).await?;
+        // Two writers may number an attempt the same at once (the old lease
+        // holder and the new one): the loser tries again.
+        let mut tries = 0;
+        loop {
+            match client.query_one(&stmt, &params).await {
+                Ok(row) => return Ok(get::<i64>(&row, 0)? > 0),
+                Err(e) if tries < 3 && is_unique_violation(&e) => tries += 1,
+                Err(e) => return Err(pg_error("settle", e)),
+            }
+        }
     }
 
-    async fn do_release(&self, key: &DeliveryKey, token: &LeaseToken) -> Result<bool> {
+    async fn do_release_held(&self, endpoint: &str) -> Result<u64> {
         let sql = format!(
-            "WITH k AS (UPDATE {d} SET next_attempt_at = {NOW_MS}, lease_token = NULL, lease_until = NULL
-                         WHERE endpoint = $1 AND message_id = $2 AND lease_token = $3
-                     RETURNING 1)
-             SELECT count(*) FROM k",
-            d = self.names.deliveries,
+            "UPDATE {} SET state = 'scheduled', next_attempt_at = {NOW_MS}
+              WHERE endpoint = $1 AND state = 'held'",
+            self.names.deliveries
         );
-        self.fenced("release", &sql, &[&key.endpoint, &key.message_id, &token.0])
+        let client = self.client().await?;
+        client
+            .execute(&prepare(&client, &sql).await?, &[&endpoint])
             .await
+            .map_err(|e| pg_error("release_held", e))
     }
 
-    async fn do_add_dead_letter(&self, dead: &DeadLetter) -> Result<()> {
+    async fn do_state(&self, key: &DeliveryKey) -> Result<Option<DeliveryState>> {
+        let sql = format!(
+            "SELECT state FROM {} WHERE endpoint = $1 AND message_id = $2",
+            self.names.deliveries
+        );
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &prepare(&client, &sql).await?,
+                &[&key.endpoint, &key.message_id],
+            )
+            .await
+            .map_err(|e| pg_error("state", e))?;
+        row.map(|r| parse_state(&get::<String>(&r, 0)?)).transpose()
+    }
+
+    async fn do_add_dead_letter(&self, dead: &DeadLetter) -> Result<bool> {
         let n = &self.names;
         let mut client = self.client().await?;
         let tx = client
@@ -685,28 +722,39 @@ impl PostgresQueue {
             .await
             .map_err(|e| pg_error("add_dead_letter", e))?;
         let k = &dead.key;
-        tx.execute(
-            &format!(
-                "INSERT INTO {} (endpoint, message_id, event_type, payload, created_at_ms, reason, dead_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)
-                 ON CONFLICT (endpoint, message_id) DO UPDATE
-                    SET event_type = excluded.event_type, payload = excluded.payload,
-                        created_at_ms = excluded.created_at_ms, reason = excluded.reason,
-                        dead_at = excluded.dead_at",
-                n.dead
-            ),
-            &[
-                &k.endpoint,
-                &k.message_id,
-                &dead.message.event_type,
-                &dead.message.payload.as_ref(),
-                &dead.message.created_at_ms,
-                &dead.reason,
-                &dead.dead_at_ms,
-            ],
-        )
-        .await
-        .map_err(|e| pg_error("add_dead_letter", e))?;
+        let attempts = i32::try_from(dead.attempts.len()).unwrap_or(i32::MAX);
+        let written = tx
+            .query_opt(
+                &format!(
+                    "INSERT INTO {} AS q (endpoint, message_id, event_type, payload, created_at_ms,
+                                         state, attempts, next_attempt_at, reason, reason_detail, finished_at)
+                     VALUES ($1, $2, $3, $4, $5, 'dead', $6, 0, $7, $8, $9)
+                     ON CONFLICT (endpoint, message_id) DO UPDATE
+                        SET event_type = excluded.event_type, payload = excluded.payload,
+                            created_at_ms = excluded.created_at_ms, attempts = excluded.attempts,
+                            reason = excluded.reason, reason_detail = excluded.reason_detail,
+                            finished_at = excluded.finished_at
+                      WHERE q.state = 'dead'
+                     RETURNING 1",
+                    n.deliveries
+                ),
+                &[
+                    &k.endpoint,
+                    &k.message_id,
+                    &dead.message.event_type,
+                    &dead.message.payload.as_ref(),
+                    &dead.message.created_at_ms,
+                    &attempts,
+                    &dead.reason.code(),
+                    &dead.reason.detail(),
+                    &dead.dead_at_ms,
+                ],
+            )
+            .await
+            .map_err(|e| pg_error("add_dead_letter", e))?;
+        if written.is_none() {
+            return Ok(false);
+        }
         tx.execute(
             &format!(
                 "DELETE FROM {} WHERE endpoint = $1 AND message_id = $2",
@@ -742,7 +790,8 @@ impl PostgresQueue {
         }
         tx.commit()
             .await
-            .map_err(|e| pg_error("add_dead_letter", e))
+            .map_err(|e| pg_error("add_dead_letter", e))?;
+        Ok(true)
     }
 
     /// Dead letters from `rows` (columns as [`DEAD_COLUMNS`]), with their attempts.
@@ -754,6 +803,8 @@ impl PostgresQueue {
         let mut dead = rows
             .iter()
             .map(|row| {
+                let code: Option<String> = get(row, 5)?;
+                let detail: Option<String> = get(row, 6)?;
                 Ok(DeadLetter {
                     key: DeliveryKey {
                         endpoint: get(row, 0)?,
@@ -766,8 +817,11 @@ impl PostgresQueue {
                         created_at_ms: get(row, 4)?,
                     },
                     attempts: Vec::new(),
-                    reason: get(row, 5)?,
-                    dead_at_ms: get(row, 6)?,
+                    reason: DeadReason::from_parts(
+                        code.as_deref().unwrap_or("other"),
+                        detail.as_deref(),
+                    ),
+                    dead_at_ms: get::<Option<i64>>(row, 7)?.unwrap_or(0),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -821,13 +875,14 @@ impl PostgresQueue {
         };
         let sql = format!(
             "SELECT {DEAD_COLUMNS} FROM {x}
-              WHERE ($1::text IS NULL OR endpoint = $1)
-                AND ($2::bigint IS NULL OR dead_at >= $2)
-                AND ($3::bigint IS NULL OR dead_at < $3)
-                AND ($4::bigint IS NULL OR (dead_at, endpoint, message_id) > ($4, $5::text, $6::text))
-              ORDER BY dead_at, endpoint, message_id
+              WHERE state = 'dead'
+                AND ($1::text IS NULL OR endpoint = $1)
+                AND ($2::bigint IS NULL OR finished_at >= $2)
+                AND ($3::bigint IS NULL OR finished_at < $3)
+                AND ($4::bigint IS NULL OR (finished_at, endpoint, message_id) > ($4, $5::text, $6::text))
+              ORDER BY finished_at, endpoint, message_id
               LIMIT $7",
-            x = self.names.dead
+            x = self.names.deliveries
         );
         let client = self.client().await?;
         let rows = client
@@ -850,8 +905,8 @@ impl PostgresQueue {
 
     async fn do_get_dead(&self, key: &DeliveryKey) -> Result<Option<DeadLetter>> {
         let sql = format!(
-            "SELECT {DEAD_COLUMNS} FROM {} WHERE endpoint = $1 AND message_id = $2",
-            self.names.dead
+            "SELECT {DEAD_COLUMNS} FROM {} WHERE endpoint = $1 AND message_id = $2 AND state = 'dead'",
+            self.names.deliveries
         );
         let client = self.client().await?;
         let rows = client
@@ -868,37 +923,29 @@ impl PostgresQueue {
         // The attempt history stays (a second dead letter shows both runs);
         // the attempt count starts again at zero.
         let sql = format!(
-            "WITH x AS (DELETE FROM {x} WHERE endpoint = $1 AND message_id = $2
-                     RETURNING endpoint, message_id, event_type, payload, created_at_ms),
-                  q AS (INSERT INTO {d} (endpoint, message_id, event_type, payload, created_at_ms,
-                                         attempts, next_attempt_at)
-                        SELECT endpoint, message_id, event_type, payload, created_at_ms, 0, {NOW_MS} FROM x
-                        ON CONFLICT (endpoint, message_id) DO NOTHING)
-             SELECT count(*) FROM x",
-            x = self.names.dead,
-            d = self.names.deliveries,
+            "UPDATE {} SET state = 'scheduled', attempts = 0, next_attempt_at = {NOW_MS},
+                           reason = NULL, reason_detail = NULL, finished_at = NULL
+              WHERE endpoint = $1 AND message_id = $2 AND state = 'dead'",
+            self.names.deliveries,
         );
         let client = self.client().await?;
-        let row = client
-            .query_one(
+        let n = client
+            .execute(
                 &prepare(&client, &sql).await?,
                 &[&key.endpoint, &key.message_id],
             )
             .await
             .map_err(|e| pg_error("replay_dead", e))?;
-        Ok(get::<i64>(&row, 0)? > 0)
+        Ok(n > 0)
     }
 
     async fn do_purge_dead(&self, key: &DeliveryKey) -> Result<bool> {
         let sql = format!(
-            "WITH x AS (DELETE FROM {x} WHERE endpoint = $1 AND message_id = $2
+            "WITH x AS (DELETE FROM {d} WHERE endpoint = $1 AND message_id = $2 AND state = 'dead'
                      RETURNING endpoint, message_id),
                   h AS (DELETE FROM {a} USING x
-                         WHERE {a}.endpoint = x.endpoint AND {a}.message_id = x.message_id
-                           AND NOT EXISTS (SELECT 1 FROM {d}
-                                            WHERE endpoint = x.endpoint AND message_id = x.message_id))
+                         WHERE {a}.endpoint = x.endpoint AND {a}.message_id = x.message_id)
              SELECT count(*) FROM x",
-            x = self.names.dead,
             a = self.names.attempts,
             d = self.names.deliveries,
         );
@@ -915,11 +962,13 @@ impl PostgresQueue {
 
     async fn do_stats(&self) -> Result<QueueStats> {
         let sql = format!(
-            "SELECT (SELECT count(*) FROM {d}),
-                    (SELECT count(*) FROM {d} WHERE lease_until > {NOW_MS}),
-                    (SELECT count(*) FROM {x})",
+            "SELECT count(*) FILTER (WHERE state = 'scheduled' OR (state = 'leased' AND lease_until <= {NOW_MS})),
+                    count(*) FILTER (WHERE state = 'leased' AND lease_until > {NOW_MS}),
+                    count(*) FILTER (WHERE state = 'held'),
+                    count(*) FILTER (WHERE state = 'delivered'),
+                    count(*) FILTER (WHERE state = 'dead')
+               FROM {d}",
             d = self.names.deliveries,
-            x = self.names.dead,
         );
         let client = self.client().await?;
         let row = client
@@ -928,17 +977,79 @@ impl PostgresQueue {
             .map_err(|e| pg_error("stats", e))?;
         let count = |i| get::<i64>(&row, i).map(|n| u64::try_from(n).unwrap_or(0));
         Ok(QueueStats {
-            pending: count(0)?,
+            scheduled: count(0)?,
             leased: count(1)?,
-            dead: count(2)?,
+            held: count(2)?,
+            delivered: count(3)?,
+            dead: count(4)?,
         })
+    }
+    async fn do_prune(&self, dead_retention: Option<Duration>, max: usize) -> Result<u64> {
+        let (d, a) = (&self.names.deliveries, &self.names.attempts);
+        let sql = format!(
+            "WITH x AS (DELETE FROM {d} WHERE ctid IN (
+                          SELECT ctid FROM {d}
+                           WHERE (state = 'delivered' AND finished_at <= {NOW_MS} - $1)
+                              OR ($2::bigint IS NOT NULL AND state = 'dead'
+                                  AND finished_at <= {NOW_MS} - $2)
+                           LIMIT $3)
+                     RETURNING endpoint, message_id),
+                  h AS (DELETE FROM {a} USING x
+                         WHERE {a}.endpoint = x.endpoint AND {a}.message_id = x.message_id)
+             SELECT count(*) FROM x"
+        );
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                &prepare(&client, &sql).await?,
+                &[
+                    &self.retention_ms,
+                    &dead_retention.map(millis),
+                    &to_i64(max as u64),
+                ],
+            )
+            .await
+            .map_err(|e| pg_error("prune", e))?;
+        Ok(u64::try_from(get::<i64>(&row, 0)?).unwrap_or(0))
+    }
+
+    async fn do_rescue(&self, max: usize, lease: Duration) -> Result<Vec<Leased>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let d = &self.names.deliveries;
+        let sql = format!(
+            "UPDATE {d} AS q
+                SET lease_token = $3 || '.' || s.rn,
+                    lease_until = s.now + $2,
+                    next_attempt_at = s.now + $2
+               FROM (SELECT endpoint, message_id, next_attempt_at AS due, {NOW_MS} AS now,
+                            row_number() OVER () AS rn
+                       FROM (SELECT endpoint, message_id, next_attempt_at FROM {d}
+                              WHERE state = 'leased' AND lease_until <= {NOW_MS}
+                              ORDER BY lease_until
+                              LIMIT $1
+                              FOR UPDATE SKIP LOCKED) AS expired) AS s
+              WHERE q.endpoint = s.endpoint AND q.message_id = s.message_id
+          RETURNING q.endpoint, q.message_id, q.event_type, q.payload, q.created_at_ms,
+                    q.attempts, s.due, q.lease_token"
+        );
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &prepare(&client, &sql).await?,
+                &[&to_i64(max as u64), &millis(lease), &new_token()],
+            )
+            .await
+            .map_err(|e| pg_error("rescue", e))?;
+        rows.iter().map(leased_from_row).collect()
     }
 
     async fn do_put_endpoint(&self, endpoint: &Endpoint) -> Result<()> {
         let config = codec::endpoint_to_json(endpoint)?;
         let sql = format!(
             "INSERT INTO {} (id, config, disabled) VALUES ($1, $2::text::jsonb, $3)
-             ON CONFLICT (id) DO UPDATE SET config = excluded.config, disabled = excluded.disabled",
+             ON CONFLICT (id) DO UPDATE SET config = excluded.config",
             self.names.endpoints
         );
         let client = self.client().await?;
@@ -996,7 +1107,7 @@ impl PostgresQueue {
 
 /// Columns of a dead-letter row, in the order [`PostgresQueue::with_attempts`] reads.
 const DEAD_COLUMNS: &str =
-    "endpoint, message_id, event_type, payload, created_at_ms, reason, dead_at";
+    "endpoint, message_id, event_type, payload, created_at_ms, reason, reason_detail, finished_at";
 
 /// `sql` as a statement cached on this pooled connection (one round trip
 /// less per call than an unnamed statement).
@@ -1039,7 +1150,11 @@ impl Queue for PostgresQueue {
         Box::pin(self.do_set_endpoint_disabled(id, disabled))
     }
 
-    fn enqueue<'a>(&'a self, endpoint: &'a str, message: &'a Message) -> BoxFuture<'a, Result<()>> {
+    fn enqueue<'a>(
+        &'a self,
+        endpoint: &'a str,
+        message: &'a Message,
+    ) -> BoxFuture<'a, Result<Enqueued>> {
         Box::pin(self.do_enqueue(endpoint, message))
     }
 
@@ -1047,50 +1162,36 @@ impl Queue for PostgresQueue {
         Box::pin(self.do_lease(max, lease))
     }
 
-    fn retry_later<'a>(
+    fn lease_one<'a>(
         &'a self,
         key: &'a DeliveryKey,
-        token: &'a LeaseToken,
-        attempt: Attempt,
-        next_attempt_ms: i64,
-    ) -> BoxFuture<'a, Result<bool>> {
-        Box::pin(async move {
-            self.do_retry_later(key, token, &attempt, next_attempt_ms)
-                .await
-        })
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<Option<Leased>>> {
+        Box::pin(self.do_lease_one(key, lease))
     }
 
-    fn delivered<'a>(
-        &'a self,
-        key: &'a DeliveryKey,
-        token: &'a LeaseToken,
-        _attempt: Attempt,
-    ) -> BoxFuture<'a, Result<bool>> {
-        Box::pin(self.do_delivered(key, token))
-    }
-
-    fn dead_letter<'a>(
+    fn settle<'a>(
         &'a self,
         key: &'a DeliveryKey,
         token: &'a LeaseToken,
         attempt: Option<Attempt>,
-        reason: &'a str,
+        transition: Transition,
     ) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
-            self.do_dead_letter(key, token, attempt.as_ref(), reason)
+            self.do_settle(key, token, attempt.as_ref(), &transition)
                 .await
         })
     }
 
-    fn release<'a>(
-        &'a self,
-        key: &'a DeliveryKey,
-        token: &'a LeaseToken,
-    ) -> BoxFuture<'a, Result<bool>> {
-        Box::pin(self.do_release(key, token))
+    fn release_held<'a>(&'a self, endpoint: &'a str) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(self.do_release_held(endpoint))
     }
 
-    fn add_dead_letter<'a>(&'a self, dead: &'a DeadLetter) -> BoxFuture<'a, Result<()>> {
+    fn state<'a>(&'a self, key: &'a DeliveryKey) -> BoxFuture<'a, Result<Option<DeliveryState>>> {
+        Box::pin(self.do_state(key))
+    }
+
+    fn add_dead_letter<'a>(&'a self, dead: &'a DeadLetter) -> BoxFuture<'a, Result<bool>> {
         Box::pin(self.do_add_dead_letter(dead))
     }
 
@@ -1117,6 +1218,119 @@ impl Queue for PostgresQueue {
     fn stats(&self) -> BoxFuture<'_, Result<QueueStats>> {
         Box::pin(self.do_stats())
     }
+
+    fn prune(&self, dead_retention: Option<Duration>, max: usize) -> BoxFuture<'_, Result<u64>> {
+        Box::pin(self.do_prune(dead_retention, max))
+    }
+
+    fn rescue(&self, max: usize, lease: Duration) -> BoxFuture<'_, Result<Vec<Leased>>> {
+        Box::pin(self.do_rescue(max, lease))
+    }
+}
+
+/// The maintenance leader lock of a [`PostgresQueue`]: a session advisory
+/// lock (`pg_try_advisory_lock`) on a connection the holder keeps from the
+/// pool; released when that connection closes (the process dies).
+pub struct PostgresLeaderLock {
+    pool: Pool,
+    key: String,
+    conn: Mutex<Option<deadpool_postgres::Object>>,
+}
+
+impl std::fmt::Debug for PostgresLeaderLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresLeaderLock")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for PostgresLeaderLock {
+    fn drop(&mut self) {
+        // Close the holding connection instead of returning it to the pool
+        // with the session lock still held.
+        if let Some(conn) = self.conn.get_mut().take() {
+            drop(deadpool_postgres::Object::take(conn));
+        }
+    }
+}
+
+impl crate::maintenance::LeaderLock for PostgresLeaderLock {
+    fn try_lead(&self) -> BoxFuture<'_, Result<bool>> {
+        Box::pin(async move {
+            let mut held = self.conn.lock().await;
+            if let Some(conn) = held.as_ref() {
+                if conn.simple_query("SELECT 1").await.is_ok() {
+                    return Ok(true);
+                }
+                // The connection broke: the lock went with it.
+                *held = None;
+            }
+            let conn = self.pool.get().await.map_err(pool_error)?;
+            let row = conn
+                .query_one("SELECT pg_try_advisory_lock(hashtext($1))", &[&self.key])
+                .await
+                .map_err(|e| pg_error("leader lock", e))?;
+            let got: bool = get(&row, 0)?;
+            if got {
+                *held = Some(conn);
+            }
+            Ok(got)
+        })
+    }
+}
+
+impl PostgresQueue {
+    /// A maintenance leader lock for the processes sharing this queue's
+    /// tables. Its holder keeps one pooled connection.
+    #[must_use]
+    pub fn leader_lock(&self) -> PostgresLeaderLock {
+        PostgresLeaderLock {
+            pool: self.pool.clone(),
+            key: format!(
+                "hookgate-leader:{}.{}",
+                self.names.schema, self.names.prefix
+            ),
+            conn: Mutex::new(None),
+        }
+    }
+}
+
+/// A leased job from a row of endpoint, message_id, event_type, payload,
+/// created_at_ms, attempts, due, token.
+fn leased_from_row(row: &Row) -> Result<Leased> {
+    Ok(Leased {
+        job: Job {
+            key: DeliveryKey {
+                endpoint: get(row, 0)?,
+                message_id: get(row, 1)?,
+            },
+            message: Message {
+                id: get(row, 1)?,
+                event_type: get(row, 2)?,
+                payload: get::<Vec<u8>>(row, 3)?.into(),
+                created_at_ms: get(row, 4)?,
+            },
+            attempts: u32::try_from(get::<i32>(row, 5)?).unwrap_or(0),
+            next_attempt_ms: get(row, 6)?,
+        },
+        token: LeaseToken(get(row, 7)?),
+    })
+}
+
+/// A stored state name as a [`DeliveryState`].
+fn parse_state(s: &str) -> Result<DeliveryState> {
+    DeliveryState::parse(s).ok_or_else(|| {
+        QueueError::new(
+            QueueErrorKind::Backend,
+            "postgres: unknown delivery state stored",
+        )
+    })
+}
+
+/// SQLSTATE 23505.
+fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
 }
 
 #[cfg(test)]

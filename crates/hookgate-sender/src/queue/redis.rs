@@ -17,13 +17,18 @@
 //! *member* is `endpoint \0 message_id`, so members sort like
 //! [`DeliveryKey`]s (endpoint ids may not contain NUL).
 //!
-//! - `due` (sorted set): deliveries waiting, scored by next attempt (Unix ms);
-//! - `leased` (sorted set): deliveries leased, scored by lease expiry;
-//! - `d:<member>` (hash): the message, attempt count, next attempt, lease token;
+//! - `d:<member>` (hash): the delivery for its whole life: the message, its
+//!   `state` (`scheduled`, `leased`, `held`, `delivered`, `dead`), attempt
+//!   count, next attempt, lease token, and for a dead letter its reason and
+//!   time. A delivered one expires after the retention window (`PEXPIRE`);
 //! - `h:<member>` (list): the attempt history, one JSON object per attempt;
+//! - `due` (sorted set): scheduled deliveries, scored by next attempt (Unix ms);
+//! - `leased` (sorted set): leased deliveries, scored by lease expiry;
+//! - `held` (sorted set, all scores 0, so a lexical range is one endpoint):
+//!   held deliveries;
+//! - `done` (sorted set): delivered keys by time, for the retention count;
 //! - `dlq` and `dlq:e:<endpoint>` (sorted sets): dead letters scored by the
 //!   time they died, for paging (all, and per endpoint);
-//! - `x:<member>` (hash): a dead letter (message, reason, time);
 //! - `ep:<id>` (hash): an endpoint's configuration, **secret strings
 //!   included** (`config`), and its `disabled` flag.
 //!
@@ -40,8 +45,9 @@ use std::time::Duration;
 use redis::{aio::ConnectionManager, aio::ConnectionManagerConfig, RedisError, Script};
 
 use super::{
-    Attempt, BoxFuture, DeadLetter, DeliveryKey, DlqFilter, Job, LeaseToken, Leased, Page, Queue,
-    QueueError, QueueErrorKind, QueueStats, Result,
+    delay_ms, Attempt, BoxFuture, DeadLetter, DeadReason, DeliveryKey, DeliveryState, DlqFilter,
+    Enqueued, Job, LeaseToken, Leased, Page, Queue, QueueError, QueueErrorKind, QueueStats, Result,
+    Transition, DEFAULT_DELIVERED_RETENTION,
 };
 use crate::{Endpoint, Message};
 
@@ -62,19 +68,34 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local nows = string.format('%d', now)
 ";
 
-/// Lua: `d` is the delivery hash; return 0 unless ARGV[3] is its lease token.
+/// Lua: record the attempt in ARGV[4] (if any) while the delivery exists,
+/// then return 0 unless the delivery is leased with token ARGV[3]; on
+/// success the lease is cleared and the body follows.
 const FENCE: &str = "local P, m = ARGV[1], ARGV[2]
-local d = P .. 'd:' .. m
-if redis.call('HGET', d, 'token') ~= ARGV[3] then return 0 end
+local d, h = P .. 'd:' .. m, P .. 'h:' .. m
+if ARGV[4] ~= '' and redis.call('EXISTS', d) == 1 then
+  redis.call('RPUSH', h, ARGV[4])
+  local ttl = redis.call('PTTL', d)
+  if ttl > 0 then redis.call('PEXPIRE', h, ttl) end
+end
+local f = redis.call('HMGET', d, 'state', 'token', 'endpoint')
+if f[1] ~= 'leased' or f[2] ~= ARGV[3] then return 0 end
+redis.call('ZREM', P .. 'leased', m)
+redis.call('ZREM', P .. 'due', m)
+redis.call('HDEL', d, 'token')
 ";
 
 const ENQUEUE: &str = "local P, m = ARGV[1], ARGV[2]
 local d = P .. 'd:' .. m
-if redis.call('EXISTS', d) == 1 then return 0 end
+if redis.call('EXISTS', d) == 1 then
+  return redis.call('HGET', d, 'state') or 'scheduled'
+end
+redis.call('DEL', P .. 'h:' .. m)
 redis.call('HSET', d, 'endpoint', ARGV[3], 'id', ARGV[4], 'event_type', ARGV[5],
-  'payload', ARGV[6], 'created_at_ms', ARGV[7], 'attempts', '0', 'next_attempt_ms', nows)
+  'payload', ARGV[6], 'created_at_ms', ARGV[7], 'attempts', '0', 'next_attempt_ms', nows,
+  'state', 'scheduled')
 redis.call('ZADD', P .. 'due', nows, m)
-return 1
+return 'new'
 ";
 
 const LEASE: &str = "local P = ARGV[1]
@@ -91,86 +112,117 @@ for i, m in ipairs(items) do
   local d = P .. 'd:' .. m
   redis.call('ZREM', due, m)
   local f = redis.call('HMGET', d, 'endpoint', 'id', 'event_type', 'payload', 'created_at_ms',
-    'attempts', 'next_attempt_ms')
+    'next_attempt_ms')
   if f[1] then
     local tok = ARGV[4] .. '.' .. i
+    local n = redis.call('HINCRBY', d, 'attempts', 1)
     redis.call('ZADD', leased, untils, m)
-    redis.call('HSET', d, 'token', tok)
-    out[#out + 1] = {f[1], f[2], f[3], f[4], f[5], f[6], f[7], tok}
+    redis.call('HSET', d, 'token', tok, 'state', 'leased')
+    out[#out + 1] = {f[1], f[2], f[3], f[4], f[5], tostring(n), f[6], tok}
   end
 end
 return out
 ";
 
-const RETRY: &str = "redis.call('ZREM', P .. 'leased', m)
-redis.call('ZADD', P .. 'due', ARGV[5], m)
-redis.call('HINCRBY', d, 'attempts', 1)
-redis.call('HSET', d, 'next_attempt_ms', ARGV[5])
-redis.call('HDEL', d, 'token')
-redis.call('RPUSH', P .. 'h:' .. m, ARGV[4])
+const LEASE_ONE: &str = "local P, m = ARGV[1], ARGV[2]
+local d = P .. 'd:' .. m
+local f = redis.call('HMGET', d, 'state', 'endpoint', 'id', 'event_type', 'payload',
+  'created_at_ms', 'next_attempt_ms')
+if f[1] == 'leased' then
+  local u = redis.call('ZSCORE', P .. 'leased', m)
+  if u and tonumber(u) > now then return false end
+elseif f[1] ~= 'scheduled' then
+  return false
+end
+redis.call('ZREM', P .. 'due', m)
+local n = redis.call('HINCRBY', d, 'attempts', 1)
+redis.call('ZADD', P .. 'leased', string.format('%d', now + tonumber(ARGV[3])), m)
+redis.call('HSET', d, 'token', ARGV[4], 'state', 'leased')
+return {f[2], f[3], f[4], f[5], f[6], tostring(n), f[7], ARGV[4]}
+";
+
+const DELIVERED: &str = "redis.call('HSET', d, 'state', 'delivered', 'finished_ms', nows)
+redis.call('ZADD', P .. 'done', nows, m)
+redis.call('PEXPIRE', d, ARGV[5])
+if redis.call('EXISTS', h) == 1 then redis.call('PEXPIRE', h, ARGV[5]) end
 return 1
 ";
 
-const DELIVERED: &str = "redis.call('ZREM', P .. 'leased', m)
-redis.call('ZREM', P .. 'due', m)
-redis.call('DEL', d, P .. 'h:' .. m)
+const RETRY: &str = "local at = string.format('%d', now + tonumber(ARGV[5]))
+redis.call('HSET', d, 'state', 'scheduled', 'next_attempt_ms', at)
+redis.call('ZADD', P .. 'due', at, m)
 return 1
 ";
 
-const DEAD: &str = "redis.call('ZREM', P .. 'leased', m)
-redis.call('ZREM', P .. 'due', m)
-if ARGV[4] ~= '' then redis.call('RPUSH', P .. 'h:' .. m, ARGV[4]) end
-local f = redis.call('HMGET', d, 'endpoint', 'id', 'event_type', 'payload', 'created_at_ms')
-local x = P .. 'x:' .. m
-redis.call('DEL', x)
-redis.call('HSET', x, 'endpoint', f[1], 'id', f[2], 'event_type', f[3], 'payload', f[4],
-  'created_at_ms', f[5], 'reason', ARGV[5], 'dead_at_ms', nows)
-redis.call('DEL', d)
+/// Defer and Interrupted (a defer by 0): scheduled again, attempt refunded.
+const DEFER: &str = "local at = string.format('%d', now + tonumber(ARGV[5]))
+redis.call('HSET', d, 'state', 'scheduled', 'next_attempt_ms', at)
+if redis.call('HINCRBY', d, 'attempts', -1) < 0 then redis.call('HSET', d, 'attempts', '0') end
+redis.call('ZADD', P .. 'due', at, m)
+return 1
+";
+
+const HOLD: &str = "redis.call('HSET', d, 'state', 'held')
+if redis.call('HINCRBY', d, 'attempts', -1) < 0 then redis.call('HSET', d, 'attempts', '0') end
+redis.call('ZADD', P .. 'held', 0, m)
+return 1
+";
+
+const DEAD: &str = "redis.call('HSET', d, 'state', 'dead', 'reason', ARGV[5], 'dead_at_ms', nows)
+if ARGV[6] ~= '' then redis.call('HSET', d, 'reason_detail', string.sub(ARGV[6], 2))
+else redis.call('HDEL', d, 'reason_detail') end
 redis.call('ZADD', P .. 'dlq', nows, m)
-redis.call('ZADD', P .. 'dlq:e:' .. f[1], nows, m)
+redis.call('ZADD', P .. 'dlq:e:' .. f[3], nows, m)
 return 1
 ";
 
-const RELEASE: &str = "redis.call('ZREM', P .. 'leased', m)
-redis.call('ZADD', P .. 'due', nows, m)
-redis.call('HDEL', d, 'token')
-return 1
+const RELEASE_HELD: &str = "local P = ARGV[1]
+local items = redis.call('ZRANGEBYLEX', P .. 'held', '[' .. ARGV[2] .. '\\0', '(' .. ARGV[2] .. '\\1')
+for _, m in ipairs(items) do
+  local d = P .. 'd:' .. m
+  redis.call('ZREM', P .. 'held', m)
+  if redis.call('HGET', d, 'state') == 'held' then
+    redis.call('HSET', d, 'state', 'scheduled', 'next_attempt_ms', nows)
+    redis.call('ZADD', P .. 'due', nows, m)
+  end
+end
+return #items
 ";
 
 const ADD_DEAD: &str = "local P, m = ARGV[1], ARGV[2]
-local x, h = P .. 'x:' .. m, P .. 'h:' .. m
-redis.call('DEL', x, h)
-redis.call('HSET', x, 'endpoint', ARGV[3], 'id', ARGV[4], 'event_type', ARGV[5], 'payload', ARGV[6],
-  'created_at_ms', ARGV[7], 'reason', ARGV[8], 'dead_at_ms', ARGV[9])
-for i = 10, #ARGV do redis.call('RPUSH', h, ARGV[i]) end
+local d, h = P .. 'd:' .. m, P .. 'h:' .. m
+local st = redis.call('HGET', d, 'state')
+if redis.call('EXISTS', d) == 1 and st ~= 'dead' then return 0 end
+redis.call('DEL', d, h)
+redis.call('HSET', d, 'endpoint', ARGV[3], 'id', ARGV[4], 'event_type', ARGV[5], 'payload', ARGV[6],
+  'created_at_ms', ARGV[7], 'reason', ARGV[8], 'dead_at_ms', ARGV[9], 'state', 'dead',
+  'attempts', tostring(#ARGV - 10))
+if ARGV[10] ~= '' then redis.call('HSET', d, 'reason_detail', string.sub(ARGV[10], 2)) end
+for i = 11, #ARGV do redis.call('RPUSH', h, ARGV[i]) end
 redis.call('ZADD', P .. 'dlq', ARGV[9], m)
 redis.call('ZADD', P .. 'dlq:e:' .. ARGV[3], ARGV[9], m)
 return 1
 ";
 
 const REPLAY: &str = "local P, m = ARGV[1], ARGV[2]
-local x, d = P .. 'x:' .. m, P .. 'd:' .. m
-local f = redis.call('HMGET', x, 'endpoint', 'id', 'event_type', 'payload', 'created_at_ms')
-if not f[1] then return 0 end
-if redis.call('EXISTS', d) == 0 then
-  redis.call('HSET', d, 'endpoint', f[1], 'id', f[2], 'event_type', f[3], 'payload', f[4],
-    'created_at_ms', f[5], 'attempts', '0', 'next_attempt_ms', nows)
-  redis.call('ZADD', P .. 'due', nows, m)
-end
-redis.call('DEL', x)
+local d = P .. 'd:' .. m
+local f = redis.call('HMGET', d, 'state', 'endpoint')
+if f[1] ~= 'dead' then return 0 end
+redis.call('HSET', d, 'state', 'scheduled', 'attempts', '0', 'next_attempt_ms', nows)
+redis.call('HDEL', d, 'reason', 'reason_detail', 'dead_at_ms')
 redis.call('ZREM', P .. 'dlq', m)
-redis.call('ZREM', P .. 'dlq:e:' .. f[1], m)
+redis.call('ZREM', P .. 'dlq:e:' .. f[2], m)
+redis.call('ZADD', P .. 'due', nows, m)
 return 1
 ";
 
 const PURGE: &str = "local P, m = ARGV[1], ARGV[2]
-local x = P .. 'x:' .. m
-local ep = redis.call('HGET', x, 'endpoint')
-if not ep then return 0 end
-redis.call('DEL', x)
+local d = P .. 'd:' .. m
+local f = redis.call('HMGET', d, 'state', 'endpoint')
+if f[1] ~= 'dead' then return 0 end
+redis.call('DEL', d, P .. 'h:' .. m)
 redis.call('ZREM', P .. 'dlq', m)
-redis.call('ZREM', P .. 'dlq:e:' .. ep, m)
-if redis.call('EXISTS', P .. 'd:' .. m) == 0 then redis.call('DEL', P .. 'h:' .. m) end
+redis.call('ZREM', P .. 'dlq:e:' .. f[2], m)
 return 1
 ";
 
@@ -181,23 +233,72 @@ return 1
 ";
 
 const STATS: &str = "local P = ARGV[1]
-return {redis.call('ZCARD', P .. 'due'), redis.call('ZCARD', P .. 'leased'),
-  redis.call('ZCOUNT', P .. 'leased', '(' .. nows, '+inf'), redis.call('ZCARD', P .. 'dlq')}
+local cut = string.format('%d', now - tonumber(ARGV[2]))
+redis.call('ZREMRANGEBYSCORE', P .. 'done', '-inf', cut)
+local live = redis.call('ZCOUNT', P .. 'leased', '(' .. nows, '+inf')
+return {redis.call('ZCARD', P .. 'due') + redis.call('ZCARD', P .. 'leased') - live, live,
+  redis.call('ZCARD', P .. 'held'), redis.call('ZCARD', P .. 'done'), redis.call('ZCARD', P .. 'dlq')}
+";
+
+/// ARGV: prefix, delivered retention ms, dead retention ms ('' for none), max.
+const PRUNE: &str = "local P = ARGV[1]
+local n = redis.call('ZREMRANGEBYSCORE', P .. 'done', '-inf', string.format('%d', now - tonumber(ARGV[2])))
+if ARGV[3] ~= '' then
+  local cut = string.format('%d', now - tonumber(ARGV[3]))
+  local items = redis.call('ZRANGEBYSCORE', P .. 'dlq', '-inf', cut, 'LIMIT', 0, tonumber(ARGV[4]))
+  for _, m in ipairs(items) do
+    local d = P .. 'd:' .. m
+    local ep = redis.call('HGET', d, 'endpoint')
+    if redis.call('HGET', d, 'state') == 'dead' then
+      redis.call('DEL', d, P .. 'h:' .. m)
+      n = n + 1
+    end
+    redis.call('ZREM', P .. 'dlq', m)
+    if ep then redis.call('ZREM', P .. 'dlq:e:' .. ep, m) end
+  end
+end
+return n
+";
+
+/// ARGV: prefix, max, lease ms, token base.
+const RESCUE: &str = "local P = ARGV[1]
+local items = redis.call('ZRANGEBYSCORE', P .. 'leased', '-inf', nows, 'LIMIT', 0, tonumber(ARGV[2]))
+local untils = string.format('%d', now + tonumber(ARGV[3]))
+local out = {}
+for i, m in ipairs(items) do
+  local d = P .. 'd:' .. m
+  local f = redis.call('HMGET', d, 'endpoint', 'id', 'event_type', 'payload', 'created_at_ms',
+    'attempts', 'next_attempt_ms', 'state')
+  if f[1] and f[8] == 'leased' then
+    local tok = ARGV[4] .. '.' .. i
+    redis.call('ZADD', P .. 'leased', untils, m)
+    redis.call('HSET', d, 'token', tok)
+    out[#out + 1] = {f[1], f[2], f[3], f[4], f[5], f[6], f[7], tok}
+  else
+    redis.call('ZREM', P .. 'leased', m)
+  end
+end
+return out
 ";
 
 /// The queue's Lua scripts, loaded once per process.
 struct Scripts {
     enqueue: Script,
     lease: Script,
-    retry: Script,
+    lease_one: Script,
     delivered: Script,
+    retry: Script,
+    defer: Script,
+    hold: Script,
     dead: Script,
-    release: Script,
+    release_held: Script,
     add_dead: Script,
     replay: Script,
     purge: Script,
     set_disabled: Script,
     stats: Script,
+    prune: Script,
+    rescue: Script,
 }
 
 fn scripts() -> &'static Scripts {
@@ -208,15 +309,20 @@ fn scripts() -> &'static Scripts {
         Scripts {
             enqueue: with_now(ENQUEUE),
             lease: with_now(LEASE),
-            retry: fenced(RETRY),
+            lease_one: with_now(LEASE_ONE),
             delivered: fenced(DELIVERED),
+            retry: fenced(RETRY),
+            defer: fenced(DEFER),
+            hold: fenced(HOLD),
             dead: fenced(DEAD),
-            release: fenced(RELEASE),
+            release_held: with_now(RELEASE_HELD),
             add_dead: Script::new(ADD_DEAD),
             replay: with_now(REPLAY),
             purge: Script::new(PURGE),
             set_disabled: Script::new(SET_DISABLED),
             stats: with_now(STATS),
+            prune: with_now(PRUNE),
+            rescue: with_now(RESCUE),
         }
     })
 }
@@ -227,6 +333,8 @@ fn scripts() -> &'static Scripts {
 pub struct RedisQueue {
     conn: ConnectionManager,
     prefix: String,
+    /// How long delivered keys are kept, milliseconds.
+    retention_ms: i64,
 }
 
 impl std::fmt::Debug for RedisQueue {
@@ -304,8 +412,8 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Fields of a dead-letter hash, in the order [`dead_from_fields`] reads.
-const DEAD_FIELDS: [&str; 7] = [
+/// Fields of a delivery hash read for a dead letter, in the order [`dead_from_fields`] reads.
+const DEAD_FIELDS: [&str; 9] = [
     "endpoint",
     "id",
     "event_type",
@@ -313,23 +421,27 @@ const DEAD_FIELDS: [&str; 7] = [
     "created_at_ms",
     "reason",
     "dead_at_ms",
+    "state",
+    "reason_detail",
 ];
 
 fn dead_from_fields(
     key: DeliveryKey,
-    fields: Vec<Option<Vec<u8>>>,
+    mut fields: Vec<Option<Vec<u8>>>,
     history: &[Vec<u8>],
 ) -> Result<Option<DeadLetter>> {
-    if fields.iter().all(Option::is_none) {
+    if fields.len() != DEAD_FIELDS.len() {
+        return Err(corrupt("dead letter"));
+    }
+    let detail = fields.pop().flatten();
+    if fields[7].as_deref() != Some(b"dead".as_slice()) {
         return Ok(None);
     }
     let f: Vec<Vec<u8>> = fields
         .into_iter()
         .map(|v| v.ok_or_else(|| corrupt("dead letter")))
         .collect::<Result<_>>()?;
-    if f.len() != DEAD_FIELDS.len() {
-        return Err(corrupt("dead letter"));
-    }
+    let detail = detail.map(|d| utf8(&d, "reason")).transpose()?;
     Ok(Some(DeadLetter {
         message: Message {
             id: key.message_id.clone(),
@@ -342,9 +454,39 @@ fn dead_from_fields(
             .iter()
             .map(|a| codec::attempt_from_json(a))
             .collect::<Result<_>>()?,
-        reason: utf8(&f[5], "reason")?,
+        reason: DeadReason::from_parts(&utf8(&f[5], "reason")?, detail.as_deref()),
         dead_at_ms: number(&f[6], "dead_at_ms")?,
     }))
+}
+
+/// A leased job from the lease scripts' fields: endpoint, id, event type,
+/// payload, created_at_ms, attempts, next_attempt_ms, token.
+fn leased_from_fields(f: Vec<Vec<u8>>) -> Result<Leased> {
+    let [endpoint, id, event_type, payload, created, attempts, next, tok]: [Vec<u8>; 8] =
+        f.try_into().map_err(|_| corrupt("delivery"))?;
+    let id = utf8(&id, "message id")?;
+    Ok(Leased {
+        job: Job {
+            key: DeliveryKey {
+                endpoint: utf8(&endpoint, "endpoint")?,
+                message_id: id.clone(),
+            },
+            message: Message {
+                id,
+                event_type: utf8(&event_type, "event type")?,
+                payload: payload.into(),
+                created_at_ms: number(&created, "created_at_ms")?,
+            },
+            attempts: number(&attempts, "attempts")?,
+            next_attempt_ms: number(&next, "next_attempt_ms")?,
+        },
+        token: LeaseToken(utf8(&tok, "token")?),
+    })
+}
+
+/// `detail` as a script argument: empty for none, else `=` and the text.
+fn detail_arg(detail: Option<&str>) -> String {
+    detail.map_or_else(String::new, |d| format!("={d}"))
 }
 
 impl RedisQueue {
@@ -375,6 +517,7 @@ impl RedisQueue {
         Ok(Self {
             conn,
             prefix: "hookgate:q:".to_owned(),
+            retention_ms: delay_ms(DEFAULT_DELIVERED_RETENTION),
         })
     }
 
@@ -396,6 +539,15 @@ impl RedisQueue {
         }
         prefix.clone_into(&mut self.prefix);
         Ok(self)
+    }
+
+    /// Keep delivered keys this long (default
+    /// [`DEFAULT_DELIVERED_RETENTION`]; Redis expires them): enqueueing one
+    /// again within it is a no-op, after it a new delivery.
+    #[must_use]
+    pub fn with_delivered_retention(mut self, retention: Duration) -> Self {
+        self.retention_ms = delay_ms(retention).max(1);
+        self
     }
 
     /// The key prefix in use.
@@ -443,10 +595,10 @@ impl RedisQueue {
         k
     }
 
-    async fn do_enqueue(&self, endpoint: &str, message: &Message) -> Result<()> {
+    async fn do_enqueue(&self, endpoint: &str, message: &Message) -> Result<Enqueued> {
         let m = member(endpoint, &message.id)?;
         let mut conn = self.conn.clone();
-        scripts()
+        let answer: String = scripts()
             .enqueue
             .arg(&self.prefix)
             .arg(m)
@@ -455,10 +607,15 @@ impl RedisQueue {
             .arg(&message.event_type)
             .arg(message.payload.as_ref())
             .arg(message.created_at_ms)
-            .invoke_async::<i64>(&mut conn)
+            .invoke_async(&mut conn)
             .await
             .map_err(|e| redis_error("enqueue", e))?;
-        Ok(())
+        if answer == "new" {
+            return Ok(Enqueued::New);
+        }
+        DeliveryState::parse(&answer)
+            .map(Enqueued::Exists)
+            .ok_or_else(|| corrupt("delivery state"))
     }
 
     async fn do_lease(&self, max: usize, lease: Duration) -> Result<Vec<Leased>> {
@@ -477,44 +634,47 @@ impl RedisQueue {
             .invoke_async(&mut conn)
             .await
             .map_err(|e| redis_error("lease", e))?;
-        rows.into_iter()
-            .map(|f| {
-                let [endpoint, id, event_type, payload, created, attempts, next, tok]: [Vec<u8>;
-                    8] = f.try_into().map_err(|_| corrupt("delivery"))?;
-                let id = utf8(&id, "message id")?;
-                Ok(Leased {
-                    job: Job {
-                        key: DeliveryKey {
-                            endpoint: utf8(&endpoint, "endpoint")?,
-                            message_id: id.clone(),
-                        },
-                        message: Message {
-                            id,
-                            event_type: utf8(&event_type, "event type")?,
-                            payload: payload.into(),
-                            created_at_ms: number(&created, "created_at_ms")?,
-                        },
-                        attempts: number(&attempts, "attempts")?,
-                        next_attempt_ms: number(&next, "next_attempt_ms")?,
-                    },
-                    token: LeaseToken(utf8(&tok, "token")?),
-                })
-            })
-            .collect()
+        rows.into_iter().map(leased_from_fields).collect()
     }
 
-    /// Run a fenced script with `extra` arguments after prefix, member, token.
+    async fn do_lease_one(&self, key: &DeliveryKey, lease: Duration) -> Result<Option<Leased>> {
+        let m = key_member(key)?;
+        let token = format!("{:032x}", rand::random::<u128>());
+        let mut conn = self.conn.clone();
+        let row: Option<Vec<Vec<u8>>> = scripts()
+            .lease_one
+            .arg(&self.prefix)
+            .arg(m)
+            .arg(millis(lease))
+            .arg(&token)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| redis_error("lease_one", e))?;
+        row.map(leased_from_fields).transpose()
+    }
+
+    /// Run a fenced script with `extra` arguments after prefix, member,
+    /// token and attempt.
     async fn fenced(
         &self,
         what: &str,
         script: &Script,
         key: &DeliveryKey,
         token: &LeaseToken,
+        attempt: Option<&Attempt>,
         extra: &[&[u8]],
     ) -> Result<bool> {
         let m = key_member(key)?;
+        let json = attempt
+            .map(codec::attempt_to_json)
+            .transpose()?
+            .unwrap_or_default();
         let mut invocation = script.prepare_invoke();
-        invocation.arg(&self.prefix).arg(m).arg(&token.0);
+        invocation
+            .arg(&self.prefix)
+            .arg(m)
+            .arg(&token.0)
+            .arg(json.as_bytes());
         for a in extra {
             invocation.arg(*a);
         }
@@ -526,7 +686,32 @@ impl RedisQueue {
         Ok(done == 1)
     }
 
-    async fn do_add_dead_letter(&self, dead: &DeadLetter) -> Result<()> {
+    async fn do_settle(
+        &self,
+        key: &DeliveryKey,
+        token: &LeaseToken,
+        attempt: Option<&Attempt>,
+        transition: &Transition,
+    ) -> Result<bool> {
+        let s = scripts();
+        let ms = |d: Duration| delay_ms(d).to_string();
+        let (script, extra): (&Script, Vec<String>) = match transition {
+            Transition::Delivered => (&s.delivered, vec![self.retention_ms.to_string()]),
+            Transition::Retry { delay } => (&s.retry, vec![ms(*delay)]),
+            Transition::Defer { delay, .. } => (&s.defer, vec![ms(*delay)]),
+            Transition::Interrupted => (&s.defer, vec!["0".to_owned()]),
+            Transition::Hold => (&s.hold, vec![]),
+            Transition::Dead(reason) => (
+                &s.dead,
+                vec![reason.code().to_owned(), detail_arg(reason.detail())],
+            ),
+        };
+        let extra: Vec<&[u8]> = extra.iter().map(String::as_bytes).collect();
+        self.fenced("settle", script, key, token, attempt, &extra)
+            .await
+    }
+
+    async fn do_add_dead_letter(&self, dead: &DeadLetter) -> Result<bool> {
         let k = &dead.key;
         let m = key_member(k)?;
         let mut invocation = scripts().add_dead.prepare_invoke();
@@ -538,17 +723,18 @@ impl RedisQueue {
             .arg(&dead.message.event_type)
             .arg(dead.message.payload.as_ref())
             .arg(dead.message.created_at_ms)
-            .arg(&dead.reason)
-            .arg(dead.dead_at_ms);
+            .arg(dead.reason.code())
+            .arg(dead.dead_at_ms)
+            .arg(detail_arg(dead.reason.detail()));
         for a in &dead.attempts {
             invocation.arg(codec::attempt_to_json(a)?);
         }
         let mut conn = self.conn.clone();
-        invocation
-            .invoke_async::<i64>(&mut conn)
+        let done: i64 = invocation
+            .invoke_async(&mut conn)
             .await
             .map_err(|e| redis_error("add_dead_letter", e))?;
-        Ok(())
+        Ok(done == 1)
     }
 
     /// Load the dead letters named by `members` (skipping vanished ones).
@@ -559,7 +745,7 @@ impl RedisQueue {
         let mut pipe = redis::pipe();
         for m in members {
             pipe.cmd("HMGET")
-                .arg(self.key(&[b"x:", m.as_slice()].concat()))
+                .arg(self.key(&[b"d:", m.as_slice()].concat()))
                 .arg(&DEAD_FIELDS[..]);
             pipe.cmd("LRANGE")
                 .arg(self.key(&[b"h:", m.as_slice()].concat()))
@@ -671,6 +857,68 @@ impl RedisQueue {
     }
 }
 
+/// Lua: KEYS[1] the lock, ARGV[1] token, ARGV[2] ttl ms. Renew if held by
+/// the token, else take it if free.
+const LEAD: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+return 0
+";
+
+/// The maintenance leader lock of a [`RedisQueue`]: `SET NX PX` on the key
+/// `<prefix>leader`, renewed by each [`try_lead`](crate::maintenance::LeaderLock::try_lead)
+/// of its holder; lost when the holder stops renewing for the TTL.
+pub struct RedisLeaderLock {
+    conn: ConnectionManager,
+    key: String,
+    token: String,
+    ttl: Duration,
+}
+
+impl std::fmt::Debug for RedisLeaderLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisLeaderLock")
+            .field("key", &self.key)
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl crate::maintenance::LeaderLock for RedisLeaderLock {
+    fn try_lead(&self) -> BoxFuture<'_, Result<bool>> {
+        Box::pin(async move {
+            static SCRIPT: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
+            let script = SCRIPT.get_or_init(|| Script::new(LEAD));
+            let mut conn = self.conn.clone();
+            let held: i64 = script
+                .key(&self.key)
+                .arg(&self.token)
+                .arg(millis(self.ttl))
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| redis_error("leader lock", e))?;
+            Ok(held == 1)
+        })
+    }
+}
+
+impl RedisQueue {
+    /// A maintenance leader lock for the processes sharing this queue,
+    /// held for `ttl` after each renewal (use more than the runner's
+    /// interval plus jitter).
+    #[must_use]
+    pub fn leader_lock(&self, ttl: Duration) -> RedisLeaderLock {
+        RedisLeaderLock {
+            conn: self.conn.clone(),
+            key: format!("{}leader", self.prefix),
+            token: format!("{:032x}", rand::random::<u128>()),
+            ttl,
+        }
+    }
+}
+
 /// Escape glob metacharacters for `SCAN MATCH`.
 fn glob_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -687,13 +935,21 @@ impl Queue for RedisQueue {
     fn put_endpoint<'a>(&'a self, endpoint: &'a Endpoint) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let config = codec::endpoint_to_json(endpoint)?;
+            let key = self.key(format!("ep:{}", endpoint.id).as_bytes());
             let mut conn = self.conn.clone();
-            redis::cmd("HSET")
-                .arg(self.key(format!("ep:{}", endpoint.id).as_bytes()))
+            // `disabled` is written only for a new endpoint (HSETNX).
+            redis::pipe()
+                .atomic()
+                .cmd("HSET")
+                .arg(&key)
                 .arg("config")
                 .arg(config)
+                .ignore()
+                .cmd("HSETNX")
+                .arg(&key)
                 .arg("disabled")
                 .arg(if endpoint.disabled { "1" } else { "0" })
+                .ignore()
                 .query_async::<()>(&mut conn)
                 .await
                 .map_err(|e| redis_error("put_endpoint", e))
@@ -730,7 +986,11 @@ impl Queue for RedisQueue {
         })
     }
 
-    fn enqueue<'a>(&'a self, endpoint: &'a str, message: &'a Message) -> BoxFuture<'a, Result<()>> {
+    fn enqueue<'a>(
+        &'a self,
+        endpoint: &'a str,
+        message: &'a Message,
+    ) -> BoxFuture<'a, Result<Enqueued>> {
         Box::pin(self.do_enqueue(endpoint, message))
     }
 
@@ -738,71 +998,61 @@ impl Queue for RedisQueue {
         Box::pin(self.do_lease(max, lease))
     }
 
-    fn retry_later<'a>(
+    fn lease_one<'a>(
         &'a self,
         key: &'a DeliveryKey,
-        token: &'a LeaseToken,
-        attempt: Attempt,
-        next_attempt_ms: i64,
-    ) -> BoxFuture<'a, Result<bool>> {
-        Box::pin(async move {
-            let json = codec::attempt_to_json(&attempt)?;
-            let next = next_attempt_ms.to_string();
-            self.fenced(
-                "retry_later",
-                &scripts().retry,
-                key,
-                token,
-                &[json.as_bytes(), next.as_bytes()],
-            )
-            .await
-        })
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<Option<Leased>>> {
+        Box::pin(self.do_lease_one(key, lease))
     }
 
-    fn delivered<'a>(
-        &'a self,
-        key: &'a DeliveryKey,
-        token: &'a LeaseToken,
-        _attempt: Attempt,
-    ) -> BoxFuture<'a, Result<bool>> {
-        // The history of a delivered message is not kept (it would grow
-        // without bound); the attempt is reported through tracing/metrics.
-        Box::pin(self.fenced("delivered", &scripts().delivered, key, token, &[]))
-    }
-
-    fn dead_letter<'a>(
+    fn settle<'a>(
         &'a self,
         key: &'a DeliveryKey,
         token: &'a LeaseToken,
         attempt: Option<Attempt>,
-        reason: &'a str,
+        transition: Transition,
     ) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
-            let json = attempt
-                .as_ref()
-                .map(codec::attempt_to_json)
-                .transpose()?
-                .unwrap_or_default();
-            self.fenced(
-                "dead_letter",
-                &scripts().dead,
-                key,
-                token,
-                &[json.as_bytes(), reason.as_bytes()],
-            )
-            .await
+            self.do_settle(key, token, attempt.as_ref(), &transition)
+                .await
         })
     }
 
-    fn release<'a>(
-        &'a self,
-        key: &'a DeliveryKey,
-        token: &'a LeaseToken,
-    ) -> BoxFuture<'a, Result<bool>> {
-        Box::pin(self.fenced("release", &scripts().release, key, token, &[]))
+    fn release_held<'a>(&'a self, endpoint: &'a str) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            if endpoint.contains('\0') {
+                return Ok(0);
+            }
+            let mut conn = self.conn.clone();
+            let n: u64 = scripts()
+                .release_held
+                .arg(&self.prefix)
+                .arg(endpoint)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| redis_error("release_held", e))?;
+            Ok(n)
+        })
     }
 
-    fn add_dead_letter<'a>(&'a self, dead: &'a DeadLetter) -> BoxFuture<'a, Result<()>> {
+    fn state<'a>(&'a self, key: &'a DeliveryKey) -> BoxFuture<'a, Result<Option<DeliveryState>>> {
+        Box::pin(async move {
+            let m = key_member(key)?;
+            let mut conn = self.conn.clone();
+            let state: Option<String> = redis::cmd("HGET")
+                .arg(self.key(&[b"d:", m.as_slice()].concat()))
+                .arg("state")
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| redis_error("state", e))?;
+            state
+                .map(|s| DeliveryState::parse(&s).ok_or_else(|| corrupt("delivery state")))
+                .transpose()
+        })
+    }
+
+    fn add_dead_letter<'a>(&'a self, dead: &'a DeadLetter) -> BoxFuture<'a, Result<bool>> {
         Box::pin(self.do_add_dead_letter(dead))
     }
 
@@ -851,18 +1101,57 @@ impl Queue for RedisQueue {
         })
     }
 
+    fn prune(&self, dead_retention: Option<Duration>, max: usize) -> BoxFuture<'_, Result<u64>> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let n: u64 = scripts()
+                .prune
+                .arg(&self.prefix)
+                .arg(self.retention_ms)
+                .arg(dead_retention.map_or_else(String::new, |d| delay_ms(d).to_string()))
+                .arg(max)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| redis_error("prune", e))?;
+            Ok(n)
+        })
+    }
+
+    fn rescue(&self, max: usize, lease: Duration) -> BoxFuture<'_, Result<Vec<Leased>>> {
+        Box::pin(async move {
+            if max == 0 {
+                return Ok(Vec::new());
+            }
+            let token = format!("{:032x}", rand::random::<u128>());
+            let mut conn = self.conn.clone();
+            let rows: Vec<Vec<Vec<u8>>> = scripts()
+                .rescue
+                .arg(&self.prefix)
+                .arg(max)
+                .arg(millis(lease))
+                .arg(&token)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| redis_error("rescue", e))?;
+            rows.into_iter().map(leased_from_fields).collect()
+        })
+    }
+
     fn stats(&self) -> BoxFuture<'_, Result<QueueStats>> {
         Box::pin(async move {
             let mut conn = self.conn.clone();
-            let (due, leased_all, leased_live, dead): (u64, u64, u64, u64) = scripts()
+            let (scheduled, leased, held, delivered, dead): (u64, u64, u64, u64, u64) = scripts()
                 .stats
                 .arg(&self.prefix)
+                .arg(self.retention_ms)
                 .invoke_async(&mut conn)
                 .await
                 .map_err(|e| redis_error("stats", e))?;
             Ok(QueueStats {
-                pending: due + leased_all,
-                leased: leased_live,
+                scheduled,
+                leased,
+                held,
+                delivered,
                 dead,
             })
         })

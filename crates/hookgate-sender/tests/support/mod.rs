@@ -169,7 +169,12 @@ where
                     error: None,
                 };
                 assert!(queue
-                    .delivered(&l.job.key, &l.token, attempt)
+                    .settle(
+                        &l.job.key,
+                        &l.token,
+                        Some(attempt),
+                        hookgate_sender::queue::Transition::Delivered
+                    )
                     .await
                     .expect("delivered"));
                 taken += 1;
@@ -183,7 +188,7 @@ where
     assert_eq!(a + b, n, "every message leased exactly once");
     assert_eq!(seen.lock().unwrap().len(), n);
     let stats = queue.stats().await.expect("stats");
-    assert_eq!(stats.pending, 0);
+    assert_eq!(stats.pending(), 0);
     (a, b)
 }
 

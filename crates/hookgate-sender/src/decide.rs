@@ -1,0 +1,375 @@
+//! The one place a delivery's next step is decided: a pure function from
+//! what happened to a [`Transition`] and its side [`Effect`]s.
+//!
+//! The [worker](crate::worker) leases, attempts, calls [`decide`], applies
+//! the effects, settles the transition and reports; it makes no decision of
+//! its own. No I/O happens here, so every rule is unit-tested below.
+//!
+//! ```
+//! use std::time::Duration;
+//! use hookgate_sender::decide::{decide, Decision, Effect, Happened};
+//! use hookgate_sender::queue::{DeadReason, DeliveryKey, Job, Transition};
+//! use hookgate_sender::{retry::RetryPolicy, Message};
+//!
+//! let job = Job {
+//!     key: DeliveryKey { endpoint: "ep".into(), message_id: "m".into() },
+//!     message: Message::new("t", "{}"),
+//!     attempts: 1,
+//!     next_attempt_ms: 0,
+//! };
+//! let policy = RetryPolicy::default();
+//! let mut rng = rand::thread_rng();
+//! let d = decide(&job, &Happened::EndpointDisabled, &policy, job.message.created_at_ms, &mut rng);
+//! assert_eq!(d.transition, Transition::Dead(DeadReason::EndpointDisabled));
+//! assert!(d.effects.is_empty());
+//! ```
+
+use std::time::Duration;
+
+use rand::Rng;
+
+use crate::{
+    delivery::AttemptResult,
+    outcome::Class,
+    queue::{DeadReason, Job, Transition},
+    retry::{GiveUpReason, RetryDecision, RetryInput, RetryPolicy},
+};
+
+/// What happened to a leased job before its outcome is settled.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Happened {
+    /// An attempt was made (it may have failed before reaching the network).
+    Attempted(AttemptResult),
+    /// No endpoint with the job's endpoint id is stored.
+    EndpointMissing,
+    /// The stored endpoint is invalid.
+    EndpointInvalid(String),
+    /// The endpoint is disabled.
+    EndpointDisabled,
+    /// The endpoint could not be loaded (store error or deadline); no
+    /// attempt was made.
+    StoreFailed(String),
+    /// The lease ran out without an outcome (a crashed or stalled worker),
+    /// as the rescuer finds it.
+    LeaseExpired,
+}
+
+/// A side effect of a decision, applied by the worker before it settles.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Effect {
+    /// Disable the endpoint (the receiver answered `410 Gone`).
+    DisableEndpoint,
+}
+
+/// What [`decide`] answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Decision {
+    /// The transition to settle.
+    pub transition: Transition,
+    /// Effects to apply first.
+    pub effects: Vec<Effect>,
+}
+
+impl Decision {
+    fn just(transition: Transition) -> Self {
+        Self {
+            transition,
+            effects: Vec::new(),
+        }
+    }
+}
+
+/// Whether a job leased with `attempts` counted (this lease's included) may
+/// still be attempted under `policy`. A job leased past its budget — its
+/// earlier leases ran out without an outcome (crashed or stalled workers) —
+/// is dead-lettered without another request.
+#[must_use]
+pub fn may_attempt(job: &Job, policy: &RetryPolicy) -> bool {
+    job.attempts <= policy.max_attempts()
+}
+
+/// The transition for a job leased past its budget (see [`may_attempt`]).
+#[must_use]
+pub fn over_budget(job: &Job) -> Decision {
+    Decision::just(Transition::Dead(DeadReason::Exhausted {
+        last: format!(
+            "{} leases ended without a recorded outcome (worker crash or lost lease)",
+            job.attempts.saturating_sub(1)
+        ),
+    }))
+}
+
+/// Decide what follows `happened` for `job` (leased, its attempts counted
+/// this lease included) under `policy`, at `now_ms` (the worker's clock,
+/// used only against the message's age; delays are relative and the store
+/// adds them to its own clock).
+pub fn decide(
+    job: &Job,
+    happened: &Happened,
+    policy: &RetryPolicy,
+    now_ms: i64,
+    rng: &mut impl Rng,
+) -> Decision {
+    let result = match happened {
+        Happened::EndpointMissing => {
+            return Decision::just(Transition::Dead(DeadReason::UnknownEndpoint))
+        }
+        Happened::EndpointInvalid(detail) => {
+            return Decision::just(Transition::Dead(DeadReason::InvalidEndpoint {
+                detail: detail.clone(),
+            }))
+        }
+        Happened::EndpointDisabled => {
+            return Decision::just(Transition::Dead(DeadReason::EndpointDisabled))
+        }
+        Happened::StoreFailed(detail) => {
+            // No request was made, but the lease spent an attempt: retry on
+            // the policy's schedule, within the budget.
+            return retry_or_give_up(job, policy, now_ms, None, detail, rng);
+        }
+        Happened::LeaseExpired => {
+            return retry_or_give_up(
+                job,
+                policy,
+                now_ms,
+                None,
+                "lease expired without an outcome (worker crash or stall)",
+                rng,
+            );
+        }
+        Happened::Attempted(result) => result,
+    };
+    let detail = result.reason.clone().unwrap_or_default();
+    match result.class {
+        Class::Delivered => Decision::just(Transition::Delivered),
+        Class::Retry => retry_or_give_up(job, policy, now_ms, result.retry_after, &detail, rng),
+        Class::Permanent if is_refusal(result) => {
+            Decision::just(Transition::Dead(DeadReason::Refused { detail }))
+        }
+        Class::Permanent => Decision::just(Transition::Dead(DeadReason::Permanent { detail })),
+        Class::Gone => Decision {
+            transition: Transition::Dead(DeadReason::Gone),
+            effects: vec![Effect::DisableEndpoint],
+        },
+    }
+}
+
+fn retry_or_give_up(
+    job: &Job,
+    policy: &RetryPolicy,
+    now_ms: i64,
+    retry_after: Option<Duration>,
+    last: &str,
+    rng: &mut impl Rng,
+) -> Decision {
+    let input = RetryInput {
+        attempts_made: job.attempts.max(1),
+        now_ms,
+        created_at_ms: job.message.created_at_ms,
+        retry_after,
+    };
+    let last = last.to_owned();
+    Decision::just(match policy.decide(&input, rng) {
+        RetryDecision::RetryAt { delay, .. } => Transition::Retry { delay },
+        RetryDecision::GiveUp(GiveUpReason::MaxAge) => {
+            Transition::Dead(DeadReason::Expired { last })
+        }
+        RetryDecision::GiveUp(_) => Transition::Dead(DeadReason::Exhausted { last }),
+    })
+}
+
+/// Whether a permanent failure is the SSRF guard's refusal. The delivery
+/// client marks those errors with a leading `refused` and no status.
+// TODO(merge): a typed error kind on `AttemptResult` (delivery.rs belongs to
+// another change in flight) would replace this prefix check.
+fn is_refusal(result: &AttemptResult) -> bool {
+    result.attempt.status.is_none()
+        && result
+            .attempt
+            .error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("refused"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        queue::{Attempt, DeliveryKey},
+        Message,
+    };
+    use rand::{rngs::StdRng, SeedableRng};
+
+    fn job(attempts: u32) -> Job {
+        Job {
+            key: DeliveryKey {
+                endpoint: "ep".into(),
+                message_id: "m".into(),
+            },
+            message: Message::new("t", "{}").with_id("m"),
+            attempts,
+            next_attempt_ms: 0,
+        }
+    }
+
+    fn attempted(class: Class, status: Option<u16>, error: Option<&str>) -> Happened {
+        Happened::Attempted(AttemptResult {
+            attempt: Attempt {
+                at_ms: 0,
+                url: "https://example.com/".into(),
+                status,
+                latency_ms: 1,
+                error: error.map(str::to_owned),
+            },
+            class,
+            retry_after: None,
+            remote_addr: None,
+            reason: Some(
+                error
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| format!("HTTP {}", status.unwrap_or(0))),
+            ),
+        })
+    }
+
+    fn run(job: &Job, h: &Happened, policy: &RetryPolicy) -> Decision {
+        let mut rng = StdRng::seed_from_u64(7);
+        decide(job, h, policy, job.message.created_at_ms, &mut rng)
+    }
+
+    #[test]
+    fn delivered() {
+        let d = run(
+            &job(1),
+            &attempted(Class::Delivered, Some(200), None),
+            &RetryPolicy::default(),
+        );
+        assert_eq!(d, Decision::just(Transition::Delivered));
+    }
+
+    #[test]
+    fn retry_within_budget_then_exhausted() {
+        let p = RetryPolicy::default().with_max_attempts(3);
+        let h = attempted(Class::Retry, Some(503), None);
+        for n in 1..3 {
+            let d = run(&job(n), &h, &p);
+            assert!(
+                matches!(d.transition, Transition::Retry { .. }),
+                "{n}: {d:?}"
+            );
+        }
+        let d = run(&job(3), &h, &p);
+        assert_eq!(
+            d.transition,
+            Transition::Dead(DeadReason::Exhausted {
+                last: "HTTP 503".into()
+            })
+        );
+    }
+
+    #[test]
+    fn retry_after_is_honoured_within_bound() {
+        let p = RetryPolicy::default().with_max_age(None);
+        let Happened::Attempted(mut r) = attempted(Class::Retry, Some(429), None) else {
+            unreachable!()
+        };
+        r.retry_after = Some(Duration::from_secs(120));
+        let d = run(&job(1), &Happened::Attempted(r), &p);
+        assert_eq!(
+            d.transition,
+            Transition::Retry {
+                delay: Duration::from_secs(120)
+            }
+        );
+    }
+
+    #[test]
+    fn max_age_gives_up_as_expired() {
+        let p = RetryPolicy::default().with_max_age(Some(Duration::from_secs(1)));
+        let j = job(1);
+        let mut rng = StdRng::seed_from_u64(1);
+        let d = decide(
+            &j,
+            &attempted(Class::Retry, Some(500), None),
+            &p,
+            j.message.created_at_ms + 10_000,
+            &mut rng,
+        );
+        assert!(matches!(
+            d.transition,
+            Transition::Dead(DeadReason::Expired { .. })
+        ));
+    }
+
+    #[test]
+    fn permanent_refused_and_gone() {
+        let p = RetryPolicy::default();
+        let d = run(&job(1), &attempted(Class::Permanent, Some(400), None), &p);
+        assert_eq!(
+            d.transition,
+            Transition::Dead(DeadReason::Permanent {
+                detail: "HTTP 400".into()
+            })
+        );
+        let d = run(
+            &job(1),
+            &attempted(
+                Class::Permanent,
+                None,
+                Some("refused: 127.0.0.1 is loopback"),
+            ),
+            &p,
+        );
+        assert!(matches!(
+            d.transition,
+            Transition::Dead(DeadReason::Refused { .. })
+        ));
+        let d = run(&job(1), &attempted(Class::Gone, Some(410), None), &p);
+        assert_eq!(d.transition, Transition::Dead(DeadReason::Gone));
+        assert_eq!(d.effects, vec![Effect::DisableEndpoint]);
+    }
+
+    #[test]
+    fn endpoint_problems_dead_letter_without_attempt() {
+        let p = RetryPolicy::default();
+        assert_eq!(
+            run(&job(1), &Happened::EndpointMissing, &p).transition,
+            Transition::Dead(DeadReason::UnknownEndpoint)
+        );
+        assert_eq!(
+            run(&job(1), &Happened::EndpointInvalid("bad".into()), &p).transition,
+            Transition::Dead(DeadReason::InvalidEndpoint {
+                detail: "bad".into()
+            })
+        );
+    }
+
+    #[test]
+    fn store_failure_spends_the_leased_attempt() {
+        let p = RetryPolicy::default().with_max_attempts(2);
+        let h = Happened::StoreFailed("timeout".into());
+        assert!(matches!(
+            run(&job(1), &h, &p).transition,
+            Transition::Retry { .. }
+        ));
+        assert!(matches!(
+            run(&job(2), &h, &p).transition,
+            Transition::Dead(DeadReason::Exhausted { .. })
+        ));
+    }
+
+    #[test]
+    fn budget_counts_leases() {
+        let p = RetryPolicy::default().with_max_attempts(2);
+        assert!(may_attempt(&job(1), &p));
+        assert!(may_attempt(&job(2), &p));
+        assert!(!may_attempt(&job(3), &p));
+        assert!(matches!(
+            over_budget(&job(3)).transition,
+            Transition::Dead(DeadReason::Exhausted { .. })
+        ));
+    }
+}
