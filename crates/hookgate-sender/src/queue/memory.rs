@@ -273,10 +273,7 @@ fn ready<'a, T: Send + 'a>(value: T) -> BoxFuture<'a, T> {
 }
 
 fn matches(filter: &DlqFilter, at: i64, key: &DeliveryKey) -> bool {
-    filter
-        .endpoint
-        .as_ref()
-        .is_none_or(|e| *e == key.endpoint)
+    filter.endpoint.as_ref().is_none_or(|e| *e == key.endpoint)
         && filter.since_ms.is_none_or(|s| at >= s)
         && filter.until_ms.is_none_or(|u| at < u)
 }

@@ -49,11 +49,13 @@
 
 use std::{sync::Arc, time::Duration};
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use deadpool_postgres::{Pool, PoolError};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use hookgate_backend::postgres::{PgUrl, PoolOptions};
+use hookgate_backend::ErrorClass;
 use tokio::sync::Mutex;
-use tokio_postgres::{GenericClient, NoTls, Row};
+use tokio_postgres::{GenericClient, Row};
 
 use super::{
     Attempt, BoxFuture, DeadLetter, DeadReason, DeliveryKey, DeliveryState, DlqFilter, Enqueued,
@@ -125,44 +127,33 @@ impl Names {
     }
 }
 
-/// `name` is a plain lower-case SQL identifier (with room for a table suffix).
+/// `name` is an identifier by the one rule both crates use
+/// ([`hookgate_backend::postgres::valid_identifier`]: unquoted, so folded to
+/// lower case by the server), at most 40 bytes to leave room for the table
+/// suffixes.
 fn valid_identifier(name: &str, allow_empty: bool) -> bool {
     if name.is_empty() {
         return allow_empty;
     }
-    name.len() <= 40
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        && !name.as_bytes()[0].is_ascii_digit()
+    name.len() <= 40 && hookgate_backend::postgres::valid_identifier(name)
 }
 
 fn invalid(message: impl Into<String>) -> QueueError {
     QueueError::new(QueueErrorKind::Config, message)
 }
 
-/// Classify a database error: connection trouble is `Unavailable`.
+/// Classify a database error the way the dedup store does
+/// ([`hookgate_backend::postgres::classify`]): connection trouble, overload
+/// and timeouts are `Unavailable`; a missing table, authentication or a
+/// failed TLS check is `Config`.
 fn pg_error(context: &str, e: tokio_postgres::Error) -> QueueError {
-    let unavailable = match e.as_db_error() {
-        // Class 08: connection exception; 57P0x: server shutting down;
-        // 53300 too many connections; 53400 configuration limit exceeded;
-        // 57014 statement cancelled (timeout), as the dedup store classifies them.
-        Some(db) => {
-            let code = db.code().code();
-            code.starts_with("08")
-                || code.starts_with("57P0")
-                || matches!(code, "53300" | "53400" | "57014")
-        }
-        None => {
-            e.is_closed() || std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>())
-        }
+    let kind = match hookgate_backend::postgres::classify(&e) {
+        ErrorClass::Unavailable => QueueErrorKind::Unavailable,
+        ErrorClass::Misconfigured => QueueErrorKind::Config,
+        _ => QueueErrorKind::Backend,
     };
-    let kind = if unavailable {
-        QueueErrorKind::Unavailable
-    } else {
-        QueueErrorKind::Backend
-    };
-    QueueError::new(kind, format!("postgres: {context}")).with_source(e)
+    let what = hookgate_backend::postgres::describe(&e);
+    QueueError::new(kind, format!("postgres: {context}: {what}")).with_source(e)
 }
 
 fn pool_error(e: PoolError) -> QueueError {
@@ -202,26 +193,17 @@ impl PostgresQueue {
     /// # Errors
     /// As [`connect`](Self::connect).
     pub async fn connect_with_pool_size(url: &str, size: usize) -> Result<Self> {
-        let mut config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| invalid("postgres: malformed connection URL").with_source(e))?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(CONNECT_TIMEOUT);
-        }
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(size.max(1))
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(CONNECT_TIMEOUT * 2))
-            .create_timeout(Some(CONNECT_TIMEOUT))
-            .recycle_timeout(Some(CONNECT_TIMEOUT))
-            .build()
+        // libpq's sslmode/sslrootcert (TLS over rustls), one pool setup for
+        // both crates.
+        let pool = PgUrl::parse(url)
+            .map_err(|e| invalid("postgres: malformed connection URL").with_source(e))?
+            .pool(&PoolOptions {
+                max_size: size.max(1),
+                timeout: CONNECT_TIMEOUT,
+                statement_timeout: None,
+                settings: Vec::new(),
+                verify_on_checkout: false,
+            })
             .map_err(|e| invalid("postgres: cannot build pool").with_source(e))?;
         // Open one connection now, so a wrong URL fails here.
         drop(pool.get().await.map_err(pool_error)?);
@@ -1344,7 +1326,8 @@ mod tests {
         assert!(!valid_identifier("", false));
         assert!(!valid_identifier("1abc", false));
         assert!(!valid_identifier("a\"; DROP TABLE x; --", false));
-        assert!(!valid_identifier("Upper", false));
+        // Unquoted: the server folds it to lower case, as for the dedup table.
+        assert!(valid_identifier("Upper", false));
         assert!(!valid_identifier(&"a".repeat(41), false));
     }
 }

@@ -497,9 +497,22 @@ impl RedisQueue {
     /// `Config` for a malformed URL; `Unavailable` when the server cannot be
     /// reached (bounded by a 5 s connect timeout and two quick retries).
     pub async fn connect(url: &str) -> Result<Self> {
-        let client = redis::Client::open(url).map_err(|e| {
-            QueueError::new(QueueErrorKind::Config, "redis: malformed connection URL")
-                .with_source(e)
+        Self::connect_with_ca(url, None).await
+    }
+
+    /// [`connect`](Self::connect); a `rediss://` server's certificate is
+    /// checked against the CA certificates in the PEM file `ca` when given
+    /// (else the system's roots). `rediss://..#insecure` is refused.
+    ///
+    /// # Errors
+    /// As [`connect`](Self::connect); `Config` also for an unreadable CA file.
+    pub async fn connect_with_ca(url: &str, ca: Option<&std::path::Path>) -> Result<Self> {
+        let client = hookgate_backend::redis::client(url, ca).map_err(|e| {
+            QueueError::new(
+                QueueErrorKind::Config,
+                "redis: malformed connection URL or TLS setting",
+            )
+            .with_source(e)
         })?;
         let config = ConnectionManagerConfig::new()
             .set_number_of_retries(2)
