@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 mod admin;
 mod cmd;
+mod maintenance;
 
 /// Make webhooks safe to receive and reliable to send.
 #[derive(Debug, Parser)]

@@ -134,12 +134,16 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     runtime.block_on(serve(args, verifier))
 }
 
-async fn open_store(
-    url: &str,
-    ca: Option<&std::path::Path>,
-) -> anyhow::Result<Arc<dyn DedupStore>> {
+/// A store and, for Postgres, the maintenance runner that sweeps it (stopped
+/// when the server stops).
+type Opened = (
+    Arc<dyn DedupStore>,
+    Option<hookgate_sender::maintenance::RunnerHandle>,
+);
+
+async fn open_store(url: &str, ca: Option<&std::path::Path>) -> anyhow::Result<Opened> {
     if url == "memory" {
-        return Ok(Arc::new(MemoryStore::default()));
+        return Ok((Arc::new(MemoryStore::default()), None));
     }
     #[cfg(feature = "redis")]
     if url.starts_with("redis://") || url.starts_with("rediss://") {
@@ -148,7 +152,7 @@ async fn open_store(
             None => hookgate_tower::store::RedisStore::connect(url).await,
         }
         .context("cannot connect to the Redis store")?;
-        return Ok(Arc::new(store));
+        return Ok((Arc::new(store), None));
     }
     #[cfg(feature = "postgres")]
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -160,8 +164,15 @@ async fn open_store(
         let store = hookgate_tower::store::PostgresStore::connect(url)
             .await
             .context("cannot connect to the Postgres store")?;
-        store.spawn_sweeper(Duration::from_secs(60));
-        return Ok(Arc::new(store));
+        // The dedup sweep runs as a maintenance task (bounded batches, every
+        // minute with jitter, at once again while batches are full).
+        let runner = hookgate_sender::maintenance::Runner::new(Arc::new(
+            hookgate_sender::maintenance::NoLock,
+        ))
+        .with_task(Arc::new(crate::maintenance::DedupSweep(store.clone())))
+        .with_interval(Duration::from_secs(60))
+        .with_jitter(Duration::from_secs(10));
+        return Ok((Arc::new(store), Some(runner.spawn())));
     }
     anyhow::bail!(
         "unsupported --store `{}` (expected memory, redis://.., rediss://.. or postgres://..)",
@@ -170,7 +181,7 @@ async fn open_store(
 }
 
 async fn serve(args: Args, verifier: Verifier) -> anyhow::Result<ExitCode> {
-    let store = open_store(&args.store, args.store_ca.as_deref()).await?;
+    let (store, maintenance) = open_store(&args.store, args.store_ca.as_deref()).await?;
     if let Some(admin) = args.admin_listen {
         let ready = crate::admin::ready_check_for_store(&args.store, args.store_ca.clone())?;
         let bound = crate::admin::spawn(admin, ready).await?;
@@ -240,6 +251,9 @@ async fn serve(args: Args, verifier: Verifier) -> anyhow::Result<ExitCode> {
     .with_graceful_shutdown(shutdown_signal())
     .await
     .context("server failed")?;
+    if let Some(runner) = maintenance {
+        runner.stop().await;
+    }
     eprintln!("hookgate serve: stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -54,6 +54,15 @@ pub struct Report {
     pub more: bool,
 }
 
+impl Report {
+    /// A report of `acted` items; `more` when the batch was full. For
+    /// [`Task`]s written outside this crate (the receiver's dedup sweep).
+    #[must_use]
+    pub fn new(acted: u64, more: bool) -> Self {
+        Self { acted, more }
+    }
+}
+
 /// One maintenance job.
 pub trait Task: Send + Sync {
     /// A short name, for logs and metric labels.

@@ -419,28 +419,40 @@ impl PostgresStore {
     pub async fn sweep(&self) -> Result<u64> {
         let mut total = 0;
         loop {
-            let n = self
-                .bounded_for(self.timeout.max(SWEEP_TIMEOUT), async {
-                    let mut conn = self.checked().await?;
-                    let tx = conn.client_mut().transaction().await.map_err(map_pg)?;
-                    tx.batch_execute(&format!(
-                        "SET LOCAL statement_timeout = {}",
-                        self.timeout.max(SWEEP_TIMEOUT).as_millis()
-                    ))
-                    .await
-                    .map_err(map_pg)?;
-                    let stmt = tx.prepare_cached(&self.sql.sweep).await.map_err(map_pg)?;
-                    let n = tx.execute(&stmt, &[&SWEEP_BATCH]).await.map_err(map_pg)?;
-                    tx.commit().await.map_err(map_pg)?;
-                    conn.done();
-                    Ok(n)
-                })
-                .await?;
+            let n = self.sweep_batch().await?;
             total += n;
-            if n < u64::try_from(SWEEP_BATCH).unwrap_or(u64::MAX) {
+            if n < Self::SWEEP_BATCH {
                 return Ok(total);
             }
         }
+    }
+
+    /// Rows one [`sweep_batch`](Self::sweep_batch) deletes at most.
+    pub const SWEEP_BATCH: u64 = SWEEP_BATCH as u64;
+
+    /// One batch of [`sweep`](Self::sweep): delete up to
+    /// [`Self::SWEEP_BATCH`] expired rows in one transaction; returns how
+    /// many. For a maintenance runner that reruns while batches are full.
+    ///
+    /// # Errors
+    /// As [`sweep`](Self::sweep).
+    pub async fn sweep_batch(&self) -> Result<u64> {
+        self.bounded_for(self.timeout.max(SWEEP_TIMEOUT), async {
+            let mut conn = self.checked().await?;
+            let tx = conn.client_mut().transaction().await.map_err(map_pg)?;
+            tx.batch_execute(&format!(
+                "SET LOCAL statement_timeout = {}",
+                self.timeout.max(SWEEP_TIMEOUT).as_millis()
+            ))
+            .await
+            .map_err(map_pg)?;
+            let stmt = tx.prepare_cached(&self.sql.sweep).await.map_err(map_pg)?;
+            let n = tx.execute(&stmt, &[&SWEEP_BATCH]).await.map_err(map_pg)?;
+            tx.commit().await.map_err(map_pg)?;
+            conn.done();
+            Ok(n)
+        })
+        .await
     }
 
     /// Run [`sweep`](Self::sweep) every `interval` on the current Tokio
