@@ -78,7 +78,11 @@ async fn send_with_credentials(store: &str, ns: &str) -> String {
     assert_eq!(receiver.count(), 2, "{}", stdout(&out));
     assert_clean("send stdout", &stdout(&out));
     assert_clean("send stderr", &stderr(&out));
-    assert!(stderr(&out).contains("dead letter msg_secrets written"));
+    assert!(
+        stderr(&out).contains("dead letter msg_secrets"),
+        "{}",
+        stderr(&out)
+    );
     // The logs were on, and checked: the worker's spans name the endpoint.
     assert!(
         stderr(&out).contains("hookgate_sender.deliver"),
