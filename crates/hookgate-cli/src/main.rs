@@ -34,6 +34,12 @@ enum Command {
     Send(cmd::send::Args),
     /// Inspect, replay and purge dead letters.
     Dlq(cmd::dlq::Args),
+    /// Deliver queued messages from a Postgres or Redis queue until stopped.
+    Worker(cmd::worker::Args),
+    /// Register, show, enable and disable endpoints in a queue.
+    Endpoint(cmd::endpoint::Args),
+    /// Store one message for an endpoint; a worker delivers it.
+    Enqueue(cmd::enqueue::Args),
 }
 
 fn main() -> ExitCode {
@@ -75,6 +81,9 @@ fn main() -> ExitCode {
         Command::Serve(args) => cmd::serve::run(args),
         Command::Send(args) => cmd::send::run(args),
         Command::Dlq(args) => cmd::dlq::run(args),
+        Command::Worker(args) => cmd::worker::run(args),
+        Command::Endpoint(args) => cmd::endpoint::run(args),
+        Command::Enqueue(args) => cmd::enqueue::run(args),
     };
     match result {
         Ok(code) => code,

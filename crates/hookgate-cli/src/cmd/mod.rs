@@ -5,11 +5,14 @@
 
 pub(crate) mod demo;
 pub(crate) mod dlq;
+pub(crate) mod endpoint;
+pub(crate) mod enqueue;
 pub(crate) mod forward;
 pub(crate) mod send;
 pub(crate) mod serve;
 pub(crate) mod sign;
 pub(crate) mod verify;
+pub(crate) mod worker;
 
 use hookgate_core::Scheme;
 

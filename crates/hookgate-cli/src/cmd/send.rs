@@ -138,7 +138,7 @@ pub(crate) async fn open_store(
         .with_context(|| format!("cannot open store {}", redact(url)))
 }
 
-fn read_data(data: &str) -> anyhow::Result<Vec<u8>> {
+pub(crate) fn read_data(data: &str) -> anyhow::Result<Vec<u8>> {
     if data == "-" {
         let mut buf = Vec::new();
         std::io::stdin()

@@ -248,7 +248,10 @@ async fn serve(args: Args, verifier: Verifier) -> anyhow::Result<ExitCode> {
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown_signal())
+    .with_graceful_shutdown(async {
+        shutdown_signal().await;
+        eprintln!("hookgate serve: shutting down");
+    })
     .await
     .context("server failed")?;
     if let Some(runner) = maintenance {
@@ -286,7 +289,8 @@ async fn print_event(webhook: Webhook) -> StatusCode {
     }
 }
 
-async fn shutdown_signal() {
+/// SIGINT (Ctrl-C) or SIGTERM.
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
@@ -307,7 +311,6 @@ async fn shutdown_signal() {
         () = ctrl_c => {}
         () = term => {}
     }
-    eprintln!("hookgate serve: shutting down");
 }
 
 #[cfg(test)]

@@ -127,15 +127,18 @@ impl Names {
     }
 }
 
-/// `name` is an identifier by the one rule both crates use
-/// ([`hookgate_backend::postgres::valid_identifier`]: unquoted, so folded to
-/// lower case by the server), at most 40 bytes to leave room for the table
-/// suffixes.
+/// `name` is an identifier by the rule both crates share
+/// ([`hookgate_backend::postgres::valid_identifier`]), and further lower
+/// case and at most 40 bytes: a namespace is also a Redis key prefix (where
+/// case matters, while Postgres folds unquoted names), and the table
+/// suffixes need room.
 fn valid_identifier(name: &str, allow_empty: bool) -> bool {
     if name.is_empty() {
         return allow_empty;
     }
-    name.len() <= 40 && hookgate_backend::postgres::valid_identifier(name)
+    name.len() <= 40
+        && !name.bytes().any(|b| b.is_ascii_uppercase())
+        && hookgate_backend::postgres::valid_identifier(name)
 }
 
 fn invalid(message: impl Into<String>) -> QueueError {
@@ -1326,8 +1329,7 @@ mod tests {
         assert!(!valid_identifier("", false));
         assert!(!valid_identifier("1abc", false));
         assert!(!valid_identifier("a\"; DROP TABLE x; --", false));
-        // Unquoted: the server folds it to lower case, as for the dedup table.
-        assert!(valid_identifier("Upper", false));
+        assert!(!valid_identifier("Upper", false));
         assert!(!valid_identifier(&"a".repeat(41), false));
     }
 }

@@ -1,0 +1,218 @@
+//! `hookgate endpoint`: register and inspect the endpoints a worker delivers
+//! to, in a Postgres or Redis queue.
+//!
+//! `add` of an existing id with a different configuration is refused unless
+//! `--update`; neither changes `disabled` (only `enable` and `disable` do).
+//! `show` masks secrets, header values and URL credentials.
+
+use std::{process::ExitCode, time::Duration};
+
+use anyhow::Context as _;
+use hookgate_sender::{redact, Endpoint, SendError, Sender};
+
+/// Arguments of `hookgate endpoint`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    #[command(subcommand)]
+    command: Command,
+    /// The queue: `postgres://..` or `redis://..` / `rediss://..`.
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        env = "HOOKGATE_STORE",
+        hide_env_values = true
+    )]
+    store: Option<String>,
+    /// Namespace in the store: the Postgres schema, or the Redis key prefix `<NS>:q:`.
+    #[arg(long, global = true, value_name = "NS", env = "HOOKGATE_NAMESPACE")]
+    namespace: Option<String>,
+    /// CA certificates (PEM) a `rediss://` store must chain to.
+    #[arg(long, global = true, value_name = "FILE", env = "HOOKGATE_STORE_CA")]
+    store_ca: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Register an endpoint (refused if the id holds another configuration, unless --update).
+    #[command(after_help = "Examples:
+  hookgate endpoint add shop --url https://shop.example.com/hooks --scheme standard --secret whsec_... --store postgres://postgres@127.0.0.1/test
+  hookgate endpoint add shop --url https://a.example.com/h --url https://b.example.com/h --scheme stripe --secret whsec_new --secret whsec_old --update")]
+    Add(AddArgs),
+    /// Show an endpoint (secrets and header values masked).
+    Show {
+        /// Endpoint id.
+        id: String,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Enable an endpoint: its messages are delivered again.
+    Enable {
+        /// Endpoint id.
+        id: String,
+    },
+    /// Disable an endpoint: its messages wait, nothing is sent.
+    Disable {
+        /// Endpoint id.
+        id: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct AddArgs {
+    /// Endpoint id: a plain name (it appears in keys, metric labels and logs).
+    id: String,
+    /// URL; repeat for failover order.
+    #[arg(long = "url", value_name = "URL", required = true)]
+    urls: Vec<String>,
+    #[command(flatten)]
+    key: super::SchemeArgs,
+    /// Extra header `Name: value` sent with every attempt; repeatable.
+    #[arg(long = "header", short = 'H', value_name = "NAME: VALUE")]
+    headers: Vec<String>,
+    /// Total timeout per attempt.
+    #[arg(long, value_name = "DURATION", value_parser = super::parse_duration)]
+    timeout: Option<Duration>,
+    /// Replace a stored endpoint of this id with this configuration.
+    #[arg(long)]
+    update: bool,
+}
+
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let Some(store) = args.store.clone() else {
+        anyhow::bail!("--store (or HOOKGATE_STORE) is required");
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let (queue, _) =
+            super::worker::open_queue(&store, args.namespace.as_deref(), args.store_ca.as_deref())
+                .await?;
+        match args.command {
+            Command::Add(add) => {
+                let endpoint = build(&add)?;
+                let id = endpoint.id.clone();
+                let sender = Sender::new(queue);
+                let result = if add.update {
+                    sender.update_endpoint(endpoint).await
+                } else {
+                    sender.add_endpoint(endpoint).await
+                };
+                match result {
+                    Ok(()) => {
+                        println!("{id}");
+                        Ok(ExitCode::SUCCESS)
+                    }
+                    Err(SendError::EndpointConflict(id)) => {
+                        eprintln!(
+                            "hookgate endpoint: {id} is stored with another configuration; \
+                             nothing changed (use --update to replace it)"
+                        );
+                        Ok(ExitCode::from(1))
+                    }
+                    Err(e) => Err(anyhow::Error::new(e).context("cannot register the endpoint")),
+                }
+            }
+            Command::Show { id, json } => match queue.get_endpoint(&id).await? {
+                Some(endpoint) => {
+                    print_endpoint(&endpoint, json);
+                    Ok(ExitCode::SUCCESS)
+                }
+                None => {
+                    eprintln!("hookgate endpoint: no endpoint {id}");
+                    Ok(ExitCode::from(1))
+                }
+            },
+            Command::Enable { id } | Command::Disable { id }
+                if queue.get_endpoint(&id).await?.is_none() =>
+            {
+                eprintln!("hookgate endpoint: no endpoint {id}");
+                Ok(ExitCode::from(1))
+            }
+            Command::Enable { id } => {
+                queue.set_endpoint_disabled(&id, false).await?;
+                println!("{id} enabled");
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Disable { id } => {
+                queue.set_endpoint_disabled(&id, true).await?;
+                println!("{id} disabled");
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    })
+}
+
+fn build(add: &AddArgs) -> anyhow::Result<Endpoint> {
+    // Secrets are given newest first; `with_secret` puts each in front.
+    let (oldest, newer) = add
+        .key
+        .secrets
+        .split_last()
+        .context("at least one --secret is required")?;
+    let mut endpoint = Endpoint::new(
+        add.id.clone(),
+        add.urls[0].clone(),
+        add.key.scheme,
+        oldest.clone(),
+    )
+    .context("invalid endpoint")?;
+    for secret in newer.iter().rev() {
+        endpoint = endpoint
+            .with_secret(secret.clone())
+            .context("invalid --secret")?;
+    }
+    for url in &add.urls[1..] {
+        endpoint = endpoint.with_url(url.clone()).context("invalid --url")?;
+    }
+    for header in &add.headers {
+        let (name, value) = header.split_once(':').with_context(|| {
+            format!(
+                "invalid --header {:?} (expected `Name: value`)",
+                header.split(':').next().unwrap_or("")
+            )
+        })?;
+        endpoint = endpoint
+            .with_header(name.trim(), value.trim())
+            .context("invalid --header")?;
+    }
+    if let Some(timeout) = add.timeout {
+        endpoint = endpoint
+            .with_timeout(timeout)
+            .context("invalid --timeout")?;
+    }
+    Ok(endpoint)
+}
+
+fn print_endpoint(e: &Endpoint, json: bool) {
+    let urls: Vec<String> = e.urls.iter().map(|u| redact::url(u)).collect();
+    let headers: Vec<String> = e.headers.iter().map(|(n, _)| format!("{n}: ***")).collect();
+    if json {
+        let value = serde_json::json!({
+            "id": e.id,
+            "urls": urls,
+            "scheme": e.scheme.name(),
+            "secrets": e.secrets.iter().map(|_| "***").collect::<Vec<_>>(),
+            "headers": headers,
+            "timeout_ms": u64::try_from(e.timeout.as_millis()).unwrap_or(u64::MAX),
+            "connect_timeout_ms": u64::try_from(e.connect_timeout.as_millis()).unwrap_or(u64::MAX),
+            "disabled": e.disabled,
+        });
+        println!("{value}");
+    } else {
+        println!("id:       {}", e.id);
+        for (i, url) in urls.iter().enumerate() {
+            println!("url {}:    {url}", i + 1);
+        }
+        println!("scheme:   {}", e.scheme.name());
+        println!("secrets:  {} (masked)", e.secrets.len());
+        for h in &headers {
+            println!("header:   {h}");
+        }
+        println!("timeout:  {}", humantime::format_duration(e.timeout));
+        println!("disabled: {}", e.disabled);
+    }
+}
