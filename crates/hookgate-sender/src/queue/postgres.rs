@@ -309,6 +309,7 @@ impl PostgresQueue {
     async fn run_migration(&self) -> Result<()> {
         let n = &self.names;
         let (schema, p) = (&n.schema, &n.prefix);
+        let old_dead = format!("\"{schema}\".\"{p}dead\"");
         let ddl = format!(
             r#"
             SELECT pg_advisory_xact_lock(hashtext('hookgate-migrate:{schema}.{p}'));
@@ -358,10 +359,25 @@ impl PostgresQueue {
                 error text,
                 PRIMARY KEY (endpoint, message_id, n)
             );
+            -- Before explicit states, dead letters had a table of their own:
+            -- move them in (reason text kept as the detail of `other`).
+            DO $migrate$ BEGIN
+                IF to_regclass('{old_dead_lit}') IS NOT NULL THEN
+                    INSERT INTO {deliveries} (endpoint, message_id, event_type, payload, created_at_ms,
+                                              state, attempts, next_attempt_at, reason, reason_detail,
+                                              finished_at)
+                    SELECT endpoint, message_id, event_type, payload, created_at_ms,
+                           'dead', 0, 0, 'other', reason, dead_at FROM {old_dead}
+                    ON CONFLICT (endpoint, message_id) DO NOTHING;
+                    DROP TABLE {old_dead};
+                END IF;
+            END $migrate$;
             "#,
             endpoints = n.endpoints,
             deliveries = n.deliveries,
             attempts = n.attempts,
+            old_dead = old_dead,
+            old_dead_lit = old_dead.replace('\'', "''"),
         );
         let mut client = self.pool.get().await.map_err(pool_error)?;
         let tx = client
