@@ -33,6 +33,10 @@
 //!
 //! Times are Unix milliseconds (`bigint`). Lease expiry and "due now" always
 //! use the database clock, so workers on machines with skewed clocks agree.
+//! The queue's sessions run with `statement_timeout` 30 s (unless the URL's
+//! `options` set another), so a statement stuck behind a lock gives up on
+//! the server too; a timed-out or cancelled statement (SQLSTATE 57014), too
+//! many connections (53300) and a closed connection are `Unavailable`.
 //! [`migrate`](PostgresQueue::migrate) creates what is missing and is
 //! idempotent (an advisory lock serialises concurrent runs).
 //!
@@ -72,6 +76,9 @@ const NOW_MS: &str = "(extract(epoch from now()) * 1000)::bigint";
 const DEFAULT_POOL_SIZE: usize = 16;
 /// How long to wait for a connection (new or from the pool).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The sessions' `statement_timeout` unless the URL sets one (`options=-c
+/// statement_timeout=..`); the migration lifts it for itself.
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A [`Queue`] in PostgreSQL, shareable by many workers on many machines, with
 /// a transactional outbox ([`enqueue_in`](Self::enqueue_in)). See the
@@ -211,6 +218,14 @@ impl PostgresQueue {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
+        // The server gives up on a statement that runs away (a lease stuck
+        // behind a lock, say) instead of applying it long after the worker
+        // stopped waiting. Options in the URL come later and win.
+        let mut options = format!("-c statement_timeout={}", STATEMENT_TIMEOUT.as_millis());
+        if let Some(user) = config.get_options() {
+            options = format!("{options} {user}");
+        }
+        config.options(options);
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -387,7 +402,7 @@ impl PostgresQueue {
             .transaction()
             .await
             .map_err(|e| pg_error("migrate", e))?;
-        tx.batch_execute(&ddl)
+        tx.batch_execute(&format!("SET LOCAL statement_timeout = 0;\n{ddl}"))
             .await
             .map_err(|e| pg_error("migrate", e))?;
         tx.commit().await.map_err(|e| pg_error("migrate", e))
