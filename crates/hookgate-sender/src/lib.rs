@@ -47,6 +47,9 @@ pub mod redact;
 pub mod retry;
 mod sender;
 pub mod ssrf;
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
 pub mod worker;
 
 pub use endpoint::{Endpoint, EndpointError, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT};

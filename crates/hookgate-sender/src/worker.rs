@@ -31,7 +31,10 @@
 //!   deadline ([`WorkerBuilder::with_store_timeout`]), and
 //!   [`WorkerBuilder::build`] checks that the lease covers the longest
 //!   request plus an endpoint load and a settle, so one delivery is never
-//!   attempted twice at once by live workers.
+//!   attempted twice at once by live workers. An endpoint that cannot be
+//!   loaded in time spends the leased attempt without a request (it is
+//!   retried on the policy's schedule), so a slow store cannot make a
+//!   message retry forever.
 //! - Every outcome is one fenced [`Queue::settle`] with the transition the
 //!   pure [`decide`](crate::decide::decide) chose; delays are passed, never
 //!   instants, so the store's clock decides when a retry is due (a worker

@@ -13,11 +13,14 @@ use std::{
 };
 
 use hookgate_sender::{
-    maintenance::{LeaderLock, NoLock, Pruner, Rescuer, Runner, Task},
+    maintenance::{NoLock, Pruner, Rescuer, Runner, Task},
     queue::{DeadReason, DeliveryKey, DeliveryState, Transition},
     retry::RetryPolicy,
     MemoryQueue, Message, Queue,
 };
+
+#[cfg(any(feature = "redis", feature = "postgres"))]
+use hookgate_sender::maintenance::LeaderLock as _;
 
 fn key(id: &str) -> DeliveryKey {
     DeliveryKey {
@@ -114,7 +117,11 @@ async fn runner_reports_bounded_batches() {
     assert_eq!(queue.stats().await.unwrap().dead, 0);
 }
 
-async fn only_one_leads(a: &dyn LeaderLock, b: &dyn LeaderLock) {
+#[cfg(any(feature = "redis", feature = "postgres"))]
+async fn only_one_leads(
+    a: &dyn hookgate_sender::maintenance::LeaderLock,
+    b: &dyn hookgate_sender::maintenance::LeaderLock,
+) {
     assert!(a.try_lead().await.unwrap());
     assert!(!b.try_lead().await.unwrap(), "two leaders");
     assert!(a.try_lead().await.unwrap(), "the holder keeps it");

@@ -227,3 +227,61 @@ async fn statement_timeout_is_unavailable() {
     };
     support::with_cleanup(body, support::pg::drop_schema(&q)).await;
 }
+
+/// Upgrading from the layout before explicit states: pending rows stay
+/// scheduled and the old `dead` table's letters move into the one
+/// deliveries table, listable and replayable.
+#[tokio::test]
+async fn migrates_the_layout_without_states() {
+    let Some(q) = support::pg::fresh().await else {
+        return;
+    };
+    let body = async {
+        let s = q.schema();
+        let client = own_client().await;
+        // The old layout, as the previous release created it.
+        client
+            .batch_execute(&format!(
+                r#"DROP TABLE "{s}".hookgate_deliveries, "{s}".hookgate_attempts;
+                CREATE TABLE "{s}".hookgate_deliveries (
+                    endpoint text COLLATE "C" NOT NULL, message_id text COLLATE "C" NOT NULL,
+                    event_type text NOT NULL, payload bytea NOT NULL, created_at_ms bigint NOT NULL,
+                    attempts integer NOT NULL DEFAULT 0, next_attempt_at bigint NOT NULL,
+                    lease_token text, lease_until bigint, PRIMARY KEY (endpoint, message_id));
+                CREATE TABLE "{s}".hookgate_attempts (
+                    endpoint text COLLATE "C" NOT NULL, message_id text COLLATE "C" NOT NULL,
+                    n integer NOT NULL, at_ms bigint NOT NULL, url text NOT NULL, status integer,
+                    latency_ms bigint NOT NULL, error text, PRIMARY KEY (endpoint, message_id, n));
+                CREATE TABLE "{s}".hookgate_dead (
+                    endpoint text COLLATE "C" NOT NULL, message_id text COLLATE "C" NOT NULL,
+                    event_type text NOT NULL, payload bytea NOT NULL, created_at_ms bigint NOT NULL,
+                    reason text NOT NULL, dead_at bigint NOT NULL, PRIMARY KEY (endpoint, message_id));
+                INSERT INTO "{s}".hookgate_deliveries (endpoint, message_id, event_type, payload,
+                    created_at_ms, attempts, next_attempt_at) VALUES ('ep', 'pending', 't', '\x7b7d', 1, 2, 0);
+                INSERT INTO "{s}".hookgate_dead VALUES ('ep', 'gone', 't', '\x7b7d', 1, 'exhausted: 5 attempts', 1000);
+                INSERT INTO "{s}".hookgate_attempts VALUES ('ep', 'gone', 1, 900, 'https://x/', 500, 3, NULL);"#
+            ))
+            .await
+            .unwrap();
+        // A new handle runs the migration.
+        let upgraded = PostgresQueue::connect(&support::postgres_url())
+            .await
+            .unwrap()
+            .with_schema(s)
+            .unwrap();
+        upgraded.migrate().await.unwrap();
+        let stats = upgraded.stats().await.unwrap();
+        assert_eq!((stats.scheduled, stats.dead), (1, 1));
+        let key = hookgate_sender::queue::DeliveryKey {
+            endpoint: "ep".into(),
+            message_id: "gone".into(),
+        };
+        let dead = upgraded.get_dead(&key).await.unwrap().unwrap();
+        assert_eq!(dead.reason.to_string(), "exhausted: 5 attempts");
+        assert_eq!(dead.attempts.len(), 1);
+        assert!(upgraded.replay_dead(&key).await.unwrap());
+        let leased = upgraded.lease(10, Duration::from_secs(30)).await.unwrap();
+        assert_eq!(leased.len(), 2);
+    };
+    support::with_cleanup(body, support::pg::drop_schema(&q)).await;
+}

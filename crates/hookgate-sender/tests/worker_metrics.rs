@@ -155,4 +155,52 @@ async fn documented_metrics_are_recorded() {
     assert_eq!(gauge("hookgate_sender_dlq_size{}"), 1.0);
     assert_eq!(gauge("hookgate_sender_queue_pending{}"), 0.0);
     assert_eq!(gauge("hookgate_sender_in_flight{}"), 0.0);
+
+    // A lease lost mid-attempt (issue 8, item 10): the outcome is not
+    // recorded, so it is counted as lost, not as delivered; the attempt is
+    // still in the delivery's history.
+    let offset = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let o = offset.clone();
+    let clocked = Arc::new(
+        MemoryQueue::new().with_clock(move || hookgate_sender::now_ms() + o.load(Ordering::SeqCst)),
+    );
+    let queue: Arc<dyn Queue> = clocked.clone();
+    let slow = Receiver::start([Reply::status(200).delay(Duration::from_millis(500))]).await;
+    let sender = Sender::new(queue.clone());
+    sender
+        .add_endpoint(Endpoint::new("slow", slow.url(), Scheme::GitHub, "s").unwrap())
+        .await
+        .unwrap();
+    let (builder, mut reports) = test_worker(queue.clone(), fast_policy(5));
+    let worker = builder.build().unwrap().spawn();
+    let k3 = sender
+        .enqueue("slow", Message::new("t", "{}"))
+        .await
+        .unwrap();
+    slow.wait_for(1).await;
+    offset.store(60_000, Ordering::SeqCst); // the lease runs out...
+    let newer = queue
+        .lease_one(&k3, Duration::from_secs(60))
+        .await
+        .unwrap()
+        .expect("...and another owner takes it");
+    let r = until_final(&mut reports, &k3).await;
+    worker.shutdown(Duration::from_secs(5)).await;
+    assert!(!r[0].recorded);
+    assert_eq!(c("hookgate_sender_lease_lost_total{endpoint=slow}"), 1);
+    assert_eq!(c("hookgate_sender_delivered_total{endpoint=slow}"), 0);
+    assert!(queue
+        .settle(
+            &k3,
+            &newer.token,
+            None,
+            hookgate_sender::queue::Transition::Dead(
+                hookgate_sender::queue::DeadReason::Interrupted
+            )
+        )
+        .await
+        .unwrap());
+    let dead = queue.get_dead(&k3).await.unwrap().unwrap();
+    assert_eq!(dead.attempts.len(), 1, "the lost attempt is recorded");
+    assert_eq!(dead.attempts[0].status, Some(200));
 }

@@ -1,15 +1,21 @@
 //! `hookgate dlq`: list, show, replay and purge dead letters in a store.
 //!
-//! Every command pages through the store ([`Queue::list_dead`], 100 at a
-//! time) and never loads it whole. `list` prints a table (or one JSON object
-//! per line with `--json`); `replay` delivers each message again in-process,
-//! through the same worker and policy as `hookgate send`, and reports the
-//! outcome per message: a delivered one leaves the DLQ, a failed one stays
-//! with its new attempts appended. `replay --enqueue` instead puts messages
-//! back into the store's queue for its own workers.
+//! The command parses, calls the library and prints. Every command pages
+//! through the store ([`Queue::list_dead`], 100 at a time) and never loads it
+//! whole. `list` prints a table (or one JSON object per line with `--json`)
+//! and stops quietly when its reader goes away (`| head`). `replay` puts each
+//! dead letter back into the store ([`Queue::replay_dead`], its history kept)
+//! and delivers it here with [`Worker::deliver_once`], the same path as
+//! `hookgate send`: a delivered one leaves the DLQ, a failed one is dead
+//! again with its new attempts appended; an endpoint disabled by a 410 is
+//! skipped unless `--enable` says to enable it. `replay --enqueue` instead
+//! leaves the messages to the store's own workers. `--all` acts on the dead
+//! letters that exist when the command starts, once each
+//! ([`hookgate_sender::bulk`]); `purge --all` asks first on a terminal
+//! (`--yes`, `--dry-run`), and `purge <id>` says so when nothing was purged.
 //!
-//! Exit codes: 0 success, 1 some replay failed or nothing matched `show`,
-//! 2 usage or store errors.
+//! Exit codes: 0 success, 1 some replay failed, nothing matched `show` or
+//! `purge`, or a purge was not confirmed; 2 usage or store errors.
 
 use std::{process::ExitCode, sync::Arc, time::Duration};
 

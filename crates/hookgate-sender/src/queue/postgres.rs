@@ -33,6 +33,10 @@
 //!
 //! Times are Unix milliseconds (`bigint`). Lease expiry and "due now" always
 //! use the database clock, so workers on machines with skewed clocks agree.
+//! The queue's sessions run with `statement_timeout` 30 s (unless the URL's
+//! `options` set another), so a statement stuck behind a lock gives up on
+//! the server too; a timed-out or cancelled statement (SQLSTATE 57014), too
+//! many connections (53300) and a closed connection are `Unavailable`.
 //! [`migrate`](PostgresQueue::migrate) creates what is missing and is
 //! idempotent (an advisory lock serialises concurrent runs).
 //!
@@ -74,6 +78,9 @@ const NOW_MS: &str = "(extract(epoch from now()) * 1000)::bigint";
 const DEFAULT_POOL_SIZE: usize = 16;
 /// How long to wait for a connection (new or from the pool).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The sessions' `statement_timeout` unless the URL sets one (`options=-c
+/// statement_timeout=..`); the migration lifts it for itself.
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A [`Queue`] in PostgreSQL, shareable by many workers on many machines, with
 /// a transactional outbox ([`enqueue_in`](Self::enqueue_in)). See the
@@ -104,9 +111,11 @@ impl std::fmt::Debug for PostgresQueue {
     }
 }
 
-/// Qualified table names.
+/// Qualified table names, and the SQL built from them (each statement
+/// formatted once per queue, then prepared once per pooled connection).
 #[derive(Debug)]
 struct Names {
+    sql: std::sync::Mutex<std::collections::HashMap<&'static str, Arc<str>>>,
     schema: String,
     prefix: String,
     endpoints: String,
@@ -118,6 +127,7 @@ impl Names {
     fn new(schema: &str, prefix: &str) -> Self {
         let t = |name: &str| format!("\"{schema}\".\"{prefix}{name}\"");
         Self {
+            sql: std::sync::Mutex::default(),
             schema: schema.to_owned(),
             prefix: prefix.to_owned(),
             endpoints: t("endpoints"),
@@ -203,7 +213,10 @@ impl PostgresQueue {
             .pool(&PoolOptions {
                 max_size: size.max(1),
                 timeout: CONNECT_TIMEOUT,
-                statement_timeout: None,
+                // The server gives up on a statement that runs away (a lease
+                // stuck behind a lock, say) instead of applying it long after
+                // the worker stopped waiting.
+                statement_timeout: Some(STATEMENT_TIMEOUT),
                 settings: Vec::new(),
                 verify_on_checkout: false,
             })
@@ -294,6 +307,7 @@ impl PostgresQueue {
     async fn run_migration(&self) -> Result<()> {
         let n = &self.names;
         let (schema, p) = (&n.schema, &n.prefix);
+        let old_dead = format!("\"{schema}\".\"{p}dead\"");
         let ddl = format!(
             r#"
             SELECT pg_advisory_xact_lock(hashtext('hookgate-migrate:{schema}.{p}'));
@@ -343,17 +357,32 @@ impl PostgresQueue {
                 error text,
                 PRIMARY KEY (endpoint, message_id, n)
             );
+            -- Before explicit states, dead letters had a table of their own:
+            -- move them in (reason text kept as the detail of `other`).
+            DO $migrate$ BEGIN
+                IF to_regclass('{old_dead_lit}') IS NOT NULL THEN
+                    INSERT INTO {deliveries} (endpoint, message_id, event_type, payload, created_at_ms,
+                                              state, attempts, next_attempt_at, reason, reason_detail,
+                                              finished_at)
+                    SELECT endpoint, message_id, event_type, payload, created_at_ms,
+                           'dead', 0, 0, 'other', reason, dead_at FROM {old_dead}
+                    ON CONFLICT (endpoint, message_id) DO NOTHING;
+                    DROP TABLE {old_dead};
+                END IF;
+            END $migrate$;
             "#,
             endpoints = n.endpoints,
             deliveries = n.deliveries,
             attempts = n.attempts,
+            old_dead = old_dead,
+            old_dead_lit = old_dead.replace('\'', "''"),
         );
         let mut client = self.pool.get().await.map_err(pool_error)?;
         let tx = client
             .transaction()
             .await
             .map_err(|e| pg_error("migrate", e))?;
-        tx.batch_execute(&ddl)
+        tx.batch_execute(&format!("SET LOCAL statement_timeout = 0;\n{ddl}"))
             .await
             .map_err(|e| pg_error("migrate", e))?;
         tx.commit().await.map_err(|e| pg_error("migrate", e))
@@ -399,7 +428,7 @@ impl PostgresQueue {
         self.migrate().await?;
         let rows = client
             .query(
-                self.enqueue_sql().as_str(),
+                &*self.enqueue_sql(),
                 &[
                     &endpoint,
                     &message.id,
@@ -414,12 +443,25 @@ impl PostgresQueue {
         Self::enqueued(&rows)
     }
 
+    /// The statement `name`, built by `build` the first time.
+    fn sql(&self, name: &'static str, build: impl FnOnce() -> String) -> Arc<str> {
+        let mut cache = self
+            .names
+            .sql
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        cache
+            .entry(name)
+            .or_insert_with(|| Arc::from(build()))
+            .clone()
+    }
+
     /// One statement: insert the delivery unless the key exists; a delivered
     /// key past the retention window (`$6` ms) starts afresh, its old history
     /// dropped. Returns `new` or the existing state.
-    fn enqueue_sql(&self) -> String {
+    fn enqueue_sql(&self) -> Arc<str> {
         let (d, a) = (&self.names.deliveries, &self.names.attempts);
-        format!(
+        self.sql("enqueue", || format!(
             "WITH old AS (SELECT 1 FROM {d} WHERE endpoint = $1 AND message_id = $2
                              AND state = 'delivered' AND finished_at <= {NOW_MS} - $6),
                   h AS (DELETE FROM {a} WHERE endpoint = $1 AND message_id = $2
@@ -439,7 +481,7 @@ impl PostgresQueue {
              UNION ALL
              SELECT state FROM {d} WHERE endpoint = $1 AND message_id = $2
                 AND NOT EXISTS (SELECT 1 FROM ins)"
-        )
+        ))
     }
 
     /// The answer of [`enqueue_sql`](Self::enqueue_sql).
@@ -517,8 +559,9 @@ impl PostgresQueue {
             return Ok(Vec::new());
         }
         let d = &self.names.deliveries;
-        let sql = format!(
-            "UPDATE {d} AS q
+        let sql = self.sql("do_lease", || {
+            format!(
+                "UPDATE {d} AS q
                 SET state = 'leased',
                     attempts = q.attempts + 1,
                     lease_token = $3 || '.' || s.rn,
@@ -534,7 +577,8 @@ impl PostgresQueue {
               WHERE q.endpoint = s.endpoint AND q.message_id = s.message_id
           RETURNING q.endpoint, q.message_id, q.event_type, q.payload, q.created_at_ms,
                     q.attempts, s.due, q.lease_token"
-        );
+            )
+        });
         let client = self.client().await?;
         let stmt = prepare(&client, &sql).await?;
         let rows = client
@@ -546,8 +590,9 @@ impl PostgresQueue {
 
     async fn do_lease_one(&self, key: &DeliveryKey, lease: Duration) -> Result<Option<Leased>> {
         let d = &self.names.deliveries;
-        let sql = format!(
-            "UPDATE {d} AS q
+        let sql = self.sql("do_lease_one", || {
+            format!(
+                "UPDATE {d} AS q
                 SET state = 'leased', attempts = q.attempts + 1, lease_token = $4,
                     lease_until = {NOW_MS} + $3, next_attempt_at = {NOW_MS} + $3
                FROM (SELECT next_attempt_at AS due FROM {d}
@@ -557,7 +602,8 @@ impl PostgresQueue {
               WHERE q.endpoint = $1 AND q.message_id = $2
           RETURNING q.endpoint, q.message_id, q.event_type, q.payload, q.created_at_ms,
                     q.attempts, s.due, q.lease_token"
-        );
+            )
+        });
         let client = self.client().await?;
         let stmt = prepare(&client, &sql).await?;
         let row = client
@@ -575,9 +621,9 @@ impl PostgresQueue {
     /// there is one, then the transition's own (`$10`, `$11`). The attempt is
     /// recorded whenever the delivery exists; the state changes only when
     /// the token holds the lease.
-    fn settle_sql(&self, set: &str) -> String {
+    fn settle_sql(&self, name: &'static str, set: &str) -> Arc<str> {
         let (d, a) = (&self.names.deliveries, &self.names.attempts);
-        format!(
+        self.sql(name, || format!(
             "WITH k AS (UPDATE {d} SET {set}, lease_token = NULL, lease_until = NULL
                          WHERE endpoint = $1 AND message_id = $2
                            AND state = 'leased' AND lease_token = $3
@@ -589,7 +635,7 @@ impl PostgresQueue {
                                $4, $5, $6, $7, $8
                          WHERE $9 AND EXISTS (SELECT 1 FROM {d} WHERE endpoint = $1 AND message_id = $2))
              SELECT count(*) FROM k"
-        )
+        ))
     }
 
     async fn do_settle(
@@ -600,6 +646,14 @@ impl PostgresQueue {
         transition: &Transition,
     ) -> Result<bool> {
         let refund = "attempts = greatest(attempts - 1, 0)";
+        let name = match transition {
+            Transition::Delivered => "settle_delivered",
+            Transition::Retry { .. } => "settle_retry",
+            Transition::Defer { .. } => "settle_defer",
+            Transition::Interrupted => "settle_interrupted",
+            Transition::Hold => "settle_hold",
+            Transition::Dead(_) => "settle_dead",
+        };
         let (set, extra): (
             String,
             Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>>,
@@ -631,7 +685,7 @@ impl PostgresQueue {
                 ],
             ),
         };
-        let sql = self.settle_sql(&set);
+        let sql = self.settle_sql(name, &set);
         let empty = Attempt {
             at_ms: 0,
             url: String::new(),
@@ -671,11 +725,13 @@ impl PostgresQueue {
     }
 
     async fn do_release_held(&self, endpoint: &str) -> Result<u64> {
-        let sql = format!(
-            "UPDATE {} SET state = 'scheduled', next_attempt_at = {NOW_MS}
+        let sql = self.sql("do_release_held", || {
+            format!(
+                "UPDATE {} SET state = 'scheduled', next_attempt_at = {NOW_MS}
               WHERE endpoint = $1 AND state = 'held'",
-            self.names.deliveries
-        );
+                self.names.deliveries
+            )
+        });
         let client = self.client().await?;
         client
             .execute(&prepare(&client, &sql).await?, &[&endpoint])
@@ -684,10 +740,12 @@ impl PostgresQueue {
     }
 
     async fn do_state(&self, key: &DeliveryKey) -> Result<Option<DeliveryState>> {
-        let sql = format!(
-            "SELECT state FROM {} WHERE endpoint = $1 AND message_id = $2",
-            self.names.deliveries
-        );
+        let sql = self.sql("do_state", || {
+            format!(
+                "SELECT state FROM {} WHERE endpoint = $1 AND message_id = $2",
+                self.names.deliveries
+            )
+        });
         let client = self.client().await?;
         let row = client
             .query_opt(
@@ -815,12 +873,14 @@ impl PostgresQueue {
         }
         let endpoints: Vec<&str> = dead.iter().map(|d| d.key.endpoint.as_str()).collect();
         let ids: Vec<&str> = dead.iter().map(|d| d.key.message_id.as_str()).collect();
-        let sql = format!(
-            "SELECT endpoint, message_id, at_ms, url, status, latency_ms, error FROM {}
+        let sql = self.sql("with_attempts", || {
+            format!(
+                "SELECT endpoint, message_id, at_ms, url, status, latency_ms, error FROM {}
               WHERE (endpoint, message_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))
               ORDER BY endpoint, message_id, n",
-            self.names.attempts
-        );
+                self.names.attempts
+            )
+        });
         let rows = client
             .query(&prepare(client, &sql).await?, &[&endpoints, &ids])
             .await
@@ -858,7 +918,7 @@ impl PostgresQueue {
             ),
             None => (None, None, None),
         };
-        let sql = format!(
+        let sql = self.sql("do_list_dead", || format!(
             "SELECT {DEAD_COLUMNS} FROM {x}
               WHERE state = 'dead'
                 AND ($1::text IS NULL OR endpoint = $1)
@@ -868,7 +928,7 @@ impl PostgresQueue {
               ORDER BY finished_at, endpoint, message_id
               LIMIT $7",
             x = self.names.deliveries
-        );
+        ));
         let client = self.client().await?;
         let rows = client
             .query(
@@ -889,10 +949,10 @@ impl PostgresQueue {
     }
 
     async fn do_get_dead(&self, key: &DeliveryKey) -> Result<Option<DeadLetter>> {
-        let sql = format!(
+        let sql = self.sql("do_get_dead", || format!(
             "SELECT {DEAD_COLUMNS} FROM {} WHERE endpoint = $1 AND message_id = $2 AND state = 'dead'",
             self.names.deliveries
-        );
+        ));
         let client = self.client().await?;
         let rows = client
             .query(
@@ -907,12 +967,14 @@ impl PostgresQueue {
     async fn do_replay_dead(&self, key: &DeliveryKey) -> Result<bool> {
         // The attempt history stays (a second dead letter shows both runs);
         // the attempt count starts again at zero.
-        let sql = format!(
-            "UPDATE {} SET state = 'scheduled', attempts = 0, next_attempt_at = {NOW_MS},
+        let sql = self.sql("do_replay_dead", || {
+            format!(
+                "UPDATE {} SET state = 'scheduled', attempts = 0, next_attempt_at = {NOW_MS},
                            reason = NULL, reason_detail = NULL, finished_at = NULL
               WHERE endpoint = $1 AND message_id = $2 AND state = 'dead'",
-            self.names.deliveries,
-        );
+                self.names.deliveries,
+            )
+        });
         let client = self.client().await?;
         let n = client
             .execute(
@@ -925,7 +987,8 @@ impl PostgresQueue {
     }
 
     async fn do_purge_dead(&self, key: &DeliveryKey) -> Result<bool> {
-        let sql = format!(
+        let sql = self.sql("do_purge_dead", || {
+            format!(
             "WITH x AS (DELETE FROM {d} WHERE endpoint = $1 AND message_id = $2 AND state = 'dead'
                      RETURNING endpoint, message_id),
                   h AS (DELETE FROM {a} USING x
@@ -933,7 +996,8 @@ impl PostgresQueue {
              SELECT count(*) FROM x",
             a = self.names.attempts,
             d = self.names.deliveries,
-        );
+        )
+        });
         let client = self.client().await?;
         let row = client
             .query_one(
@@ -946,7 +1010,7 @@ impl PostgresQueue {
     }
 
     async fn do_stats(&self) -> Result<QueueStats> {
-        let sql = format!(
+        let sql = self.sql("do_stats", || format!(
             "SELECT count(*) FILTER (WHERE state = 'scheduled' OR (state = 'leased' AND lease_until <= {NOW_MS})),
                     count(*) FILTER (WHERE state = 'leased' AND lease_until > {NOW_MS}),
                     count(*) FILTER (WHERE state = 'held'),
@@ -954,7 +1018,7 @@ impl PostgresQueue {
                     count(*) FILTER (WHERE state = 'dead')
                FROM {d}",
             d = self.names.deliveries,
-        );
+        ));
         let client = self.client().await?;
         let row = client
             .query_one(&prepare(&client, &sql).await?, &[])
@@ -971,8 +1035,9 @@ impl PostgresQueue {
     }
     async fn do_prune(&self, dead_retention: Option<Duration>, max: usize) -> Result<u64> {
         let (d, a) = (&self.names.deliveries, &self.names.attempts);
-        let sql = format!(
-            "WITH x AS (DELETE FROM {d} WHERE ctid IN (
+        let sql = self.sql("do_prune", || {
+            format!(
+                "WITH x AS (DELETE FROM {d} WHERE ctid IN (
                           SELECT ctid FROM {d}
                            WHERE (state = 'delivered' AND finished_at <= {NOW_MS} - $1)
                               OR ($2::bigint IS NOT NULL AND state = 'dead'
@@ -982,7 +1047,8 @@ impl PostgresQueue {
                   h AS (DELETE FROM {a} USING x
                          WHERE {a}.endpoint = x.endpoint AND {a}.message_id = x.message_id)
              SELECT count(*) FROM x"
-        );
+            )
+        });
         let client = self.client().await?;
         let row = client
             .query_one(
@@ -1003,8 +1069,9 @@ impl PostgresQueue {
             return Ok(Vec::new());
         }
         let d = &self.names.deliveries;
-        let sql = format!(
-            "UPDATE {d} AS q
+        let sql = self.sql("do_rescue", || {
+            format!(
+                "UPDATE {d} AS q
                 SET lease_token = $3 || '.' || s.rn,
                     lease_until = s.now + $2,
                     next_attempt_at = s.now + $2
@@ -1018,7 +1085,8 @@ impl PostgresQueue {
               WHERE q.endpoint = s.endpoint AND q.message_id = s.message_id
           RETURNING q.endpoint, q.message_id, q.event_type, q.payload, q.created_at_ms,
                     q.attempts, s.due, q.lease_token"
-        );
+            )
+        });
         let client = self.client().await?;
         let rows = client
             .query(
@@ -1032,11 +1100,13 @@ impl PostgresQueue {
 
     async fn do_put_endpoint(&self, endpoint: &Endpoint) -> Result<()> {
         let config = codec::endpoint_to_json(endpoint)?;
-        let sql = format!(
-            "INSERT INTO {} (id, config, disabled) VALUES ($1, $2::text::jsonb, $3)
+        let sql = self.sql("do_put_endpoint", || {
+            format!(
+                "INSERT INTO {} (id, config, disabled) VALUES ($1, $2::text::jsonb, $3)
              ON CONFLICT (id) DO UPDATE SET config = excluded.config",
-            self.names.endpoints
-        );
+                self.names.endpoints
+            )
+        });
         let client = self.client().await?;
         client
             .execute(
@@ -1049,10 +1119,12 @@ impl PostgresQueue {
     }
 
     async fn do_get_endpoint(&self, id: &str) -> Result<Option<Endpoint>> {
-        let sql = format!(
-            "SELECT config::text, disabled FROM {} WHERE id = $1",
-            self.names.endpoints
-        );
+        let sql = self.sql("do_get_endpoint", || {
+            format!(
+                "SELECT config::text, disabled FROM {} WHERE id = $1",
+                self.names.endpoints
+            )
+        });
         let client = self.client().await?;
         let row = client
             .query_opt(&prepare(&client, &sql).await?, &[&id])
@@ -1071,10 +1143,12 @@ impl PostgresQueue {
     }
 
     async fn do_set_endpoint_disabled(&self, id: &str, disabled: bool) -> Result<()> {
-        let sql = format!(
-            "UPDATE {} SET disabled = $2 WHERE id = $1",
-            self.names.endpoints
-        );
+        let sql = self.sql("do_set_endpoint_disabled", || {
+            format!(
+                "UPDATE {} SET disabled = $2 WHERE id = $1",
+                self.names.endpoints
+            )
+        });
         let client = self.client().await?;
         let n = client
             .execute(&prepare(&client, &sql).await?, &[&id, &disabled])
