@@ -259,7 +259,6 @@ async fn two_workers_deliver_every_enqueued_message_once_across_a_sigterm() {
         ]);
         assert!(again.status.success(), "{}", text(&again.stderr));
 
-        eprintln!("enqueued at {:?}", std::time::SystemTime::now());
         let worker_args = [
             "worker",
             "--store",
@@ -279,10 +278,18 @@ async fn two_workers_deliver_every_enqueued_message_once_across_a_sigterm() {
         let mut seen: BTreeMap<String, usize> = BTreeMap::new();
         let deadline = Instant::now() + Duration::from_secs(120);
         let mut stopped = false;
+        let mut stopped_at = deadline;
         while seen.len() < N {
             assert!(
                 Instant::now() < deadline,
                 "{} of {N} delivered after 120 s ({store})",
+                seen.len()
+            );
+            // What the stopped worker had leased is handed back at once, not
+            // when its 60 s lease runs out.
+            assert!(
+                Instant::now() < stopped_at,
+                "{} of {N} delivered 30 s after the SIGTERM ({store}): leases not handed back",
                 seen.len()
             );
             if let Ok(line) = serve.stdout.recv_timeout(Duration::from_millis(200)) {
@@ -292,12 +299,18 @@ async fn two_workers_deliver_every_enqueued_message_once_across_a_sigterm() {
                     .or_default() += 1;
             }
             if !stopped && seen.len() >= N / 4 {
+                eprintln!(
+                    "term at {:?} after {}",
+                    std::time::SystemTime::now(),
+                    seen.len()
+                );
                 let status = w1.term();
+                eprintln!("termed at {:?}", std::time::SystemTime::now());
                 assert!(status.success(), "worker exits 0 on SIGTERM: {status:?}");
                 stopped = true;
+                stopped_at = Instant::now() + Duration::from_secs(30);
             }
         }
-        eprintln!("delivered at {:?}", std::time::SystemTime::now());
         assert!(stopped);
         assert!(
             seen.values().all(|&n| n == 1),

@@ -624,6 +624,11 @@ impl Drop for AbortOnDrop {
 /// How long shutdown waits for the aborted attempts' leases to be handed back.
 const RELEASE_BUDGET: Duration = Duration::from_millis(900);
 
+/// How long a lease call in flight when shutdown starts may still answer, so
+/// that what it leased is handed back at once (inside the grace + 1 s bound
+/// together with [`RELEASE_BUDGET`]; both are spent only when the store is slow).
+const LEASE_ON_STOP: Duration = Duration::from_millis(300);
+
 impl Shared {
     async fn run(self: Arc<Self>, mut stop: watch::Receiver<Option<Duration>>) -> ShutdownReport {
         let sem = Arc::new(Semaphore::new(self.concurrency));
@@ -652,12 +657,26 @@ impl Shared {
                     Err(_) => break,
                 }
             }
-            // A lease call stuck on the store must not hold up a shutdown:
-            // it is dropped (what it leased, if anything, expires back).
+            let lease = self.bounded("lease", self.queue.lease(permits.len(), self.lease));
+            tokio::pin!(lease);
             let leased = tokio::select! {
                 biased;
-                grace = stop_requested(&mut stop) => break grace,
-                r = self.bounded("lease", self.queue.lease(permits.len(), self.lease)) => r,
+                grace = stop_requested(&mut stop) => {
+                    // A lease call already sent gets a short while to answer,
+                    // so what it took is handed back now (by `shutdown`)
+                    // instead of waiting out its lease; one stuck on the
+                    // store is dropped and what it leased, if anything,
+                    // expires back.
+                    if let Ok(Ok(jobs)) = tokio::time::timeout(LEASE_ON_STOP, &mut lease).await {
+                        let mut in_flight = self.lock_in_flight();
+                        for leased in jobs {
+                            let id = self.task_ids.fetch_add(1, Ordering::Relaxed);
+                            in_flight.insert(id, (leased.job.key.clone(), leased.token.clone()));
+                        }
+                    }
+                    break grace;
+                }
+                r = &mut lease => r,
             };
             let idle = match leased {
                 Ok(jobs) => {
