@@ -98,7 +98,12 @@ enum Action {
 #[derive(Debug, clap::Args)]
 struct StoreArgs {
     /// The store: `postgres://..` or `redis://..`.
-    #[arg(long, value_name = "URL", env = "HOOKGATE_STORE")]
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "HOOKGATE_STORE",
+        hide_env_values = true
+    )]
     store: String,
     /// Namespace in the store: the Postgres schema, or the Redis key prefix `<NS>:q:`.
     #[arg(long, value_name = "NS", env = "HOOKGATE_NAMESPACE")]
@@ -107,7 +112,7 @@ struct StoreArgs {
     #[arg(long, value_name = "ENDPOINT")]
     endpoint: Option<String>,
     /// Only dead letters filed within this long (`30m`, `2h`, `7days`).
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = super::parse_duration)]
     since: Option<Duration>,
     /// JSON output (one object per line).
     #[arg(long)]
@@ -120,10 +125,10 @@ struct DeliveryArgs {
     #[arg(long, value_name = "N", default_value_t = 1)]
     max_attempts: u32,
     /// Upper bound of the first retry's wait.
-    #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = super::parse_duration)]
     base_delay: Duration,
     /// Cap on one wait.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = super::parse_duration)]
     max_delay: Duration,
     /// Messages delivered at once.
     #[arg(long, value_name = "N", default_value_t = 8)]

@@ -53,23 +53,28 @@ pub(crate) struct Args {
     #[arg(long, value_name = "N", default_value_t = 5)]
     max_attempts: u32,
     /// Upper bound of the first retry's wait (full jitter; doubles per retry).
-    #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = super::parse_duration)]
     base_delay: Duration,
     /// Cap on one wait.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = super::parse_duration)]
     max_delay: Duration,
     /// Total timeout per attempt.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = super::parse_duration)]
     timeout: Duration,
     /// Connect timeout per attempt.
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = super::parse_duration)]
     connect_timeout: Duration,
     /// Endpoint id the message is recorded under (default: the URL's
     /// `scheme://host[:port]/path`, without credentials or query).
     #[arg(long, value_name = "NAME")]
     endpoint: Option<String>,
     /// Write the dead letter here when delivery fails: `postgres://..` or `redis://..`.
-    #[arg(long, value_name = "URL", env = "HOOKGATE_STORE")]
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "HOOKGATE_STORE",
+        hide_env_values = true
+    )]
     store: Option<String>,
     /// Namespace in the store: the Postgres schema, or the Redis key prefix `<NS>:q:`.
     #[arg(long, value_name = "NS", env = "HOOKGATE_NAMESPACE")]

@@ -261,21 +261,38 @@ async fn serve(args: Args, verifier: Verifier) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The JSON line printed for an accepted event:
+/// `{"id","scheme","timestamp","body"}` with `body` the parsed JSON value,
+/// or a string for UTF-8 text that is not JSON; a body that is not UTF-8
+/// is printed as `"body_base64"` instead, so no byte is lost.
+fn event_line(
+    id: Option<&str>,
+    scheme: &str,
+    timestamp: Option<i64>,
+    body: &[u8],
+) -> serde_json::Value {
+    let mut line = serde_json::json!({ "id": id, "scheme": scheme, "timestamp": timestamp });
+    if let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) {
+        line["body"] = value;
+    } else if let Ok(text) = std::str::from_utf8(body) {
+        line["body"] = serde_json::Value::String(text.to_owned());
+    } else {
+        use base64::Engine as _;
+        line["body_base64"] = base64::engine::general_purpose::STANDARD
+            .encode(body)
+            .into();
+    }
+    line
+}
+
 /// The store URL without credentials, for the start-up line.
 fn store_label(url: &str) -> String {
     hookgate_sender::redact::dsn(url)
 }
 
 async fn print_event(webhook: Webhook) -> StatusCode {
-    let body = serde_json::from_slice::<serde_json::Value>(&webhook.body).unwrap_or_else(|_| {
-        serde_json::Value::String(String::from_utf8_lossy(&webhook.body).into_owned())
-    });
-    let line = serde_json::json!({
-        "id": webhook.verified.id,
-        "scheme": webhook.verified.scheme.name(),
-        "timestamp": webhook.verified.timestamp,
-        "body": body,
-    });
+    let v = &webhook.verified;
+    let line = event_line(v.id.as_deref(), v.scheme.name(), v.timestamp, &webhook.body);
     let mut out = std::io::stdout().lock();
     let written = writeln!(out, "{line}").and_then(|()| out.flush());
     match written {
@@ -315,7 +332,25 @@ pub(crate) async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
-    use super::store_label;
+    use super::{event_line, store_label};
+
+    #[test]
+    fn event_lines_keep_every_byte() {
+        let line = |body: &[u8]| event_line(Some("evt_1"), "standard", Some(7), body);
+        let json = line(b"{\"a\":1}");
+        assert_eq!(
+            (json["id"].as_str(), json["scheme"].as_str()),
+            (Some("evt_1"), Some("standard"))
+        );
+        assert_eq!(
+            (json["timestamp"].as_i64(), json["body"]["a"].as_i64()),
+            (Some(7), Some(1))
+        );
+        assert_eq!(line(b"plain text")["body"], "plain text");
+        let binary = line(&[0xff, 0x00, 0x80]);
+        assert!(binary.get("body").is_none());
+        assert_eq!(binary["body_base64"], "/wCA");
+    }
 
     #[test]
     fn store_label_hides_credentials() {
