@@ -401,3 +401,46 @@ async fn endpoints_are_managed_not_overwritten() {
         cleanup(&store, &ns).await;
     }
 }
+
+#[tokio::test]
+async fn read_only_commands_leave_no_schema_behind() {
+    for store in stores().into_iter().filter(|s| s.starts_with("postgres")) {
+        let ns = namespace();
+        for args in [
+            &["dlq", "list"][..],
+            &["dlq", "show", "msg_x"],
+            &["endpoint", "show", "shop"],
+        ] {
+            let mut all = args.to_vec();
+            all.extend_from_slice(&["--store", &store, "--namespace", &ns]);
+            let out = hookgate(&all);
+            assert_eq!(
+                out.status.code(),
+                Some(2),
+                "{args:?}: {}",
+                text(&out.stderr)
+            );
+            assert!(
+                text(&out.stderr).contains(&ns),
+                "{args:?} names the namespace: {}",
+                text(&out.stderr)
+            );
+        }
+        let (client, conn) = tokio_postgres::connect(&store, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let row = client
+            .query_one(
+                "SELECT count(*) FROM information_schema.schemata WHERE schema_name = $1",
+                &[&ns],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            row.get::<_, i64>(0),
+            0,
+            "a read-only command created schema {ns}"
+        );
+    }
+}

@@ -178,6 +178,15 @@ async fn open(args: &StoreArgs) -> anyhow::Result<Arc<dyn Queue>> {
     open_store(&args.store, args.namespace.as_deref()).await
 }
 
+/// For `list` and `show`: a namespace that does not exist is an error naming
+/// it, and looking creates nothing.
+async fn open_read_only(args: &StoreArgs) -> anyhow::Result<Arc<dyn Queue>> {
+    if args.store == "memory" || args.store.starts_with("memory:") {
+        return open(args).await;
+    }
+    super::worker::open_queue_read_only(&args.store, args.namespace.as_deref(), None).await
+}
+
 fn filter(args: &StoreArgs) -> DlqFilter {
     DlqFilter {
         endpoint: args.endpoint.clone(),
@@ -291,7 +300,7 @@ async fn for_each_page(
 
 async fn list(args: &StoreArgs, limit: Option<usize>) -> anyhow::Result<ExitCode> {
     use std::io::Write as _;
-    let queue = open(args).await?;
+    let queue = open_read_only(args).await?;
     let mut shown = 0usize;
     let max = limit.unwrap_or(usize::MAX);
     let mut out = std::io::stdout().lock();
@@ -378,7 +387,7 @@ async fn find(queue: &dyn Queue, args: &StoreArgs, id: &str) -> anyhow::Result<O
 }
 
 async fn show(args: &StoreArgs, id: &str) -> anyhow::Result<ExitCode> {
-    let queue = open(args).await?;
+    let queue = open_read_only(args).await?;
     let Some(d) = find(&*queue, args, id).await? else {
         eprintln!("hookgate dlq: no dead letter {id}");
         return Ok(ExitCode::from(1));

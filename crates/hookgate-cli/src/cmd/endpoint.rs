@@ -88,9 +88,13 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let (queue, _) =
-            super::worker::open_queue(&store, args.namespace.as_deref(), args.store_ca.as_deref())
-                .await?;
+        let (ns, ca) = (args.namespace.as_deref(), args.store_ca.as_deref());
+        // Looking (`show`) creates nothing; a namespace that does not exist is an error.
+        let queue = if matches!(args.command, Command::Show { .. }) {
+            super::worker::open_queue_read_only(&store, ns, ca).await?
+        } else {
+            super::worker::open_queue(&store, ns, ca).await?.0
+        };
         match args.command {
             Command::Add(add) => {
                 let endpoint = build(&add)?;

@@ -96,13 +96,24 @@ pub(crate) async fn open_queue(
     namespace: Option<&str>,
     store_ca: Option<&std::path::Path>,
 ) -> anyhow::Result<(Arc<dyn Queue>, Arc<dyn LeaderLock>)> {
-    open_impl(store, namespace, store_ca).await
+    open_impl(store, namespace, store_ca, false).await
+}
+
+/// [`open_queue`] for commands that only read: a Postgres namespace whose
+/// tables do not exist is an error naming it, and nothing is created.
+pub(crate) async fn open_queue_read_only(
+    store: &str,
+    namespace: Option<&str>,
+    store_ca: Option<&std::path::Path>,
+) -> anyhow::Result<Arc<dyn Queue>> {
+    Ok(open_impl(store, namespace, store_ca, true).await?.0)
 }
 
 async fn open_impl(
     store: &str,
     namespace: Option<&str>,
     store_ca: Option<&std::path::Path>,
+    read_only: bool,
 ) -> anyhow::Result<(Arc<dyn Queue>, Arc<dyn LeaderLock>)> {
     #[cfg(feature = "postgres")]
     if store.starts_with("postgres://") || store.starts_with("postgresql://") {
@@ -116,6 +127,17 @@ async fn open_impl(
             .context("cannot open the Postgres queue")?;
         if let Some(ns) = namespace {
             queue = queue.with_schema(ns).context("invalid --namespace")?;
+        }
+        if read_only
+            && !queue
+                .exists()
+                .await
+                .context("cannot reach the Postgres queue")?
+        {
+            anyhow::bail!(
+                "no hookgate queue in namespace (schema) {:?} of this database",
+                queue.schema()
+            );
         }
         let lock: Arc<dyn LeaderLock> = Arc::new(queue.leader_lock());
         return Ok((Arc::new(queue), lock));
@@ -136,7 +158,7 @@ async fn open_impl(
     if store.starts_with("memory") {
         anyhow::bail!("a worker needs a shared queue: --store postgres://.. or redis://..");
     }
-    let _ = (namespace, store_ca);
+    let _ = (namespace, store_ca, read_only);
     anyhow::bail!("unsupported --store (expected postgres://.., redis://.. or rediss://..)")
 }
 

@@ -287,6 +287,24 @@ impl PostgresQueue {
         &self.names.schema
     }
 
+    /// Whether this queue's tables exist (its schema was migrated), without
+    /// creating anything: read-only tools check it first so that looking
+    /// at a namespace that does not exist never creates it.
+    ///
+    /// # Errors
+    /// `Unavailable` or `Backend` from the database.
+    pub async fn exists(&self) -> Result<bool> {
+        let conn = self.pool.get().await.map_err(pool_error)?;
+        let row = conn
+            .query_one(
+                "SELECT to_regclass($1) IS NOT NULL",
+                &[&self.names.deliveries],
+            )
+            .await
+            .map_err(|e| pg_error("exists", e))?;
+        Ok(row.get(0))
+    }
+
     /// Create the schema, tables and indexes if missing. Idempotent; every
     /// operation runs it once first, so calling it is optional.
     ///
