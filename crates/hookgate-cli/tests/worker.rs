@@ -444,3 +444,271 @@ async fn read_only_commands_leave_no_schema_behind() {
         );
     }
 }
+
+/// A private `redis-server` on a free port, killed on drop.
+struct PrivateRedis {
+    child: Option<Child>,
+    port: u16,
+}
+
+impl PrivateRedis {
+    fn start(port: u16) -> Option<Self> {
+        let child = match Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+        {
+            Ok(c) => c,
+            Err(e) => {
+                assert!(!ci(), "redis-server is required under CI=true: {e}");
+                eprintln!("skipping: {e}");
+                return None;
+            }
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(Self {
+            child: Some(child),
+            port,
+        })
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+    (status, body)
+}
+
+fn metric(scrape: &str, name: &str, labels: &[&str]) -> f64 {
+    scrape
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && labels.iter().all(|x| l.contains(x)))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum()
+}
+
+#[test]
+fn worker_metrics_count_its_traffic_and_ready_follows_its_redis() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let Some(mut redis) = PrivateRedis::start(port) else {
+        return;
+    };
+    let store = format!("redis://127.0.0.1:{}", redis.port);
+    let (serve, serve_err) = Proc::spawn(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--scheme",
+        "standard",
+        "--secret",
+        SECRET,
+    ]);
+    let [addr] = addresses_after(&serve_err, ["listening on http://"]);
+    let ok = hookgate(&[
+        "endpoint",
+        "add",
+        "shop",
+        "--url",
+        &format!("http://{addr}/h"),
+        "--scheme",
+        "standard",
+        "--secret",
+        SECRET,
+        "--store",
+        &store,
+    ]);
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    for n in 0..3 {
+        let out = hookgate(&[
+            "enqueue",
+            "shop",
+            "--data",
+            "{}",
+            "--id",
+            &format!("msg_{n}"),
+            "--store",
+            &store,
+        ]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let (mut worker, worker_err) = Proc::spawn(&[
+        "worker",
+        "--store",
+        &store,
+        "--allow-private",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ]);
+    let [admin] = addresses_after(&worker_err, ["admin on http://"]);
+    for _ in 0..3 {
+        serve
+            .stdout
+            .recv_timeout(Duration::from_secs(30))
+            .expect("delivered");
+    }
+    // Exactly the traffic it did: three attempts, three deliveries.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, scrape) = get(admin, "/metrics");
+        assert_eq!(status, 200);
+        let delivered = metric(
+            &scrape,
+            "hookgate_sender_delivered_total",
+            &["endpoint=\"shop\""],
+        );
+        if delivered == 3.0 {
+            assert_eq!(
+                metric(
+                    &scrape,
+                    "hookgate_sender_attempts_total",
+                    &["outcome=\"delivered\""]
+                ),
+                3.0
+            );
+            assert_eq!(
+                metric(
+                    &scrape,
+                    "hookgate_sender_attempts_total",
+                    &["outcome=\"retry\""]
+                ),
+                0.0
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "delivered_total {delivered}:\n{scrape}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(get(admin, "/health").0, 200);
+    assert_eq!(get(admin, "/ready").0, 200);
+    redis.stop();
+    let (status, body) = get(admin, "/ready");
+    assert_eq!(status, 503, "{body}");
+    let mut redis = PrivateRedis::start(port).expect("restart");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while get(admin, "/ready").0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "not ready 15 s after Redis came back"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(worker.term().success());
+    redis.stop();
+}
+
+#[test]
+fn a_replayed_dead_letter_is_delivered_by_a_running_worker() {
+    for store in stores() {
+        let ns = namespace();
+        let base = ["--store", store.as_str(), "--namespace", ns.as_str()];
+        let with = |args: &[&str]| {
+            let mut all = args.to_vec();
+            all.extend_from_slice(&base);
+            hookgate(&all)
+        };
+        // Nothing listens at first: one attempt, dead-lettered.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let add = |url: &str, extra: &[&str]| {
+            let mut args = vec![
+                "endpoint", "add", "shop", "--url", url, "--scheme", "standard", "--secret", SECRET,
+            ];
+            args.extend_from_slice(extra);
+            with(&args)
+        };
+        assert!(add(&format!("http://127.0.0.1:{closed}/h"), &[])
+            .status
+            .success());
+        assert!(
+            with(&["enqueue", "shop", "--data", "{\"n\":1}", "--id", "msg_dead"])
+                .status
+                .success()
+        );
+        let mut worker_args = vec!["worker", "--allow-private", "--max-attempts", "1"];
+        worker_args.extend_from_slice(&base);
+        let (mut worker, _err) = Proc::spawn(&worker_args);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !text(&with(&["dlq", "list", "--json"]).stdout).contains("msg_dead") {
+            assert!(Instant::now() < deadline, "{store}: not dead-lettered");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // The receiver comes up; point the endpoint at it and replay into the queue.
+        let (serve, serve_err) = Proc::spawn(&[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--scheme",
+            "standard",
+            "--secret",
+            SECRET,
+        ]);
+        let [addr] = addresses_after(&serve_err, ["listening on http://"]);
+        assert!(add(&format!("http://{addr}/h"), &["--update"])
+            .status
+            .success());
+        // Workers cache an endpoint for 5 s: let the update reach this one.
+        std::thread::sleep(Duration::from_millis(5_500));
+        let replay = with(&["dlq", "replay", "--all", "--enqueue"]);
+        assert!(replay.status.success(), "{}", text(&replay.stderr));
+        let line = serve
+            .stdout
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the worker delivers the replayed message");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["id"], "msg_dead");
+        assert!(worker.term().success());
+        drop(serve);
+        futures_block_on(cleanup(&store, &ns));
+    }
+}
+
+fn futures_block_on(fut: impl std::future::Future<Output = ()>) {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(fut);
+}
