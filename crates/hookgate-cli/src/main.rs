@@ -68,7 +68,7 @@ fn main() -> ExitCode {
             );
             tracing_subscriber::fmt()
                 .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_ansi(cmd::colour())
                 .with_env_filter(filter)
                 .try_init()
                 .ok();

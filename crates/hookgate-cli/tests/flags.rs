@@ -1,5 +1,5 @@
-//! The CLI is one CLI: every subcommand's `--help` ends with examples where
-//! it runs something long-lived, and never prints a credential taken from
+//! The CLI is one CLI: every subcommand's `--help` ends with examples and
+//! never prints a credential taken from
 //! the environment; durations take bare seconds and humantime alike.
 
 use std::process::{Command, Output};

@@ -37,6 +37,10 @@ const PAGE: usize = 100;
 
 /// Arguments of `hookgate dlq`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  hookgate dlq list --store postgres://postgres@127.0.0.1/test --since 1h
+  hookgate dlq replay --all --enqueue --store redis://127.0.0.1:6379 --namespace shop
+  hookgate dlq purge --all --dry-run --store postgres://postgres@127.0.0.1/test")]
 pub(crate) struct Args {
     #[command(subcommand)]
     action: Action,

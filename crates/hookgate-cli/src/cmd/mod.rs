@@ -88,6 +88,12 @@ impl std::fmt::Debug for SchemeArgs {
     }
 }
 
+/// Colour in log output only on a terminal, and never with `NO_COLOR` set
+/// (<https://no-color.org>).
+pub(crate) fn colour() -> bool {
+    std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none()
+}
+
 /// A duration flag: humantime (`500ms`, `30s`, `5m`, `72h`, `1h 30m`) or a
 /// bare number of seconds (`300`).
 pub(crate) fn parse_duration(text: &str) -> Result<std::time::Duration, String> {

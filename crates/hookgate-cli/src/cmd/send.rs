@@ -31,6 +31,9 @@ use hookgate_sender::{
 
 /// Arguments of `hookgate send`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  hookgate send https://example.com/hooks --scheme standard --secret whsec_... --data '{\"order\":1}'
+  hookgate send http://127.0.0.1:8080/hooks --allow-private --scheme stripe --secret whsec_... --data @event.json --store postgres://postgres@127.0.0.1/test")]
 pub(crate) struct Args {
     /// Receiver URL (`http://` or `https://`).
     #[arg(value_name = "URL")]

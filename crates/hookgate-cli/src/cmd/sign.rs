@@ -30,6 +30,9 @@ use hookgate_sender::new_message_id;
 
 /// Arguments of `hookgate sign`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  hookgate sign --scheme standard --secret whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw --body-file event.json
+  mapfile -t h < <(hookgate sign --scheme github --secret s --body-file event.json); curl --data-binary @event.json \"${h[@]/#/-H}\" http://127.0.0.1:8080/hooks")]
 pub(crate) struct Args {
     #[command(flatten)]
     key: super::SchemeArgs,

@@ -27,6 +27,9 @@ use super::sign::read_body_file;
 
 /// Arguments of `hookgate verify`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  hookgate verify --scheme github --secret s --header 'X-Hub-Signature-256: sha256=...' --body-file event.json
+  hookgate sign --scheme standard --secret whsec_... --body-file e.json | hookgate verify --scheme standard --secret whsec_... --headers-file - --body-file e.json")]
 pub(crate) struct Args {
     #[command(flatten)]
     key: super::SchemeArgs,
