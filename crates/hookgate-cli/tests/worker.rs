@@ -398,6 +398,25 @@ async fn endpoints_are_managed_not_overwritten() {
                 .unwrap();
         assert_eq!(shown["disabled"], false);
         assert_eq!(run(&["endpoint", "show", "nope"]).status.code(), Some(1));
+
+        // Listed (masked), then removed.
+        let list = run(&["endpoint", "list", "--json"]);
+        let all = format!("{}{}", text(&list.stdout), text(&list.stderr));
+        assert!(
+            !all.contains("MfKQ9r8G") && !all.contains("tok_SECRET_123"),
+            "{all}"
+        );
+        let listed: Vec<serde_json::Value> = text(&list.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0]["id"], "shop");
+        assert!(run(&["endpoint", "remove", "shop"]).status.success());
+        assert_eq!(run(&["endpoint", "remove", "shop"]).status.code(), Some(1));
+        assert!(text(&run(&["endpoint", "list", "--json"]).stdout)
+            .trim()
+            .is_empty());
         cleanup(&store, &ns).await;
     }
 }
@@ -410,6 +429,7 @@ async fn read_only_commands_leave_no_schema_behind() {
             &["dlq", "list"][..],
             &["dlq", "show", "msg_x"],
             &["endpoint", "show", "shop"],
+            &["endpoint", "list"],
         ] {
             let mut all = args.to_vec();
             all.extend_from_slice(&["--store", &store, "--namespace", &ns]);

@@ -844,6 +844,24 @@ pub async fn endpoints<Q: Queue>(q: Q) {
     let err = q.set_endpoint_disabled("nobody", true).await.unwrap_err();
     assert_eq!(err.kind(), QueueErrorKind::NotFound);
     assert!(q.get_endpoint("nobody").await.unwrap().is_none());
+
+    // Listed by id, with their state; removed one by one.
+    let listed = q.list_endpoints().await.unwrap();
+    let ids: Vec<&str> = listed.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, ["new", "orders"]);
+    assert!(listed[0].disabled && !listed[1].disabled);
+    assert_eq!(listed[1].urls, ["https://example.com/new"]);
+    assert!(q.remove_endpoint("new").await.unwrap());
+    assert!(!q.remove_endpoint("new").await.unwrap(), "already gone");
+    assert!(q.get_endpoint("new").await.unwrap().is_none());
+    let ids: Vec<String> = q
+        .list_endpoints()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(ids, ["orders"]);
 }
 
 /// Where a delivery is before a `settle`, and whose token tries it.

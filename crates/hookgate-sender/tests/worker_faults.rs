@@ -51,6 +51,12 @@ impl Queue for SlowEndpoints {
     ) -> BoxFuture<'a, Result<()>> {
         self.inner.set_endpoint_disabled(id, disabled)
     }
+    fn list_endpoints(&self) -> BoxFuture<'_, Result<Vec<Endpoint>>> {
+        self.inner.list_endpoints()
+    }
+    fn remove_endpoint<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool>> {
+        self.inner.remove_endpoint(id)
+    }
     fn enqueue<'a>(
         &'a self,
         endpoint: &'a str,

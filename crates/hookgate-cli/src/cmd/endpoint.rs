@@ -3,7 +3,10 @@
 //!
 //! `add` of an existing id with a different configuration is refused unless
 //! `--update`; neither changes `disabled` (only `enable` and `disable` do).
-//! `show` masks secrets, header values and URL credentials.
+//! `show` and `list` mask secrets, header values and URL credentials, and
+//! create nothing (a namespace that does not exist is an error). `remove`
+//! deletes the record; queued messages stay and are dead-lettered
+//! (replayable) when a worker next takes them.
 
 use std::{process::ExitCode, time::Duration};
 
@@ -39,6 +42,18 @@ enum Command {
   hookgate endpoint add shop --url https://shop.example.com/hooks --scheme standard --secret whsec_... --store postgres://postgres@127.0.0.1/test
   hookgate endpoint add shop --url https://a.example.com/h --url https://b.example.com/h --scheme stripe --secret whsec_new --secret whsec_old --update")]
     Add(AddArgs),
+    /// List the endpoints (secrets and header values masked).
+    List {
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove an endpoint. Its queued messages stay and are dead-lettered
+    /// (replayable) when a worker next takes them.
+    Remove {
+        /// Endpoint id.
+        id: String,
+    },
     /// Show an endpoint (secrets and header values masked).
     Show {
         /// Endpoint id.
@@ -90,7 +105,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     runtime.block_on(async move {
         let (ns, ca) = (args.namespace.as_deref(), args.store_ca.as_deref());
         // Looking (`show`) creates nothing; a namespace that does not exist is an error.
-        let queue = if matches!(args.command, Command::Show { .. }) {
+        let queue = if matches!(args.command, Command::Show { .. } | Command::List { .. }) {
             super::worker::open_queue_read_only(&store, ns, ca).await?
         } else {
             super::worker::open_queue(&store, ns, ca).await?.0
@@ -118,6 +133,40 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                         Ok(ExitCode::from(1))
                     }
                     Err(e) => Err(anyhow::Error::new(e).context("cannot register the endpoint")),
+                }
+            }
+            Command::List { json } => {
+                let all = queue.list_endpoints().await?;
+                if !json {
+                    println!("{:<24} {:<9} {:<8} URL", "ID", "SCHEME", "ENABLED");
+                }
+                for e in &all {
+                    if json {
+                        println!("{}", endpoint_json(e));
+                    } else {
+                        let url = e.urls.first().map(|u| redact::url(u)).unwrap_or_default();
+                        let more = if e.urls.len() > 1 {
+                            format!(" (+{} failover)", e.urls.len() - 1)
+                        } else {
+                            String::new()
+                        };
+                        println!(
+                            "{:<24} {:<9} {:<8} {url}{more}",
+                            e.id,
+                            e.scheme.name(),
+                            if e.disabled { "no" } else { "yes" }
+                        );
+                    }
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Remove { id } => {
+                if queue.remove_endpoint(&id).await? {
+                    println!("{id} removed");
+                    Ok(ExitCode::SUCCESS)
+                } else {
+                    eprintln!("hookgate endpoint: no endpoint {id}");
+                    Ok(ExitCode::from(1))
                 }
             }
             Command::Show { id, json } => match queue.get_endpoint(&id).await? {
@@ -191,21 +240,25 @@ fn build(add: &AddArgs) -> anyhow::Result<Endpoint> {
     Ok(endpoint)
 }
 
+/// An endpoint as JSON, secrets and header values masked.
+fn endpoint_json(e: &Endpoint) -> serde_json::Value {
+    serde_json::json!({
+        "id": e.id,
+        "urls": e.urls.iter().map(|u| redact::url(u)).collect::<Vec<_>>(),
+        "scheme": e.scheme.name(),
+        "secrets": e.secrets.iter().map(|_| "***").collect::<Vec<_>>(),
+        "headers": e.headers.iter().map(|(n, _)| format!("{n}: ***")).collect::<Vec<_>>(),
+        "timeout_ms": u64::try_from(e.timeout.as_millis()).unwrap_or(u64::MAX),
+        "connect_timeout_ms": u64::try_from(e.connect_timeout.as_millis()).unwrap_or(u64::MAX),
+        "disabled": e.disabled,
+    })
+}
+
 fn print_endpoint(e: &Endpoint, json: bool) {
     let urls: Vec<String> = e.urls.iter().map(|u| redact::url(u)).collect();
     let headers: Vec<String> = e.headers.iter().map(|(n, _)| format!("{n}: ***")).collect();
     if json {
-        let value = serde_json::json!({
-            "id": e.id,
-            "urls": urls,
-            "scheme": e.scheme.name(),
-            "secrets": e.secrets.iter().map(|_| "***").collect::<Vec<_>>(),
-            "headers": headers,
-            "timeout_ms": u64::try_from(e.timeout.as_millis()).unwrap_or(u64::MAX),
-            "connect_timeout_ms": u64::try_from(e.connect_timeout.as_millis()).unwrap_or(u64::MAX),
-            "disabled": e.disabled,
-        });
-        println!("{value}");
+        println!("{}", endpoint_json(e));
     } else {
         println!("id:       {}", e.id);
         for (i, url) in urls.iter().enumerate() {

@@ -293,6 +293,16 @@ impl Queue for MemoryQueue {
         ready(Ok(self.lock().endpoints.get(id).cloned()))
     }
 
+    fn list_endpoints(&self) -> BoxFuture<'_, Result<Vec<Endpoint>>> {
+        let mut all: Vec<Endpoint> = self.lock().endpoints.values().cloned().collect();
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        ready(Ok(all))
+    }
+
+    fn remove_endpoint<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool>> {
+        ready(Ok(self.lock().endpoints.remove(id).is_some()))
+    }
+
     fn set_endpoint_disabled<'a>(
         &'a self,
         id: &'a str,

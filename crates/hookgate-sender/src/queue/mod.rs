@@ -576,6 +576,12 @@ pub trait Queue: Send + Sync + 'static {
         id: &'a str,
         disabled: bool,
     ) -> BoxFuture<'a, Result<()>>;
+    /// Every endpoint, ordered by id.
+    fn list_endpoints(&self) -> BoxFuture<'_, Result<Vec<Endpoint>>>;
+    /// Delete an endpoint's record; `false` if there was none. Its
+    /// deliveries stay: a worker dead-letters each (unknown endpoint) when
+    /// it next leases it, so they can be replayed once the endpoint is back.
+    fn remove_endpoint<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool>>;
 
     /// Store a delivery of `message` to `endpoint`, due now, unless the key
     /// exists in any state (see [`Enqueued::Exists`]).
@@ -670,6 +676,12 @@ impl<T: Queue + ?Sized> Queue for std::sync::Arc<T> {
         disabled: bool,
     ) -> BoxFuture<'a, Result<()>> {
         (**self).set_endpoint_disabled(id, disabled)
+    }
+    fn list_endpoints(&self) -> BoxFuture<'_, Result<Vec<Endpoint>>> {
+        (**self).list_endpoints()
+    }
+    fn remove_endpoint<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool>> {
+        (**self).remove_endpoint(id)
     }
     fn enqueue<'a>(
         &'a self,

@@ -1160,6 +1160,40 @@ impl PostgresQueue {
         }
     }
 
+    async fn do_list_endpoints(&self) -> Result<Vec<Endpoint>> {
+        let sql = self.sql("do_list_endpoints", || {
+            format!(
+                "SELECT id, config::text, disabled FROM {} ORDER BY id",
+                self.names.endpoints
+            )
+        });
+        let client = self.client().await?;
+        let rows = client
+            .query(&prepare(&client, &sql).await?, &[])
+            .await
+            .map_err(|e| pg_error("list_endpoints", e))?;
+        rows.iter()
+            .map(|row| {
+                let config: String = get(row, 1)?;
+                let mut endpoint = codec::endpoint_from_json(&config, get(row, 2)?)?;
+                endpoint.id = get(row, 0)?;
+                Ok(endpoint)
+            })
+            .collect()
+    }
+
+    async fn do_remove_endpoint(&self, id: &str) -> Result<bool> {
+        let sql = self.sql("do_remove_endpoint", || {
+            format!("DELETE FROM {} WHERE id = $1", self.names.endpoints)
+        });
+        let client = self.client().await?;
+        let n = client
+            .execute(&prepare(&client, &sql).await?, &[&id])
+            .await
+            .map_err(|e| pg_error("remove_endpoint", e))?;
+        Ok(n > 0)
+    }
+
     async fn do_set_endpoint_disabled(&self, id: &str, disabled: bool) -> Result<()> {
         let sql = self.sql("do_set_endpoint_disabled", || {
             format!(
@@ -1217,6 +1251,14 @@ impl Queue for PostgresQueue {
 
     fn get_endpoint<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Endpoint>>> {
         Box::pin(self.do_get_endpoint(id))
+    }
+
+    fn list_endpoints(&self) -> BoxFuture<'_, Result<Vec<Endpoint>>> {
+        Box::pin(self.do_list_endpoints())
+    }
+
+    fn remove_endpoint<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(self.do_remove_endpoint(id))
     }
 
     fn set_endpoint_disabled<'a>(

@@ -973,6 +973,58 @@ impl Queue for RedisQueue {
         Box::pin(self.do_get_endpoint(id))
     }
 
+    fn list_endpoints(&self) -> BoxFuture<'_, Result<Vec<Endpoint>>> {
+        Box::pin(async move {
+            // Endpoint records are `<prefix>ep:<id>`; SCAN them (few, and
+            // only operators list them).
+            let mut conn = self.conn.clone();
+            let marker = format!("{}ep:", self.prefix);
+            let pattern = format!("{}*", glob_escape(&marker));
+            let mut ids = Vec::new();
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(500)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| redis_error("list_endpoints", e))?;
+                ids.extend(
+                    keys.iter()
+                        .filter_map(|k| k.strip_prefix(&marker).map(str::to_owned)),
+                );
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+            ids.sort();
+            ids.dedup();
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                if let Some(endpoint) = self.do_get_endpoint(&id).await? {
+                    out.push(endpoint);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn remove_endpoint<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let n: i64 = redis::cmd("DEL")
+                .arg(self.key(format!("ep:{id}").as_bytes()))
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| redis_error("remove_endpoint", e))?;
+            Ok(n > 0)
+        })
+    }
+
     fn set_endpoint_disabled<'a>(
         &'a self,
         id: &'a str,
