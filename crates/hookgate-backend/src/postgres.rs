@@ -440,11 +440,15 @@ pub fn describe(error: &tokio_postgres::Error) -> String {
     match error.as_db_error() {
         Some(db) => format!("{} ({})", db.message(), db.code().code()),
         None => {
+            // The driver's text often repeats its cause already.
             let mut text = error.to_string();
             let mut source = std::error::Error::source(error);
             while let Some(s) = source {
-                text.push_str(": ");
-                text.push_str(&s.to_string());
+                let cause = s.to_string();
+                if !text.contains(&cause) {
+                    text.push_str(": ");
+                    text.push_str(&cause);
+                }
                 source = s.source();
             }
             text

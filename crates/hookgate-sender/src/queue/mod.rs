@@ -527,7 +527,7 @@ pub enum QueueErrorKind {
 
 /// A queue operation failed. Boxes the backend's error as its source.
 #[derive(Debug, thiserror::Error)]
-#[error("queue {kind:?}: {message}")]
+#[error("{message}")]
 pub struct QueueError {
     kind: QueueErrorKind,
     message: String,

@@ -165,8 +165,10 @@ fn pg_error(context: &str, e: tokio_postgres::Error) -> QueueError {
         ErrorClass::Misconfigured => QueueErrorKind::Config,
         _ => QueueErrorKind::Backend,
     };
+    // One line: the driver's text (or the TLS check that failed) is the
+    // message, so a printer that walks the error chain shows it once.
     let what = hookgate_backend::postgres::describe(&e);
-    QueueError::new(kind, format!("postgres: {context}: {what}")).with_source(e)
+    QueueError::new(kind, format!("postgres: {context}: {what}"))
 }
 
 fn pool_error(e: PoolError) -> QueueError {
