@@ -191,6 +191,20 @@ impl Next {
         }
     }
 
+    /// A short name for logs and spans: `delivered`, `retry`, `dead`,
+    /// `deferred`, `interrupted`, `held`.
+    #[must_use]
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Delivered => "delivered",
+            Self::RetryAt { .. } => "retry",
+            Self::DeadLettered { .. } => "dead",
+            Self::Deferred { .. } => "deferred",
+            Self::Interrupted => "interrupted",
+            Self::Held => "held",
+        }
+    }
+
     /// Whether the delivery is finished (delivered or dead-lettered).
     #[must_use]
     pub fn is_final(&self) -> bool {
@@ -831,13 +845,21 @@ impl Shared {
             message_id = %job.key.message_id,
             endpoint = %job.key.endpoint,
             attempt = job.attempts,
+            // Which of the endpoint's URLs was tried (0 until failover lands).
+            url_index = 0u64,
+            status = tracing::field::Empty,
+            outcome = tracing::field::Empty,
         )
     }
 
     async fn process(self: Arc<Self>, id: u64, leased: Leased, permit: OwnedSemaphorePermit) {
         let span = self.span(&leased.job);
         let gauge = InFlightGauge::new();
-        let report = self.handle(leased).instrument(span).await;
+        let report = self.handle(leased).instrument(span.clone()).await;
+        if let Some(status) = report.attempt.as_ref().and_then(|a| a.status) {
+            span.record("status", status);
+        }
+        span.record("outcome", report.next.label());
         // Only a finished attempt leaves the in-flight map: an aborted one
         // stays there so that shutdown hands its lease back.
         self.lock_in_flight().remove(&id);
