@@ -537,5 +537,19 @@ fn two_serve_processes_on_one_store_print_each_event_once() {
         let (la, lb) = (a.stop(), b.stop());
         assert_eq!(la.len(), 3, "[{name}] {la:?}");
         assert!(lb.is_empty(), "[{name}] {lb:?}");
+        if url.starts_with("postgres") {
+            // The namespace is the dedup table's schema on Postgres: drop it.
+            let out = std::process::Command::new("psql")
+                .arg(&url)
+                .args(["-qc", &format!("DROP SCHEMA IF EXISTS {prefix} CASCADE")])
+                .output();
+            if let Ok(out) = out {
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
     }
 }

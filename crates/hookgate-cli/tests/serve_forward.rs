@@ -351,7 +351,7 @@ async fn two_replicas_on_one_store_forward_each_event_once() {
             return;
         };
         let namespace = format!("fwd{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff);
-        // Redis keys expire a minute after the run; Postgres rows are deleted below.
+        // Redis keys expire a minute after the run; the Postgres schema is dropped below.
         let args = [
             "--store",
             store.as_str(),
@@ -390,11 +390,17 @@ async fn two_replicas_on_one_store_forward_each_event_once() {
                 .await
                 .unwrap();
             tokio::spawn(conn);
-            client
-                .execute(
-                    "DELETE FROM hookgate_dedup WHERE key LIKE $1",
-                    &[&format!("{namespace}:%")],
+            // --namespace is the dedup table's schema on Postgres, as for the queue.
+            let row = client
+                .query_one(
+                    "SELECT to_regclass($1) IS NOT NULL",
+                    &[&format!("{namespace}.hookgate_dedup")],
                 )
+                .await
+                .unwrap();
+            assert!(row.get::<_, bool>(0), "no {namespace}.hookgate_dedup");
+            client
+                .batch_execute(&format!("DROP SCHEMA {namespace} CASCADE"))
                 .await
                 .unwrap();
         }

@@ -55,16 +55,17 @@ pub(crate) struct Args {
     /// to, instead of the system's roots (Postgres: `sslrootcert=` in the URL).
     #[arg(long, value_name = "FILE", env = "HOOKGATE_STORE_CA")]
     store_ca: Option<std::path::PathBuf>,
-    /// Namespace of the dedup keys in the store (separates providers,
-    /// endpoints and tenants sharing one store).
+    /// Namespace in the store (separates providers, endpoints and tenants
+    /// sharing one store): the prefix of the dedup keys (default
+    /// `hookgate`) and, on Postgres, the schema of the dedup table (default
+    /// `public`), as for the queue commands.
     #[arg(
         long = "namespace",
         alias = "prefix",
         value_name = "NS",
-        default_value = "hookgate",
         env = "HOOKGATE_NAMESPACE"
     )]
-    namespace: String,
+    namespace: Option<String>,
     /// Timestamp tolerance, either way (`300`, `5m`).
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = super::parse_duration)]
     tolerance: Duration,
@@ -142,7 +143,11 @@ type Opened = (
     Option<hookgate_sender::maintenance::RunnerHandle>,
 );
 
-async fn open_store(url: &str, ca: Option<&std::path::Path>) -> anyhow::Result<Opened> {
+async fn open_store(
+    url: &str,
+    namespace: Option<&str>,
+    ca: Option<&std::path::Path>,
+) -> anyhow::Result<Opened> {
     if url == "memory" {
         return Ok((Arc::new(MemoryStore::default()), None));
     }
@@ -162,7 +167,18 @@ async fn open_store(url: &str, ca: Option<&std::path::Path>) -> anyhow::Result<O
                 "--store-ca is for rediss:// stores; for Postgres put sslrootcert=FILE in the URL"
             );
         }
-        let store = hookgate_tower::store::PostgresStore::connect(url)
+        let mut store =
+            hookgate_tower::store::PostgresStore::new(url).context("invalid Postgres store URL")?;
+        if let Some(ns) = namespace {
+            store = store
+                .with_table(&format!(
+                    "{ns}.{}",
+                    hookgate_tower::store::PostgresStore::DEFAULT_TABLE
+                ))
+                .context("invalid --namespace (a schema name: letters, digits, _)")?;
+        }
+        store
+            .migrate()
             .await
             .context("cannot connect to the Postgres store")?;
         // The dedup sweep runs as a maintenance task (bounded batches, every
@@ -182,7 +198,12 @@ async fn open_store(url: &str, ca: Option<&std::path::Path>) -> anyhow::Result<O
 }
 
 async fn serve(args: Args, verifier: Verifier) -> anyhow::Result<ExitCode> {
-    let (store, maintenance) = open_store(&args.store, args.store_ca.as_deref()).await?;
+    let (store, maintenance) = open_store(
+        &args.store,
+        args.namespace.as_deref(),
+        args.store_ca.as_deref(),
+    )
+    .await?;
     if let Some(admin) = args.admin_listen {
         let ready = crate::admin::ready_check_for_store(&args.store, args.store_ca.clone())?;
         let bound = crate::admin::spawn(admin, ready).await?;
@@ -190,7 +211,11 @@ async fn serve(args: Args, verifier: Verifier) -> anyhow::Result<ExitCode> {
     }
     let layer = VerifyWebhookLayer::new(verifier)
         .with_store(store)
-        .with_prefix(args.namespace)
+        .with_prefix(
+            args.namespace
+                .clone()
+                .unwrap_or_else(|| "hookgate".to_owned()),
+        )
         .with_body_limit(args.max_body)
         .with_lease(args.lease.max(Duration::from_secs(1)))
         .with_retention(args.retention.max(Duration::from_secs(1)))
