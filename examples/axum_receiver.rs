@@ -6,8 +6,10 @@
 //!
 //! Settings come from the environment:
 //! - `HOOKGATE_LISTEN`: address to listen on (default `127.0.0.1:3000`; loopback only by default);
-//! - `HOOKGATE_SECRET`: the Standard Webhooks secret (default a test secret);
-//! - `HOOKGATE_STORE`: `memory` (default), `redis://..` or `postgres://..`;
+//! - `HOOKGATE_SECRET`: the Standard Webhooks secret (`whsec_...`, required:
+//!   no built-in secret to forget in production);
+//! - `HOOKGATE_STORE`: `memory` (default), `redis://..`, `rediss://..` or
+//!   `postgres://..`; anything else is an error, never a silent memory store;
 //! - `HOOKGATE_QUIET=1`: do not print each event (for load runs);
 //! - `HOOKGATE_BARE=1`: serve the same handler without the layer (the load
 //!   run's baseline; never do this in production).
@@ -24,21 +26,21 @@ use hookgate::{
     Scheme, Verifier,
 };
 
-const DEFAULT_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-
 fn env_flag(name: &str) -> bool {
     std::env::var(name).is_ok_and(|v| v == "1" || v == "true")
 }
 
 async fn open_store(url: &str) -> anyhow::Result<Arc<dyn DedupStore>> {
-    Ok(if url.starts_with("redis://") {
+    Ok(if url == "memory" {
+        Arc::new(MemoryStore::default())
+    } else if url.starts_with("redis://") || url.starts_with("rediss://") {
         Arc::new(hookgate::tower::store::RedisStore::connect(url).await?)
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         let store = hookgate::tower::store::PostgresStore::connect(url).await?;
         store.spawn_sweeper(Duration::from_secs(60));
         Arc::new(store)
     } else {
-        Arc::new(MemoryStore::default())
+        anyhow::bail!("HOOKGATE_STORE must be memory, redis://.., rediss://.. or postgres://..")
     })
 }
 
@@ -52,7 +54,9 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let listen = std::env::var("HOOKGATE_LISTEN").unwrap_or_else(|_| "127.0.0.1:3000".into());
-    let secret = std::env::var("HOOKGATE_SECRET").unwrap_or_else(|_| DEFAULT_SECRET.into());
+    let secret = std::env::var("HOOKGATE_SECRET").map_err(|_| {
+        anyhow::anyhow!("set HOOKGATE_SECRET to the Standard Webhooks secret (whsec_...)")
+    })?;
     let store_url = std::env::var("HOOKGATE_STORE").unwrap_or_else(|_| "memory".into());
     let quiet = env_flag("HOOKGATE_QUIET");
 

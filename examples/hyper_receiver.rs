@@ -7,7 +7,7 @@
 //! ```
 //!
 //! `HOOKGATE_LISTEN` (default `127.0.0.1:3001`) and `HOOKGATE_SECRET`
-//! (default a Standard Webhooks test secret) come from the environment.
+//! (required: the Standard Webhooks secret, `whsec_...`) come from the environment.
 
 use std::convert::Infallible;
 
@@ -21,8 +21,6 @@ use http_body_util::Full;
 use hyper::{body::Incoming, server::conn::http1};
 use hyper_util::rt::TokioIo;
 use tower::{ServiceBuilder, ServiceExt as _};
-
-const DEFAULT_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 /// The handler: runs once per event, after verification.
 async fn handle(req: Request<Full<Bytes>>) -> Result<Response<Full<Bytes>>, Infallible> {
@@ -53,7 +51,9 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let listen = std::env::var("HOOKGATE_LISTEN").unwrap_or_else(|_| "127.0.0.1:3001".into());
-    let secret = std::env::var("HOOKGATE_SECRET").unwrap_or_else(|_| DEFAULT_SECRET.into());
+    let secret = std::env::var("HOOKGATE_SECRET").map_err(|_| {
+        anyhow::anyhow!("set HOOKGATE_SECRET to the Standard Webhooks secret (whsec_...)")
+    })?;
     let verifier = Verifier::from_secret_strings(Scheme::StandardWebhooks, [secret])?;
 
     let service = ServiceBuilder::new()
