@@ -11,13 +11,17 @@
 
 use std::{
     io::{BufRead as _, BufReader},
-    net::{SocketAddr, TcpListener},
+    net::SocketAddr,
     path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
 use hookgate_core::{unix_now, Scheme, Signer};
+
+mod cli_support;
+
+use cli_support::{ci, free_port, stores};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
@@ -44,18 +48,6 @@ class H(http.server.BaseHTTPRequestHandler):
         pass
 http.server.ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
 "#;
-
-fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn wait_for_port(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -316,37 +308,9 @@ async fn forwards_verified_events_once_and_releases_on_upstream_failure() {
     assert_eq!(upstream.seen_ids(), ["msg_a", "msg_b", "msg_b", "msg_c"]);
 }
 
-fn store_urls() -> Vec<String> {
-    let redis =
-        std::env::var("HOOKGATE_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let pg = std::env::var("HOOKGATE_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let reachable = |port_of: &str| {
-        let hostport = port_of
-            .split("://")
-            .nth(1)
-            .unwrap()
-            .split('/')
-            .next()
-            .unwrap();
-        let hostport = hostport.rsplit('@').next().unwrap();
-        std::net::TcpStream::connect(hostport).is_ok()
-    };
-    let mut urls = Vec::new();
-    for url in [redis, pg] {
-        if reachable(&url) {
-            urls.push(url);
-        } else {
-            assert!(!ci(), "{url} unreachable under CI=true");
-            eprintln!("skipping {url}: unreachable");
-        }
-    }
-    urls
-}
-
 #[tokio::test]
 async fn two_replicas_on_one_store_forward_each_event_once() {
-    for store in store_urls() {
+    for store in stores() {
         let Some(upstream) = Upstream::start() else {
             return;
         };

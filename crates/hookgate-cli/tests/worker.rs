@@ -21,30 +21,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+mod cli_support;
+
+use cli_support::{free_port, stores, PrivateRedis};
+
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-
-fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-fn stores() -> Vec<String> {
-    let redis =
-        std::env::var("HOOKGATE_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let pg = std::env::var("HOOKGATE_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let mut out = Vec::new();
-    for url in [pg, redis] {
-        let hostport = url.split("://").nth(1).unwrap().split('/').next().unwrap();
-        let hostport = hostport.rsplit('@').next().unwrap();
-        if std::net::TcpStream::connect(hostport).is_ok() {
-            out.push(url);
-        } else {
-            assert!(!ci(), "{url} unreachable under CI=true");
-            eprintln!("skipping {url}: unreachable");
-        }
-    }
-    out
-}
 
 fn hookgate(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_hookgate"))
@@ -465,61 +446,6 @@ async fn read_only_commands_leave_no_schema_behind() {
     }
 }
 
-/// A private `redis-server` on a free port, killed on drop.
-struct PrivateRedis {
-    child: Option<Child>,
-    port: u16,
-}
-
-impl PrivateRedis {
-    fn start(port: u16) -> Option<Self> {
-        let child = match Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-        {
-            Ok(c) => c,
-            Err(e) => {
-                assert!(!ci(), "redis-server is required under CI=true: {e}");
-                eprintln!("skipping: {e}");
-                return None;
-            }
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Some(Self {
-            child: Some(child),
-            port,
-        })
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     use std::io::{Read as _, Write as _};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
@@ -542,11 +468,7 @@ fn metric(scrape: &str, name: &str, labels: &[&str]) -> f64 {
 
 #[test]
 fn worker_metrics_count_its_traffic_and_ready_follows_its_redis() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let Some(mut redis) = PrivateRedis::start(port) else {
         return;
     };
@@ -667,11 +589,7 @@ fn a_replayed_dead_letter_is_delivered_by_a_running_worker() {
             hookgate(&all)
         };
         // Nothing listens at first: one attempt, dead-lettered.
-        let closed = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let closed = free_port();
         let add = |url: &str, extra: &[&str]| {
             let mut args = vec![
                 "endpoint", "add", "shop", "--url", url, "--scheme", "standard", "--secret", SECRET,

@@ -275,7 +275,7 @@ async fn serve(args: Args, verifier: Verifier) -> anyhow::Result<ExitCode> {
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(async {
-        shutdown_signal().await;
+        super::send::interrupt_signal().await;
         eprintln!("hookgate serve: shutting down");
     })
     .await
@@ -329,30 +329,6 @@ async fn print_event(webhook: Webhook) -> StatusCode {
             tracing::error!(error = %e, "cannot write the event to stdout");
             StatusCode::INTERNAL_SERVER_ERROR
         }
-    }
-}
-
-/// SIGINT (Ctrl-C) or SIGTERM.
-pub(crate) async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
     }
 }
 

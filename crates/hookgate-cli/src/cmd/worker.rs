@@ -217,7 +217,7 @@ async fn work(args: Args) -> anyhow::Result<ExitCode> {
             .map(|ns| format!(", namespace {ns}"))
             .unwrap_or_default()
     );
-    super::serve::shutdown_signal().await;
+    super::send::interrupt_signal().await;
     eprintln!(
         "hookgate worker: stopping (grace {})",
         humantime::format_duration(args.shutdown_grace)
