@@ -102,7 +102,8 @@ pub struct PoolOptions {
     /// a connection before it is handed out.
     pub timeout: Duration,
     /// The server cancels a statement running longer (`statement_timeout`),
-    /// so a call the client gave up on does not take effect later.
+    /// so a call the client gave up on does not take effect later. A
+    /// `statement_timeout` in the URL's `options` wins over this one.
     pub statement_timeout: Option<Duration>,
     /// Further `-c name=value` settings for every session (e.g. `synchronous_commit=off`).
     pub settings: Vec<(String, String)>,
@@ -205,14 +206,16 @@ impl PgUrl {
         let (mut config, tls) = self.connector()?;
         config.connect_timeout(options.timeout);
         let mut session = Vec::new();
-        if let Some(user) = config.get_options() {
-            session.push(user.to_owned());
-        }
         if let Some(t) = options.statement_timeout {
             session.push(format!("-c statement_timeout={}", t.as_millis().max(1)));
         }
         for (name, value) in &options.settings {
             session.push(format!("-c {name}={value}"));
+        }
+        // The URL's own `options` come last, so an operator's setting there
+        // (say a shorter statement_timeout) wins over these defaults.
+        if let Some(user) = config.get_options() {
+            session.push(user.to_owned());
         }
         if !session.is_empty() {
             config.options(session.join(" "));

@@ -89,7 +89,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             // Errors may quote a store DSN or a URL: never print a credential.
-            eprintln!("hookgate: {}", cmd::scrub(&format!("{e:#}")));
+            eprintln!("hookgate: {}", cmd::scrub(&cmd::one_line(&e)));
             ExitCode::from(2)
         }
     }

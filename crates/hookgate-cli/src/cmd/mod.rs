@@ -88,6 +88,24 @@ impl std::fmt::Debug for SchemeArgs {
     }
 }
 
+/// An error and its causes on one line, `: `-separated, leaving out a cause
+/// whose text the line already holds (drivers often repeat their cause in
+/// their own message).
+pub(crate) fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
 /// Colour in log output only on a terminal, and never with `NO_COLOR` set
 /// (<https://no-color.org>).
 pub(crate) fn colour() -> bool {
@@ -125,6 +143,20 @@ pub(crate) fn parse_listen(text: &str) -> Result<std::net::SocketAddr, String> {
 #[cfg(test)]
 mod tests {
     use super::scrub_with;
+
+    #[test]
+    fn errors_print_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        let driver =
+            anyhow::Error::new(io).context("error connecting to server: connection refused");
+        let e = driver
+            .context("postgres: connect")
+            .context("cannot open the Postgres queue");
+        assert_eq!(
+            super::one_line(&e),
+            "cannot open the Postgres queue: postgres: connect: error connecting to server: connection refused"
+        );
+    }
 
     #[test]
     fn durations_take_seconds_or_humantime() {

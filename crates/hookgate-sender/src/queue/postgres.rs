@@ -165,10 +165,11 @@ fn pg_error(context: &str, e: tokio_postgres::Error) -> QueueError {
         ErrorClass::Misconfigured => QueueErrorKind::Config,
         _ => QueueErrorKind::Backend,
     };
-    // One line: the driver's text (or the TLS check that failed) is the
-    // message, so a printer that walks the error chain shows it once.
+    // The driver's text (or the TLS check that failed) is in the message;
+    // the error stays the source (printers like the CLI's skip a cause whose
+    // text the line already holds).
     let what = hookgate_backend::postgres::describe(&e);
-    QueueError::new(kind, format!("postgres: {context}: {what}"))
+    QueueError::new(kind, format!("postgres: {context}: {what}")).with_source(e)
 }
 
 fn pool_error(e: PoolError) -> QueueError {
