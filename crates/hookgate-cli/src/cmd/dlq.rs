@@ -188,7 +188,7 @@ async fn open_read_only(args: &StoreArgs) -> anyhow::Result<Arc<dyn Queue>> {
     if args.store == "memory" || args.store.starts_with("memory:") {
         return open(args).await;
     }
-    super::worker::open_queue_read_only(&args.store, args.namespace.as_deref(), None).await
+    super::queue::open_read_only(&args.store, args.namespace.as_deref(), None).await
 }
 
 fn filter(args: &StoreArgs) -> DlqFilter {

@@ -106,9 +106,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         let (ns, ca) = (args.namespace.as_deref(), args.store_ca.as_deref());
         // Looking (`show`) creates nothing; a namespace that does not exist is an error.
         let queue = if matches!(args.command, Command::Show { .. } | Command::List { .. }) {
-            super::worker::open_queue_read_only(&store, ns, ca).await?
+            super::queue::open_read_only(&store, ns, ca).await?
         } else {
-            super::worker::open_queue(&store, ns, ca).await?.0
+            super::queue::open(&store, ns, ca).await?.0
         };
         match args.command {
             Command::Add(add) => {

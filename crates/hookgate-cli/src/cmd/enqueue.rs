@@ -52,7 +52,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let (queue, _) = super::worker::open_queue(
+        let (queue, _) = super::queue::open(
             &args.store,
             args.namespace.as_deref(),
             args.store_ca.as_deref(),

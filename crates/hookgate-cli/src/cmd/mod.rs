@@ -8,6 +8,7 @@ pub(crate) mod dlq;
 pub(crate) mod endpoint;
 pub(crate) mod enqueue;
 pub(crate) mod forward;
+pub(crate) mod queue;
 pub(crate) mod send;
 pub(crate) mod serve;
 pub(crate) mod sign;

@@ -126,24 +126,12 @@ pub(crate) fn retry_policy(
     Ok(policy)
 }
 
-/// A store DSN without its password (every form), for messages.
-pub(crate) fn redact(url: &str) -> String {
-    hookgate_sender::redact::dsn(url)
-}
-
-/// Open a store given with `--store`, refusing the per-process memory store.
+/// Open a store given with `--store` (the per-process memory store refused).
 pub(crate) async fn open_store(
     url: &str,
     namespace: Option<&str>,
 ) -> anyhow::Result<Arc<dyn Queue>> {
-    if url == "memory" || url.starts_with("memory:") {
-        anyhow::bail!(
-            "--store memory lives only inside one process; use postgres://.. or redis://.."
-        );
-    }
-    hookgate_sender::queue::open_namespaced(url, namespace)
-        .await
-        .with_context(|| format!("cannot open store {}", redact(url)))
+    Ok(super::queue::open(url, namespace, None).await?.0)
 }
 
 pub(crate) fn read_data(data: &str) -> anyhow::Result<Vec<u8>> {
@@ -253,7 +241,7 @@ async fn send(args: Args) -> anyhow::Result<ExitCode> {
         None => Arc::new(MemoryQueue::new()),
     };
     let stored = match &args.store {
-        Some(url) => format!(" in {}", redact(url)),
+        Some(url) => format!(" in {}", hookgate_sender::redact::dsn(url)),
         None => String::new(),
     };
     let sender = Sender::new(queue.clone());
@@ -463,6 +451,7 @@ mod tests {
 
     #[test]
     fn redacts_store_passwords() {
+        let redact = hookgate_sender::redact::dsn;
         assert_eq!(
             redact("postgres://u:pw@host:5432/db"),
             "postgres://u:***@host:5432/db"

@@ -193,7 +193,7 @@ async fn open_store(
     }
     anyhow::bail!(
         "unsupported --store `{}` (expected memory, redis://.., rediss://.. or postgres://..)",
-        store_label(url)
+        hookgate_sender::redact::dsn(url)
     )
 }
 
@@ -260,7 +260,7 @@ async fn serve(args: Args, verifier: Verifier) -> anyhow::Result<ExitCode> {
     eprintln!(
         "hookgate serve: listening on http://{addr} (scheme {}, store {}{})",
         args.key.scheme,
-        store_label(&args.store),
+        hookgate_sender::redact::dsn(&args.store),
         args.forward
             .as_ref()
             .map(|u| format!(
@@ -311,11 +311,6 @@ fn event_line(
     line
 }
 
-/// The store URL without credentials, for the start-up line.
-fn store_label(url: &str) -> String {
-    hookgate_sender::redact::dsn(url)
-}
-
 async fn print_event(webhook: Webhook) -> StatusCode {
     let v = &webhook.verified;
     let line = event_line(v.id.as_deref(), v.scheme.name(), v.timestamp, &webhook.body);
@@ -334,7 +329,7 @@ async fn print_event(webhook: Webhook) -> StatusCode {
 
 #[cfg(test)]
 mod tests {
-    use super::{event_line, store_label};
+    use super::event_line;
 
     #[test]
     fn event_lines_keep_every_byte() {
@@ -356,16 +351,18 @@ mod tests {
 
     #[test]
     fn store_label_hides_credentials() {
-        assert_eq!(store_label("memory"), "memory");
+        assert_eq!(hookgate_sender::redact::dsn("memory"), "memory");
         // The password goes, in every DSN form; the user name is no secret.
         assert_eq!(
-            store_label("postgres://user:pw@db:5432/x"),
+            hookgate_sender::redact::dsn("postgres://user:pw@db:5432/x"),
             "postgres://user:***@db:5432/x"
         );
-        assert!(!store_label("postgres://u:p@ss@db/x").contains("ss@"));
-        assert!(!store_label("host=db user=u password=hunter2").contains("hunter2"));
+        assert!(!hookgate_sender::redact::dsn("postgres://u:p@ss@db/x").contains("ss@"));
+        assert!(
+            !hookgate_sender::redact::dsn("host=db user=u password=hunter2").contains("hunter2")
+        );
         assert_eq!(
-            store_label("redis://127.0.0.1:6379"),
+            hookgate_sender::redact::dsn("redis://127.0.0.1:6379"),
             "redis://127.0.0.1:6379"
         );
     }
