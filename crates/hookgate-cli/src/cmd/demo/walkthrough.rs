@@ -1,4 +1,4 @@
-//! `hookgate demo`: the whole story in a few seconds, on embedded defaults.
+//! `hookgate demo --walkthrough`: the story step by step, one event at a time.
 //!
 //! Everything runs in this process on 127.0.0.1: a receiver (axum behind the
 //! verifying, deduplicating layer with the memory store) and a sender (memory
@@ -23,7 +23,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::Context as _;
 use axum::{extract::Extension, http::StatusCode, routing::post, Router};
 use hookgate_core::{unix_now, Scheme, Signer, Verifier};
 use hookgate_sender::{
@@ -34,14 +33,6 @@ use hookgate_sender::{
     Endpoint, MemoryQueue, Message, Queue, Sender, Worker,
 };
 use hookgate_tower::{MemoryStore, VerifiedWebhook, VerifyWebhookLayer};
-
-/// Arguments of `hookgate demo`.
-#[derive(Debug, clap::Args)]
-pub(crate) struct Args {
-    /// Signature scheme the demo's sender and receiver use.
-    #[arg(long, default_value = "standard")]
-    scheme: Scheme,
-}
 
 /// The secret both sides share (a Standard Webhooks style secret; for the
 /// other schemes its text is the key).
@@ -66,20 +57,12 @@ impl ReceiverState {
     }
 }
 
-pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
-    rt.block_on(demo(args.scheme))
-}
-
 fn say(step: &str, text: impl std::fmt::Display) {
     println!("[{step:>8}] {text}");
 }
 
-async fn demo(scheme: Scheme) -> anyhow::Result<ExitCode> {
+/// Runs the walkthrough; exit 1 when a promise does not hold.
+pub(super) async fn run(scheme: Scheme) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let mut failures: Vec<String> = Vec::new();
     let mut check = |ok: bool, what: &str| {
