@@ -66,6 +66,92 @@ pub fn client(url: &str, root_cert: Option<&Path>) -> Result<redis::Client, Back
     }
 }
 
+/// The node URLs of a `redis+cluster://host:port,host:port[/]` URL (or
+/// `rediss+cluster://` for TLS), as `redis://host:port` (`rediss://`) URLs
+/// with the user and password of the first; `None` when `url` is not a
+/// cluster URL.
+///
+/// ```
+/// let nodes = hookgate_backend::redis::cluster_nodes("redis+cluster://:pw@10.0.0.1:7000,10.0.0.2:7000").unwrap();
+/// assert_eq!(nodes, ["redis://:pw@10.0.0.1:7000", "redis://:pw@10.0.0.2:7000"]);
+/// ```
+#[must_use]
+pub fn cluster_nodes(url: &str) -> Option<Vec<String>> {
+    let (scheme, rest) = if let Some(rest) = url.strip_prefix("redis+cluster://") {
+        ("redis", rest)
+    } else {
+        ("rediss", url.strip_prefix("rediss+cluster://")?)
+    };
+    let rest = rest.trim_end_matches('/');
+    let (auth, hosts) = match rest.rsplit_once('@') {
+        Some((auth, hosts)) => (format!("{auth}@"), hosts),
+        None => (String::new(), rest),
+    };
+    Some(
+        hosts
+            .split(',')
+            .filter(|h| !h.is_empty())
+            .map(|h| format!("{scheme}://{auth}{h}"))
+            .collect(),
+    )
+}
+
+/// A Redis Cluster client seeded with `nodes` (`redis://` or `rediss://`
+/// URLs, all one or the other); it discovers the rest of the cluster and
+/// follows `MOVED`/`ASK` redirections. TLS as for [`client`].
+///
+/// # Errors
+/// [`BackendError::InvalidUrl`] for no nodes, a malformed URL, mixed or
+/// `#insecure` URLs, or a `root_cert` with plain `redis://`;
+/// [`BackendError::Tls`] if `root_cert` cannot be read.
+pub fn cluster_client(
+    nodes: &[String],
+    root_cert: Option<&Path>,
+    timeout: std::time::Duration,
+) -> Result<redis::cluster::ClusterClient, BackendError> {
+    if nodes.is_empty() {
+        return Err(BackendError::InvalidUrl(
+            "a Redis Cluster URL needs at least one host:port".into(),
+        ));
+    }
+    let tls = nodes[0].starts_with("rediss://");
+    if nodes.iter().any(|n| n.starts_with("rediss://") != tls) {
+        return Err(BackendError::InvalidUrl(
+            "the cluster's node URLs mix redis:// and rediss://".into(),
+        ));
+    }
+    for node in nodes {
+        // The same checks as for one server (the client itself is dropped).
+        if root_cert.is_none() || !tls {
+            client(node, root_cert)?;
+        } else if node.ends_with("#insecure") {
+            client(node, None)?;
+        }
+    }
+    let mut builder = redis::cluster::ClusterClientBuilder::new(nodes.to_vec())
+        .connection_timeout(timeout)
+        .response_timeout(timeout)
+        .retries(1);
+    if let Some(path) = root_cert.filter(|_| tls) {
+        let pem = std::fs::read(path).map_err(|e| {
+            BackendError::tls(
+                format!("cannot read the root certificate file {}", path.display()),
+                e,
+            )
+        })?;
+        builder = builder.certs(redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem),
+        });
+    }
+    builder.build().map_err(|e| {
+        BackendError::InvalidUrl(format!(
+            "not a Redis Cluster URL: {}",
+            e.detail().unwrap_or("malformed")
+        ))
+    })
+}
+
 /// What a Redis error means for the caller: I/O, timeouts, refused
 /// connections, a loading or read-only replica and cluster moves are
 /// Unavailable; authentication, TLS and a wrong value type are Misconfigured.

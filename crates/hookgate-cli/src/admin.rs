@@ -145,6 +145,35 @@ pub(crate) fn ready_check_for_store(
         }));
     }
     #[cfg(feature = "redis")]
+    if let Some(nodes) = hookgate_backend::redis::cluster_nodes(store) {
+        let client =
+            hookgate_backend::redis::cluster_client(&nodes, store_ca.as_deref(), READY_TIMEOUT)?;
+        let conn = Arc::new(tokio::sync::Mutex::new(
+            None::<redis::cluster_async::ClusterConnection>,
+        ));
+        return Ok(Arc::new(move || {
+            let client = client.clone();
+            let conn = conn.clone();
+            Box::pin(async move {
+                let describe = |e: redis::RedisError| {
+                    format!("Redis Cluster: {}", hookgate_backend::redis::describe(&e))
+                };
+                let mut guard = conn.lock().await;
+                if guard.is_none() {
+                    *guard = Some(client.get_async_connection().await.map_err(describe)?);
+                }
+                let c = guard.as_mut().expect("set above");
+                match redis::cmd("PING").query_async::<String>(c).await {
+                    Ok(_) => Ok(()),
+                    Err(e) => {
+                        *guard = None;
+                        Err(describe(e))
+                    }
+                }
+            })
+        }));
+    }
+    #[cfg(feature = "redis")]
     if store.starts_with("redis://") || store.starts_with("rediss://") {
         let client = hookgate_backend::redis::client(store, store_ca.as_deref())?;
         let conn = Arc::new(tokio::sync::Mutex::new(
@@ -179,7 +208,7 @@ pub(crate) fn ready_check_for_store(
         }));
     }
     let _ = store_ca;
-    anyhow::bail!("unsupported --store URL for the readiness check (expected memory, postgres://, redis:// or rediss://)")
+    anyhow::bail!("unsupported --store URL for the readiness check (expected memory, postgres://, redis://, rediss:// or redis+cluster://)")
 }
 
 #[cfg(test)]

@@ -491,9 +491,19 @@ fn shared_store_urls() -> Vec<(&'static str, String)> {
     urls
 }
 
+#[path = "../../hookgate-tower/tests/cluster_support/mod.rs"]
+mod cluster_support;
+
 #[test]
 fn two_serve_processes_on_one_store_print_each_event_once() {
-    for (name, url) in shared_store_urls() {
+    // Redis Cluster too: a private three-master cluster, `redis+cluster://`.
+    let cluster = cluster_support::PrivateCluster::start();
+    let mut stores = shared_store_urls();
+    if let Some(c) = &cluster {
+        stores.push(("redis-cluster", c.url()));
+    }
+    for (name, url) in stores {
+        eprintln!("replicas on {name}");
         // A fresh prefix per run; a short retention lets the store expire
         // what this test wrote.
         let prefix = format!("hgcli{:x}{:x}", std::process::id(), unix_now());

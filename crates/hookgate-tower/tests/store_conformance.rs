@@ -487,6 +487,28 @@ macro_rules! conformance {
             namespaces_isolate,
         );
     };
+    (@list) => {
+        conformance!(@list
+            fresh_claim_acquires,
+            second_claim_is_in_flight,
+            complete_then_done,
+            wrong_token_changes_nothing,
+            release_frees_the_key,
+            expired_lease_fences_the_old_token,
+            expired_lease_still_completes,
+            renew_extends_the_lease,
+            done_record_keeps_the_response,
+            retention_expiry_frees_the_key,
+            concurrent_claims_have_one_winner,
+            keys_are_independent,
+            namespaces_isolate,
+        )
+    };
+    (@list $($case:ident),* $(,)?) => {
+        [$(
+            (stringify!($case), (|f| Box::pin($crate::cases::$case(f)) as Cleanup) as fn(Arc<Fixture>) -> Cleanup)
+        ),*]
+    };
     (@cases $setup:path; $($case:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -619,6 +641,61 @@ mod redis_store {
     }
 
     conformance!(setup);
+}
+
+/// The same suite on a Redis Cluster of three masters, private to the test
+/// (`redis-server --cluster-enabled` on free loopback ports, joined with
+/// `redis-cli --cluster create`), through `redis+cluster://` with two seeds.
+/// One cluster for all cases (forming one takes seconds).
+#[cfg(feature = "redis")]
+mod cluster_support;
+
+#[cfg(feature = "redis")]
+mod redis_cluster {
+    use super::*;
+    use crate::cluster_support::PrivateCluster;
+    use hookgate_tower::store::RedisStore;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn conformance_on_a_three_master_cluster() {
+        let Some(cluster) = PrivateCluster::start() else {
+            return;
+        };
+        let store = RedisStore::connect(&cluster.url())
+            .await
+            .expect("connect to the cluster");
+        for (name, case) in conformance!(@list) {
+            let run = format!("hookgate-test:{:016x}", rand::random::<u64>());
+            let fixture = Fixture {
+                store: Arc::new(store.clone().with_prefix(format!("{run}:a:"))),
+                other: Arc::new(store.clone().with_prefix(format!("{run}:b:"))),
+            };
+            eprintln!("cluster: {name}");
+            tokio::time::timeout(CASE_TIMEOUT, case(Arc::new(fixture)))
+                .await
+                .unwrap_or_else(|_| panic!("{name} did not finish within {CASE_TIMEOUT:?}"));
+        }
+        // The keys landed on every master: the calls went to the slot's owner.
+        for port in &cluster.ports {
+            let keys: u64 = cluster.cli(*port, &["dbsize"]).parse().expect("dbsize");
+            assert!(keys > 0, "master {port} holds no key");
+        }
+        // A master that lost its scripts (restart, failover) gets them again.
+        for port in &cluster.ports {
+            assert_eq!(cluster.cli(*port, &["script", "flush"]), "OK");
+        }
+        let k = key("after_flush");
+        let t = acquire(&store, &k, &digest(1), LONG).await;
+        assert!(store.complete(&k, &t, record(200, 1), KEEP).await.unwrap());
+        assert_eq!(claim(&store, &k).await, Claim::Done(record(200, 1)));
+    }
+
+    #[test]
+    fn cluster_urls_name_their_nodes() {
+        assert!(RedisStore::lazy("redis+cluster://").is_err());
+        assert!(RedisStore::lazy("redis+cluster://127.0.0.1:1,127.0.0.1:2").is_ok());
+        assert!(RedisStore::lazy("rediss+cluster://127.0.0.1:1#insecure").is_err());
+    }
 }
 
 #[cfg(feature = "postgres")]

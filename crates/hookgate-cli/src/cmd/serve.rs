@@ -41,7 +41,8 @@ pub(crate) struct Args {
     listen: SocketAddr,
     #[command(flatten)]
     key: super::SchemeArgs,
-    /// Dedup store: `memory`, `redis://host:port/db`, `rediss://..` (TLS) or
+    /// Dedup store: `memory`, `redis://host:port/db`, `rediss://..` (TLS),
+    /// `redis+cluster://host:port,host:port` (Redis Cluster) or
     /// `postgres://user@host:port/db` (`?sslmode=verify-full&sslrootcert=ca.pem` for TLS).
     #[arg(
         long,
@@ -152,7 +153,10 @@ async fn open_store(
         return Ok((Arc::new(MemoryStore::default()), None));
     }
     #[cfg(feature = "redis")]
-    if url.starts_with("redis://") || url.starts_with("rediss://") {
+    if url.starts_with("redis://")
+        || url.starts_with("rediss://")
+        || hookgate_backend::redis::cluster_nodes(url).is_some()
+    {
         let store = match ca {
             Some(ca) => hookgate_tower::store::RedisStore::connect_with_ca(url, ca).await,
             None => hookgate_tower::store::RedisStore::connect(url).await,
@@ -192,7 +196,7 @@ async fn open_store(
         return Ok((Arc::new(store), Some(runner.spawn())));
     }
     anyhow::bail!(
-        "unsupported --store `{}` (expected memory, redis://.., rediss://.. or postgres://..)",
+        "unsupported --store `{}` (expected memory, redis://.., rediss://.., redis+cluster://.. or postgres://..)",
         hookgate_sender::redact::dsn(url)
     )
 }

@@ -42,8 +42,32 @@
 //! Scripts run by `EVALSHA`; they are loaded when the store connects, and
 //! reloaded once (`NOSCRIPT`) if the server lost them, e.g. after a restart.
 //!
+//! # Redis Cluster
+//! [`connect`](RedisStore::connect) takes `redis+cluster://host:port,host:port`
+//! (`rediss+cluster://` for TLS), or use
+//! [`connect_cluster`](RedisStore::connect_cluster) with the seed nodes' URLs.
+//! Every script touches exactly one key, declared in `KEYS`, so each call
+//! goes to the master owning that key's slot; the client discovers the
+//! cluster from the seeds and follows `MOVED`/`ASK` redirections. Scripts are
+//! loaded on every master when the store connects, and again on the master
+//! that answers `NOSCRIPT` (a failover, a new master). Nothing else changes:
+//! the same code runs on one server or a cluster.
+//!
+//! ```no_run
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), hookgate_tower::store::StoreError> {
+//! let store = hookgate_tower::store::RedisStore::connect(
+//!     "redis+cluster://10.0.0.1:7000,10.0.0.2:7000,10.0.0.3:7000",
+//! )
+//! .await?;
+//! # let _ = store;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Availability
-//! The connection is a [`ConnectionManager`], which reconnects after Redis
+//! The connection is a [`ConnectionManager`] (a cluster connection for a
+//! cluster), which reconnects after Redis
 //! restarts. Every call is bounded by a timeout (default
 //! [`RedisStore::DEFAULT_TIMEOUT`]); refused connections, I/O errors,
 //! timeouts and "loading"/"try again" replies map to
@@ -59,7 +83,10 @@ use super::{
     StoreErrorKind,
 };
 use bytes::Bytes;
-use redis::{aio::ConnectionManager, aio::ConnectionManagerConfig, Client, Script, Value};
+use redis::{
+    aio::ConnectionManager, aio::ConnectionManagerConfig, cluster::ClusterClient,
+    cluster_async::ClusterConnection, Client, Script, Value,
+};
 use std::{fmt, sync::Arc, time::Duration};
 
 /// `SET NX PX`, else report what holds the key. KEYS[1] = key; ARGV[1] =
@@ -141,24 +168,68 @@ impl Scripts {
     }
 }
 
+/// Where connections come from: one server, or a cluster's seed nodes.
+#[derive(Clone)]
+enum Source {
+    Single(Client),
+    Cluster(ClusterClient),
+}
+
+/// A connection to one server or to a cluster.
+// Cloned once per call: boxing the manager would add an allocation per call.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
 /// The current connection and a counter of how many were opened, so a call
 /// that timed out drops only the connection it used.
 #[derive(Default)]
 struct Slot {
-    current: std::sync::Mutex<Option<(u64, ConnectionManager)>>,
+    current: std::sync::Mutex<Option<(u64, Conn)>>,
     /// Serializes opening a connection.
     connecting: tokio::sync::Mutex<u64>,
 }
 
 impl Slot {
-    fn get(&self) -> Option<(u64, ConnectionManager)> {
+    fn get(&self) -> Option<(u64, Conn)> {
         self.current
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
     }
 
-    fn set(&self, generation: u64, conn: ConnectionManager) {
+    fn set(&self, generation: u64, conn: Conn) {
         *self
             .current
             .lock()
@@ -183,7 +254,7 @@ impl Slot {
 /// one multiplexed connection.
 #[derive(Clone)]
 pub struct RedisStore {
-    client: Option<Client>,
+    client: Option<Source>,
     conn: Arc<Slot>,
     scripts: Arc<Scripts>,
     prefix: Arc<str>,
@@ -194,6 +265,7 @@ impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStore")
             .field("prefix", &self.prefix)
+            .field("cluster", &matches!(self.client, Some(Source::Cluster(_))))
             .field("timeout", &self.timeout)
             .field("connected", &self.conn.get().is_some())
             .finish_non_exhaustive()
@@ -205,7 +277,8 @@ impl RedisStore {
     /// [`with_timeout`](Self::with_timeout).
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 
-    /// Connect to `url` (`redis://host:port/db`) and load the scripts.
+    /// Connect to `url` (`redis://host:port/db`, or a cluster:
+    /// `redis+cluster://host:port,host:port`) and load the scripts.
     ///
     /// # Errors
     /// [`StoreErrorKind::Config`] for a malformed URL;
@@ -250,17 +323,47 @@ impl RedisStore {
     /// # Errors
     /// [`StoreErrorKind::Config`] for a malformed URL or an unreadable CA file.
     pub fn lazy_with_ca(url: &str, ca: Option<&std::path::Path>) -> Result<Self> {
-        let client = hookgate_backend::redis::client(url, ca).map_err(|e| {
+        let config = |e| {
             StoreError::new(StoreErrorKind::Config, "invalid Redis URL or TLS setting")
                 .with_source(e)
-        })?;
+        };
+        let source = match hookgate_backend::redis::cluster_nodes(url) {
+            Some(nodes) => Source::Cluster(
+                hookgate_backend::redis::cluster_client(&nodes, ca, Self::DEFAULT_TIMEOUT)
+                    .map_err(config)?,
+            ),
+            None => Source::Single(hookgate_backend::redis::client(url, ca).map_err(config)?),
+        };
         Ok(Self {
-            client: Some(client),
+            client: Some(source),
             conn: Arc::new(Slot::default()),
             scripts: Arc::new(Scripts::new()),
             prefix: Arc::from(""),
             timeout: Self::DEFAULT_TIMEOUT,
         })
+    }
+
+    /// [`connect`](Self::connect) to a Redis Cluster through its seed nodes
+    /// (`redis://host:port` or `rediss://host:port` URLs; one is enough, the
+    /// rest is discovered).
+    ///
+    /// # Errors
+    /// As [`connect`](Self::connect).
+    pub async fn connect_cluster(nodes: &[String]) -> Result<Self> {
+        let client = hookgate_backend::redis::cluster_client(nodes, None, Self::DEFAULT_TIMEOUT)
+            .map_err(|e| {
+                StoreError::new(StoreErrorKind::Config, "invalid Redis Cluster URL").with_source(e)
+            })?;
+        let store = Self {
+            client: Some(Source::Cluster(client)),
+            conn: Arc::new(Slot::default()),
+            scripts: Arc::new(Scripts::new()),
+            prefix: Arc::from(""),
+            timeout: Self::DEFAULT_TIMEOUT,
+        };
+        let (_, mut conn) = store.conn().await?;
+        store.load_scripts(&mut conn).await?;
+        Ok(store)
     }
 
     /// A store on an existing connection manager. Such a store cannot open
@@ -269,7 +372,7 @@ impl RedisStore {
     #[must_use]
     pub fn new(conn: ConnectionManager) -> Self {
         let slot = Slot::default();
-        slot.set(0, conn);
+        slot.set(0, Conn::Single(conn));
         Self {
             client: None,
             conn: Arc::new(slot),
@@ -302,7 +405,7 @@ impl RedisStore {
 
     /// The current connection (and its generation), opening one if there is
     /// none.
-    async fn conn(&self) -> Result<(u64, ConnectionManager)> {
+    async fn conn(&self) -> Result<(u64, Conn)> {
         if let Some(current) = self.conn.get() {
             return Ok(current);
         }
@@ -329,15 +432,24 @@ impl RedisStore {
         // Redis is down each call tries once and fails fast with
         // Unavailable (the layer answers 503 and the sender retries);
         // the manager reconnects on the next call after an I/O error.
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(self.timeout)
-            .set_response_timeout(self.timeout)
-            .set_number_of_retries(0);
-        let conn = bounded(
-            self.timeout,
-            client.get_connection_manager_with_config(config),
-        )
-        .await?;
+        let conn = match client {
+            Source::Single(client) => {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(self.timeout)
+                    .set_response_timeout(self.timeout)
+                    .set_number_of_retries(0);
+                Conn::Single(
+                    bounded(
+                        self.timeout,
+                        client.get_connection_manager_with_config(config),
+                    )
+                    .await?,
+                )
+            }
+            Source::Cluster(client) => {
+                Conn::Cluster(bounded(self.timeout, client.get_async_connection()).await?)
+            }
+        };
         *opened += 1;
         self.conn.set(*opened, conn.clone());
         Ok((*opened, conn))
@@ -369,7 +481,7 @@ impl RedisStore {
         }
     }
 
-    async fn load_scripts(&self, conn: &mut ConnectionManager) -> Result<()> {
+    async fn load_scripts(&self, conn: &mut Conn) -> Result<()> {
         for script in [
             &self.scripts.claim,
             &self.scripts.complete,
