@@ -30,6 +30,7 @@
 //!   once each.
 //! - [`maintenance`] runs the pruner and the rescuer under a leader lock.
 //! - [`ssrf`] keeps deliveries out of private networks, on by default.
+//! - [`shard`] spreads endpoints over several stores by a stable hash.
 //! - [`redact`] masks credentials in URLs, DSNs and messages.
 //! - [`queue`]: the storage contract and its backends.
 #![forbid(unsafe_code)]
@@ -46,6 +47,7 @@ pub mod queue;
 pub mod redact;
 pub mod retry;
 mod sender;
+pub mod shard;
 pub mod ssrf;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
