@@ -35,10 +35,13 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod breaker;
 pub mod bulk;
 pub mod decide;
 pub mod delivery;
 mod endpoint;
+pub mod lifecycle;
+pub mod limiter;
 pub mod maintenance;
 mod message;
 pub mod outcome;
@@ -47,6 +50,8 @@ pub mod redact;
 pub mod retry;
 mod sender;
 pub mod ssrf;
+pub mod state;
+pub mod tier;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;

@@ -40,6 +40,25 @@
 //!   instants, so the store's clock decides when a retry is due (a worker
 //!   whose clock is off retries on time). An attempt that reached the
 //!   network is recorded even when the lease was lost meanwhile.
+//! - **Failover and circuit breakers**: an endpoint's URLs are tried in
+//!   order; each has a breaker ([`crate::breaker`]) shared by every worker
+//!   on the store. A delivery uses the first URL whose breaker is closed or
+//!   due for its half-open probe; when all are open it is deferred
+//!   ([`Transition::Defer`]) without spending an attempt until the first
+//!   cool-down ends (bounded by the maximum age).
+//! - **Rate limit**: an endpoint with [`Endpoint::rate_limit`] takes a token
+//!   from a bucket shared by every worker ([`crate::limiter`]) before each
+//!   attempt, or is deferred without spending an attempt; `429`/`503`
+//!   halve the rate (a `429` itself is deferred, not retried), success
+//!   raises it again.
+//! - **No noisy neighbours**: at most [`Endpoint::max_in_flight`] (else
+//!   [`WorkerBuilder::with_max_in_flight_per_endpoint`]) attempts to one
+//!   endpoint run at once in a worker; the rest are deferred for
+//!   [`WorkerBuilder::with_busy_delay`], so a black-holed endpoint holds at
+//!   most its cap of the worker's slots.
+//! - **Lifecycle**: `410 Gone` or continuous failure ([`crate::lifecycle`])
+//!   disables the endpoint; a disabled endpoint's deliveries are held
+//!   ([`Transition::Hold`]) until [`Sender::enable_endpoint`](crate::Sender::enable_endpoint).
 //! - A worker that dies loses nothing: its leases expire and another worker
 //!   takes them (delivery is at least once; the receiver deduplicates on the
 //!   message id).
@@ -65,6 +84,13 @@
 //! | `hookgate_sender_queue_pending` | gauge | | deliveries not finished: scheduled, leased or held (from [`Queue::stats`], every stats interval) |
 //! | `hookgate_sender_queue_leased` | gauge | | deliveries leased by some worker |
 //! | `hookgate_sender_dlq_size` | gauge | | dead letters |
+//! | `hookgate_sender_deferred_total` | counter | `endpoint`, `reason` (`busy`, `circuit_open`, `rate_limited`) | deliveries put off without spending an attempt |
+//! | `hookgate_sender_held_total` | counter | `endpoint` | deliveries held because their endpoint is disabled |
+//! | `hookgate_sender_breaker_transitions_total` | counter | `endpoint`, `url` (index), `to` (`open`, `half_open`, `closed`) | circuit-breaker transitions this worker made |
+//! | `hookgate_sender_breaker_state` | gauge | `endpoint`, `url` | last state this worker set: 0 closed, 1 half-open, 2 open |
+//! | `hookgate_sender_throttled_total` | counter | `endpoint` | `429`/`503` answers of rate-limited endpoints |
+//! | `hookgate_sender_rate_limit` | gauge | `endpoint` | the adaptive rate (messages/s) after this worker's last change |
+//! | `hookgate_sender_endpoints_disabled_total` | counter | `endpoint`, `reason` (`gone`, `failing`) | endpoints this worker disabled |
 //!
 //! The three outcome counters count only outcomes the queue accepted (a
 //! settle whose lease was lost is counted in `lease_lost_total` instead).
@@ -90,17 +116,19 @@ use tokio::{
 use tracing::Instrument;
 
 use crate::{
-    decide::{self, Decision, Effect, Happened},
+    breaker::Phase,
+    decide::{self, Context, Decision, Effect, Happened, Plan, PlanInput},
     delivery::{DeliveryClient, Prepared},
+    state::{breaker_name, EndpointHealth, LIMITER, STREAK},
     now_ms,
     outcome::{Class, Classifier},
     queue::{
         Attempt, DeadReason, DeliveryKey, Job, LeaseToken, Leased, Queue, QueueError,
-        QueueErrorKind, Transition,
+        QueueErrorKind, StateRecord, Transition,
     },
     retry::{RetryPolicy, RetryPolicyError},
     ssrf::{Resolver, SsrfPolicy, SystemResolver},
-    DEFAULT_TIMEOUT,
+    Endpoint, DEFAULT_TIMEOUT,
 };
 
 /// Default number of attempts running at once.
@@ -118,6 +146,12 @@ pub const LEASE_MARGIN: Duration = Duration::from_millis(500);
 pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The shortest store deadline [`WorkerBuilder::build`] accepts.
 pub const MIN_STORE_TIMEOUT: Duration = Duration::from_millis(50);
+/// Default wait of a delivery deferred because its endpoint's in-flight cap is reached.
+pub const DEFAULT_BUSY_DELAY: Duration = Duration::from_secs(1);
+/// Default time an endpoint's shared state (breakers, limiter) read from the store is reused.
+pub const DEFAULT_STATE_TTL: Duration = Duration::from_millis(250);
+/// Compare-and-set rounds on an endpoint's shared state before giving up (deferring).
+const STATE_ROUNDS: usize = 5;
 
 /// A worker could not be built from its settings.
 #[derive(Debug, thiserror::Error)]
@@ -257,6 +291,9 @@ pub struct WorkerBuilder {
     on_attempt: Option<OnAttempt>,
     seed: Option<u64>,
     clock: Clock,
+    max_in_flight_per_endpoint: Option<usize>,
+    busy_delay: Duration,
+    state_ttl: Duration,
 }
 
 impl fmt::Debug for WorkerBuilder {
@@ -372,6 +409,31 @@ impl WorkerBuilder {
         self
     }
 
+    /// Most attempts to one endpoint running at once in this worker, unless
+    /// the endpoint sets its own ([`Endpoint::max_in_flight`]). Default:
+    /// the concurrency (no cap). A delivery over the cap is deferred for
+    /// [`with_busy_delay`](Self::with_busy_delay) without spending an
+    /// attempt, so a slow endpoint cannot take every slot from the others.
+    pub fn with_max_in_flight_per_endpoint(mut self, n: usize) -> Self {
+        self.max_in_flight_per_endpoint = Some(n);
+        self
+    }
+
+    /// How long a delivery over its endpoint's in-flight cap waits (default 1 s).
+    pub fn with_busy_delay(mut self, delay: Duration) -> Self {
+        self.busy_delay = delay;
+        self
+    }
+
+    /// How long an endpoint's shared state (breakers, limiter) read from the
+    /// store is reused before reading it again (default 250 ms; zero reads
+    /// it for every delivery). A stale read never loses an update: every
+    /// write is a compare-and-set that re-reads on conflict.
+    pub fn with_state_ttl(mut self, ttl: Duration) -> Self {
+        self.state_ttl = ttl;
+        self
+    }
+
     /// Check the settings and build the worker.
     ///
     /// # Errors
@@ -385,6 +447,9 @@ impl WorkerBuilder {
         let batch = self.batch_size.unwrap_or(self.concurrency);
         if batch == 0 {
             return Err(WorkerBuildError::Zero("batch size"));
+        }
+        if self.max_in_flight_per_endpoint == Some(0) {
+            return Err(WorkerBuildError::Zero("max in flight per endpoint"));
         }
         for (d, name) in [
             (self.poll_interval, "poll interval"),
@@ -434,6 +499,14 @@ impl WorkerBuilder {
                 clock: self.clock,
                 in_flight: Mutex::new(HashMap::new()),
                 task_ids: AtomicU64::new(0),
+                per_endpoint: Mutex::new(HashMap::new()),
+                max_in_flight_per_endpoint: self
+                    .max_in_flight_per_endpoint
+                    .unwrap_or(self.concurrency),
+                busy_delay: self.busy_delay,
+                state_ttl: self.state_ttl,
+                max_request_timeout: self.max_request_timeout,
+                states: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -464,6 +537,14 @@ struct Shared {
     /// this worker is a separate entry), handed back on shutdown.
     in_flight: Mutex<HashMap<u64, (DeliveryKey, LeaseToken)>>,
     task_ids: AtomicU64,
+    /// Attempts running per endpoint (the in-flight cap).
+    per_endpoint: Mutex<HashMap<String, usize>>,
+    max_in_flight_per_endpoint: usize,
+    busy_delay: Duration,
+    state_ttl: Duration,
+    max_request_timeout: Duration,
+    /// Shared endpoint state as last read or written, by endpoint.
+    states: Mutex<HashMap<String, (Instant, Vec<StateRecord>)>>,
 }
 
 impl fmt::Debug for Shared {
@@ -482,7 +563,63 @@ impl fmt::Debug for Shared {
 enum EndpointState {
     Missing,
     Invalid(String),
-    Ready(Arc<Prepared>),
+    Ready(Arc<Ready>),
+}
+
+/// An endpoint checked and prepared once per URL, with its retry policy.
+struct Ready {
+    endpoint: Endpoint,
+    /// One prepared endpoint per URL (failover order), each with that URL only.
+    urls: Vec<Prepared>,
+    /// The tier's retry policy, or the worker's.
+    retry: RetryPolicy,
+}
+
+impl Ready {
+    fn new(endpoint: Endpoint, worker_retry: &RetryPolicy) -> Result<Self, String> {
+        let urls = endpoint
+            .urls
+            .iter()
+            .map(|url| {
+                let mut one = endpoint.clone();
+                one.urls = vec![url.clone()];
+                Prepared::new(one).map_err(|e| e.to_string())
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if urls.is_empty() {
+            return Err(crate::EndpointError::NoUrl.to_string());
+        }
+        let retry = endpoint
+            .tier
+            .map_or_else(|| worker_retry.clone(), |t| t.preset().retry);
+        Ok(Self {
+            endpoint,
+            urls,
+            retry,
+        })
+    }
+}
+
+/// Counts an attempt against its endpoint's in-flight cap until dropped.
+struct Slot<'a> {
+    shared: &'a Shared,
+    endpoint: String,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut map = self
+            .shared
+            .per_endpoint
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = map.get_mut(&self.endpoint) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.endpoint);
+            }
+        }
+    }
 }
 
 /// What [`WorkerHandle::shutdown`] did.
@@ -546,6 +683,9 @@ impl Worker {
             on_attempt: None,
             seed: None,
             clock: Arc::new(now_ms),
+            max_in_flight_per_endpoint: None,
+            busy_delay: DEFAULT_BUSY_DELAY,
+            state_ttl: DEFAULT_STATE_TTL,
         }
     }
 
@@ -820,9 +960,9 @@ impl Shared {
             .await?
         {
             None => EndpointState::Missing,
-            Some(ep) => match Prepared::new(ep) {
-                Ok(p) => EndpointState::Ready(Arc::new(p)),
-                Err(e) => EndpointState::Invalid(e.to_string()),
+            Some(ep) => match Ready::new(ep, &self.retry) {
+                Ok(r) => EndpointState::Ready(Arc::new(r)),
+                Err(e) => EndpointState::Invalid(e),
             },
         };
         self.endpoints
@@ -845,8 +985,8 @@ impl Shared {
             message_id = %job.key.message_id,
             endpoint = %job.key.endpoint,
             attempt = job.attempts,
-            // Which of the endpoint's URLs was tried (0 until failover lands).
-            url_index = 0u64,
+            // Which of the endpoint's URLs was tried (failover order).
+            url_index = tracing::field::Empty,
             status = tracing::field::Empty,
             outcome = tracing::field::Empty,
         )
@@ -872,20 +1012,12 @@ impl Shared {
     /// decide, apply effects, settle, count.
     async fn handle(&self, leased: Leased) -> AttemptReport {
         let Leased { job, token } = leased;
-        let (happened, decision) = if decide::may_attempt(&job, &self.retry) {
-            let happened = self.attempt(&job).await;
-            let decision = {
-                let mut rng = self
-                    .rng
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                decide::decide(&job, &happened, &self.retry, (self.clock)(), &mut *rng)
-            };
-            (Some(happened), decision)
+        let (happened, decision, ready) = if decide::may_attempt(&job, &self.retry) {
+            self.step(&job).await
         } else {
-            (None, decide::over_budget(&job))
+            (None, decide::over_budget(&job), None)
         };
-        self.apply(&job.key, &decision).await;
+        self.apply(&job.key, ready.as_deref(), &decision).await;
         let result = match &happened {
             Some(Happened::Attempted(r)) => Some(r),
             _ => None,
@@ -921,19 +1053,44 @@ impl Shared {
         }
     }
 
-    /// Load the endpoint and make the attempt.
-    async fn attempt(&self, job: &Job) -> Happened {
-        let prepared = match self.endpoint(&job.key.endpoint).await {
-            Ok(EndpointState::Ready(p)) if !p.endpoint.disabled => p,
-            Ok(EndpointState::Ready(_)) => return Happened::EndpointDisabled,
-            Ok(EndpointState::Missing) => return Happened::EndpointMissing,
-            Ok(EndpointState::Invalid(e)) => return Happened::EndpointInvalid(e),
+    /// Load the endpoint, plan (hold, defer, or which URL, claiming the
+    /// shared state the plan needs), attempt, decide.
+    async fn step(&self, job: &Job) -> (Option<Happened>, Decision, Option<Arc<Ready>>) {
+        let mut loaded = self.endpoint(&job.key.endpoint).await;
+        if matches!(&loaded, Ok(EndpointState::Ready(r)) if r.endpoint.disabled) {
+            // Never hold on a cached "disabled": it may have been enabled
+            // (and its held deliveries released) since.
+            self.forget_endpoint(&job.key.endpoint);
+            loaded = self.endpoint(&job.key.endpoint).await;
+        }
+        let ready = match loaded {
+            Ok(EndpointState::Ready(r)) => r,
+            Ok(EndpointState::Missing) => return self.decided(job, Happened::EndpointMissing),
+            Ok(EndpointState::Invalid(e)) => {
+                return self.decided(job, Happened::EndpointInvalid(e))
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot load endpoint");
-                return Happened::StoreFailed(format!("endpoint not loaded: {e}"));
+                return self.decided(
+                    job,
+                    Happened::StoreFailed(format!("endpoint not loaded: {e}")),
+                );
             }
         };
-        let result = self.client.attempt_prepared(&prepared, &job.message).await;
+        if !decide::may_attempt(job, &ready.retry) {
+            return (None, decide::over_budget(job), Some(ready));
+        }
+        let slot = self.claim_slot(&job.key.endpoint);
+        let url = match self.plan(job, &ready, slot.1).await {
+            Ok(url) => url,
+            Err(decision) => return (None, decision, Some(ready)),
+        };
+        tracing::Span::current().record("url_index", url);
+        let result = self
+            .client
+            .attempt_prepared(&ready.urls[url], &job.message)
+            .await;
+        drop(slot);
         let label = job.key.endpoint.clone();
         metrics::counter!(
             "hookgate_sender_attempts_total",
@@ -951,27 +1108,312 @@ impl Shared {
             remote_addr = ?result.remote_addr,
             "attempt"
         );
-        Happened::Attempted(result)
+        let happened = Happened::Attempted(result);
+        let ctx = Context::for_endpoint(&ready.retry, &ready.endpoint, url);
+        let decision = {
+            let mut rng = self
+                .rng
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            decide::decide_with(job, &happened, &ctx, (self.clock)(), &mut *rng)
+        };
+        (Some(happened), decision, Some(ready))
     }
 
-    async fn apply(&self, key: &DeliveryKey, decision: &Decision) {
-        for effect in &decision.effects {
-            match effect {
-                Effect::DisableEndpoint => {
-                    match self
-                        .bounded(
-                            "disable endpoint",
-                            self.queue.set_endpoint_disabled(&key.endpoint, true),
-                        )
-                        .await
-                    {
-                        Ok(()) => tracing::warn!("receiver answered 410 Gone; endpoint disabled"),
-                        Err(e) => tracing::warn!(error = %e, "disabling endpoint failed"),
+    /// The decision for `happened` under the worker's policy (no endpoint).
+    fn decided(
+        &self,
+        job: &Job,
+        happened: Happened,
+    ) -> (Option<Happened>, Decision, Option<Arc<Ready>>) {
+        let decision = {
+            let mut rng = self
+                .rng
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            decide::decide(job, &happened, &self.retry, (self.clock)(), &mut *rng)
+        };
+        (Some(happened), decision, None)
+    }
+
+    /// Count an attempt to `endpoint`; returns the guard and how many were running before.
+    fn claim_slot(&self, endpoint: &str) -> (Slot<'_>, usize) {
+        let mut map = self
+            .per_endpoint
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = map.entry(endpoint.to_owned()).or_insert(0);
+        let before = *n;
+        *n += 1;
+        (
+            Slot {
+                shared: self,
+                endpoint: endpoint.to_owned(),
+            },
+            before,
+        )
+    }
+
+    /// Ask [`decide::plan`] where to attempt, and store the shared state it
+    /// claims (limiter token, half-open probe) by compare-and-set, planning
+    /// again on a conflict. `Err` is the decision when no attempt is made.
+    async fn plan(&self, job: &Job, ready: &Ready, in_flight: usize) -> Result<usize, Decision> {
+        let ep = &ready.endpoint;
+        let probe_lease = ep.timeout.min(self.client_max_timeout()) + LEASE_MARGIN;
+        let input = PlanInput {
+            policy: &ready.retry,
+            in_flight,
+            max_in_flight: ep
+                .max_in_flight
+                .map_or(self.max_in_flight_per_endpoint, |n| n as usize),
+            busy_delay: self.busy_delay,
+            probe_lease,
+        };
+        for round in 0..STATE_ROUNDS {
+            let now = (self.clock)();
+            let records = self.state_records(&ep.id, round > 0).await;
+            let health = EndpointHealth::from_records(ep, &records, now);
+            match decide::plan(job, ep, &health, &input, now) {
+                Plan::Skip(d) => return Err(d),
+                Plan::Attempt {
+                    url,
+                    probe,
+                    limiter,
+                } => {
+                    if let (Some(l), Some((_, version))) = (limiter, &health.limiter) {
+                        if !self.swap(&ep.id, LIMITER, *version, l.encode()).await {
+                            continue;
+                        }
                     }
-                    self.forget_endpoint(&key.endpoint);
+                    if let Some(p) = probe {
+                        let version = health.breakers[url].version;
+                        if !self.swap(&ep.id, &breaker_name(url), version, p.encode()).await {
+                            continue;
+                        }
+                        log_breaker(&ep.id, url, Phase::Open, Phase::HalfOpen);
+                    }
+                    return Ok(url);
                 }
             }
         }
+        Err(Decision {
+            transition: Transition::Defer {
+                delay: self.busy_delay,
+                reason: crate::queue::DeferReason::Busy,
+            },
+            effects: Vec::new(),
+        })
+    }
+
+    fn client_max_timeout(&self) -> Duration {
+        self.max_request_timeout
+    }
+
+    /// The endpoint's shared state: cached for the state TTL unless `fresh`.
+    /// A store that fails or keeps no state reads as none (every breaker
+    /// closed: resilience fails open rather than stopping deliveries).
+    async fn state_records(&self, endpoint: &str, fresh: bool) -> Vec<StateRecord> {
+        if !fresh {
+            let cache = self
+                .states
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some((at, records)) = cache.get(endpoint) {
+                if at.elapsed() < self.state_ttl {
+                    return records.clone();
+                }
+            }
+        }
+        match self
+            .bounded("endpoint_state", self.queue.endpoint_state(endpoint))
+            .await
+        {
+            Ok(records) => {
+                self.states
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(endpoint.to_owned(), (Instant::now(), records.clone()));
+                records
+            }
+            Err(e) => {
+                if e.kind() != QueueErrorKind::Config {
+                    tracing::warn!(error = %e, "cannot read the endpoint's shared state");
+                }
+                Vec::new()
+            }
+        }
+    }
+
+    /// Compare-and-set one record; on success the cache holds the new
+    /// value. A store error counts as success (fail open), a conflict not.
+    async fn swap(&self, endpoint: &str, name: &str, version: u64, value: String) -> bool {
+        match self
+            .bounded(
+                "swap_endpoint_state",
+                self.queue
+                    .swap_endpoint_state(endpoint, name, version, &value),
+            )
+            .await
+        {
+            Ok(true) => {
+                let mut cache = self
+                    .states
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if let Some((_, records)) = cache.get_mut(endpoint) {
+                    records.retain(|r| r.name != name);
+                    records.push(StateRecord {
+                        name: name.to_owned(),
+                        version: version + 1,
+                        value,
+                    });
+                }
+                true
+            }
+            Ok(false) => false,
+            Err(e) => {
+                if e.kind() != QueueErrorKind::Config {
+                    tracing::warn!(error = %e, "cannot write the endpoint's shared state");
+                }
+                true
+            }
+        }
+    }
+
+    /// Read-modify-write one record: `change` gets the endpoint's current
+    /// state and answers the new value to store (or `None`: nothing to
+    /// write) and what to report; retried on conflicts with fresh reads.
+    async fn update<T>(
+        &self,
+        endpoint: &Endpoint,
+        name: &str,
+        mut change: impl FnMut(&EndpointHealth, i64) -> Option<(String, T)>,
+    ) -> Option<T> {
+        for round in 0..STATE_ROUNDS {
+            let now = (self.clock)();
+            let records = self.state_records(&endpoint.id, round > 0).await;
+            let version = records
+                .iter()
+                .find(|r| r.name == name)
+                .map_or(0, |r| r.version);
+            let health = EndpointHealth::from_records(endpoint, &records, now);
+            let (value, out) = change(&health, now)?;
+            if self.swap(&endpoint.id, name, version, value).await {
+                return Some(out);
+            }
+        }
+        tracing::warn!(record = name, "endpoint state kept changing; update dropped");
+        None
+    }
+
+    async fn apply(&self, key: &DeliveryKey, ready: Option<&Ready>, decision: &Decision) {
+        for effect in &decision.effects {
+            match (effect, ready) {
+                (Effect::DisableEndpoint, _) => {
+                    self.disable(&key.endpoint, "gone").await;
+                }
+                (Effect::Breaker { url, ok }, Some(r)) => {
+                    let (url, ok) = (*url, *ok);
+                    let cfg = r.endpoint.breaker;
+                    let changed = self
+                        .update(&r.endpoint, &breaker_name(url), |h, now| {
+                            let mut b = h.breakers.get(url)?.state.clone();
+                            if ok && b.is_quiet() {
+                                return None;
+                            }
+                            let change = b.record(&cfg, ok, now);
+                            Some((b.encode(), change))
+                        })
+                        .await
+                        .flatten();
+                    if let Some((from, to)) = changed {
+                        log_breaker(&key.endpoint, url, from, to);
+                    }
+                }
+                (Effect::Throttled { retry_after }, Some(r)) => {
+                    let Some(limit) = r.endpoint.rate_limit else {
+                        continue;
+                    };
+                    let rate = self
+                        .update(&r.endpoint, LIMITER, |h, now| {
+                            let mut l = h.limiter.as_ref()?.0.clone();
+                            l.throttled(&limit, now, *retry_after);
+                            Some((l.encode(), l.rate))
+                        })
+                        .await;
+                    metrics::counter!("hookgate_sender_throttled_total", "endpoint" => key.endpoint.clone())
+                        .increment(1);
+                    if let Some(rate) = rate {
+                        tracing::info!(rate, ?retry_after, "receiver throttled; rate limit lowered");
+                        metrics::gauge!("hookgate_sender_rate_limit", "endpoint" => key.endpoint.clone())
+                            .set(rate);
+                    }
+                }
+                (Effect::Sped, Some(r)) => {
+                    let Some(limit) = r.endpoint.rate_limit else {
+                        continue;
+                    };
+                    let rate = self
+                        .update(&r.endpoint, LIMITER, |h, _| {
+                            let mut l = h.limiter.as_ref()?.0.clone();
+                            l.succeeded(&limit).then(|| (l.encode(), l.rate))
+                        })
+                        .await;
+                    if let Some(rate) = rate {
+                        metrics::gauge!("hookgate_sender_rate_limit", "endpoint" => key.endpoint.clone())
+                            .set(rate);
+                    }
+                }
+                (Effect::Streak { ok }, Some(r)) => {
+                    let Some(rule) = r.endpoint.auto_disable else {
+                        continue;
+                    };
+                    let ok = *ok;
+                    let disable = self
+                        .update(&r.endpoint, STREAK, |h, now| {
+                            let mut s = h.streak.0;
+                            if ok && s == crate::lifecycle::FailureStreak::default() {
+                                return None;
+                            }
+                            let disable = s.record(&rule, ok, now);
+                            Some((s.encode(), disable))
+                        })
+                        .await
+                        .unwrap_or(false);
+                    if disable {
+                        self.disable(&key.endpoint, "failing").await;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Disable `endpoint` (`why`: `gone` or `failing`); its messages are held from now on.
+    async fn disable(&self, endpoint: &str, why: &'static str) {
+        match self
+            .bounded(
+                "disable endpoint",
+                self.queue.set_endpoint_disabled(endpoint, true),
+            )
+            .await
+        {
+            Ok(()) => {
+                tracing::warn!(
+                    reason = why,
+                    "endpoint disabled ({}); its messages are held until it is enabled",
+                    if why == "gone" {
+                        "receiver answered 410 Gone"
+                    } else {
+                        "failing continuously"
+                    }
+                );
+                metrics::counter!("hookgate_sender_endpoints_disabled_total", "endpoint" => endpoint.to_owned(), "reason" => why)
+                    .increment(1);
+            }
+            Err(e) => tracing::warn!(error = %e, "disabling endpoint failed"),
+        }
+        self.forget_endpoint(endpoint);
     }
 
     fn report(&self, report: &AttemptReport) {
@@ -1002,8 +1444,48 @@ fn emit(key: &DeliveryKey, transition: &Transition, recorded: bool) {
             metrics::counter!("hookgate_sender_dead_lettered_total", "endpoint" => label)
                 .increment(1);
         }
+        Transition::Defer { reason, delay } => {
+            tracing::debug!(?reason, ?delay, "deferred without spending an attempt");
+            let reason = match reason {
+                crate::queue::DeferReason::RateLimited => "rate_limited",
+                crate::queue::DeferReason::CircuitOpen => "circuit_open",
+                _ => "busy",
+            };
+            metrics::counter!("hookgate_sender_deferred_total", "endpoint" => label, "reason" => reason)
+                .increment(1);
+        }
+        Transition::Hold => {
+            metrics::counter!("hookgate_sender_held_total", "endpoint" => label).increment(1);
+        }
         _ => {}
     }
+}
+
+/// Log and count a breaker transition of URL `url` of `endpoint`.
+fn log_breaker(endpoint: &str, url: usize, from: Phase, to: Phase) {
+    let level = match to {
+        Phase::Open => 2.0,
+        Phase::HalfOpen => 1.0,
+        Phase::Closed => 0.0,
+    };
+    if to == Phase::Open {
+        tracing::warn!(url_index = url, from = from.as_str(), to = to.as_str(), "circuit breaker");
+    } else {
+        tracing::info!(url_index = url, from = from.as_str(), to = to.as_str(), "circuit breaker");
+    }
+    metrics::counter!(
+        "hookgate_sender_breaker_transitions_total",
+        "endpoint" => endpoint.to_owned(),
+        "url" => url.to_string(),
+        "to" => to.as_str()
+    )
+    .increment(1);
+    metrics::gauge!(
+        "hookgate_sender_breaker_state",
+        "endpoint" => endpoint.to_owned(),
+        "url" => url.to_string()
+    )
+    .set(level);
 }
 
 fn log_join(res: Result<(), tokio::task::JoinError>) {
