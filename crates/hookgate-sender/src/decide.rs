@@ -246,11 +246,16 @@ fn decide_attempt(
         Class::Retry if ctx.rate_limited && status == Some(429) => {
             // Throttling is the limiter's business: no attempt spent.
             let delay = result.retry_after.unwrap_or(Duration::from_secs(1));
-            defer_within_age(job, ctx.policy, now_ms, delay, DeferReason::RateLimited, &detail)
+            defer_within_age(
+                job,
+                ctx.policy,
+                now_ms,
+                delay,
+                DeferReason::RateLimited,
+                &detail,
+            )
         }
-        Class::Retry => {
-            retry_or_give_up(job, ctx.policy, now_ms, result.retry_after, &detail, rng)
-        }
+        Class::Retry => retry_or_give_up(job, ctx.policy, now_ms, result.retry_after, &detail, rng),
         Class::Permanent if is_refusal(result) => {
             Decision::just(Transition::Dead(DeadReason::Refused { detail }))
         }
@@ -372,7 +377,14 @@ pub fn plan(
         return Plan::Skip(Decision::just(Transition::Hold));
     }
     let defer = |delay: Duration, reason: DeferReason| {
-        Plan::Skip(defer_within_age(job, input.policy, now_ms, delay, reason, ""))
+        Plan::Skip(defer_within_age(
+            job,
+            input.policy,
+            now_ms,
+            delay,
+            reason,
+            "",
+        ))
     };
     if input.in_flight >= input.max_in_flight {
         return defer(input.busy_delay, DeferReason::Busy);

@@ -51,10 +51,10 @@ pub mod retry;
 mod sender;
 pub mod ssrf;
 pub mod state;
-pub mod tier;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
+pub mod tier;
 pub mod worker;
 
 pub use endpoint::{Endpoint, EndpointError, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT};

@@ -106,6 +106,17 @@ impl Sender {
     /// No such endpoint, or the queue failed.
     pub async fn enable_endpoint(&self, id: &str) -> Result<u64, SendError> {
         self.queue.set_endpoint_disabled(id, false).await?;
+        // A fresh start: the failure streak that disabled it is forgotten
+        // (else one more failure would disable it again).
+        if let Ok(records) = self.queue.endpoint_state(id).await {
+            if let Some(r) = records.iter().find(|r| r.name == crate::state::STREAK) {
+                let fresh = crate::lifecycle::FailureStreak::default().encode();
+                let _ = self
+                    .queue
+                    .swap_endpoint_state(id, crate::state::STREAK, r.version, &fresh)
+                    .await;
+            }
+        }
         Ok(self.queue.release_held(id).await?)
     }
 

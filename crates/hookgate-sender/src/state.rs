@@ -69,7 +69,10 @@ impl EndpointHealth {
     ///
     /// # Errors
     /// The queue failed.
-    pub async fn load<Q: Queue + ?Sized>(queue: &Q, endpoint: &Endpoint) -> Result<Self, QueueError> {
+    pub async fn load<Q: Queue + ?Sized>(
+        queue: &Q,
+        endpoint: &Endpoint,
+    ) -> Result<Self, QueueError> {
         let records = match queue.endpoint_state(&endpoint.id).await {
             Ok(r) => r,
             Err(e) if e.kind() == crate::queue::QueueErrorKind::Config => Vec::new(),

@@ -119,7 +119,6 @@ use crate::{
     breaker::Phase,
     decide::{self, Context, Decision, Effect, Happened, Plan, PlanInput},
     delivery::{DeliveryClient, Prepared},
-    state::{breaker_name, EndpointHealth, LIMITER, STREAK},
     now_ms,
     outcome::{Class, Classifier},
     queue::{
@@ -128,6 +127,7 @@ use crate::{
     },
     retry::{RetryPolicy, RetryPolicyError},
     ssrf::{Resolver, SsrfPolicy, SystemResolver},
+    state::{breaker_name, EndpointHealth, LIMITER, STREAK},
     Endpoint, DEFAULT_TIMEOUT,
 };
 
@@ -1187,7 +1187,10 @@ impl Shared {
                     }
                     if let Some(p) = probe {
                         let version = health.breakers[url].version;
-                        if !self.swap(&ep.id, &breaker_name(url), version, p.encode()).await {
+                        if !self
+                            .swap(&ep.id, &breaker_name(url), version, p.encode())
+                            .await
+                        {
                             continue;
                         }
                         log_breaker(&ep.id, url, Phase::Open, Phase::HalfOpen);
@@ -1302,7 +1305,10 @@ impl Shared {
                 return Some(out);
             }
         }
-        tracing::warn!(record = name, "endpoint state kept changing; update dropped");
+        tracing::warn!(
+            record = name,
+            "endpoint state kept changing; update dropped"
+        );
         None
     }
 
@@ -1344,7 +1350,11 @@ impl Shared {
                     metrics::counter!("hookgate_sender_throttled_total", "endpoint" => key.endpoint.clone())
                         .increment(1);
                     if let Some(rate) = rate {
-                        tracing::info!(rate, ?retry_after, "receiver throttled; rate limit lowered");
+                        tracing::info!(
+                            rate,
+                            ?retry_after,
+                            "receiver throttled; rate limit lowered"
+                        );
                         metrics::gauge!("hookgate_sender_rate_limit", "endpoint" => key.endpoint.clone())
                             .set(rate);
                     }
@@ -1469,9 +1479,19 @@ fn log_breaker(endpoint: &str, url: usize, from: Phase, to: Phase) {
         Phase::Closed => 0.0,
     };
     if to == Phase::Open {
-        tracing::warn!(url_index = url, from = from.as_str(), to = to.as_str(), "circuit breaker");
+        tracing::warn!(
+            url_index = url,
+            from = from.as_str(),
+            to = to.as_str(),
+            "circuit breaker"
+        );
     } else {
-        tracing::info!(url_index = url, from = from.as_str(), to = to.as_str(), "circuit breaker");
+        tracing::info!(
+            url_index = url,
+            from = from.as_str(),
+            to = to.as_str(),
+            "circuit breaker"
+        );
     }
     metrics::counter!(
         "hookgate_sender_breaker_transitions_total",
