@@ -358,6 +358,10 @@ pub struct PlanInput<'a> {
     pub busy_delay: Duration,
     /// How long a half-open probe owns the test (the request timeout and a margin).
     pub probe_lease: Duration,
+    /// An operator's one-shot delivery (`hookgate send`, `dlq replay`):
+    /// open breakers do not defer it; when every URL is open it probes the
+    /// first one (its result closes or re-opens that breaker).
+    pub explicit: bool,
 }
 
 /// Decide whether and where to attempt `job` at `now_ms`: a disabled
@@ -406,6 +410,13 @@ pub fn plan(
             Admission::Open { retry_in } => {
                 soonest = Some(soonest.map_or(retry_in, |s| s.min(retry_in)));
             }
+        }
+    }
+    if chosen.is_none() && input.explicit {
+        if let Some(b) = health.breakers.first() {
+            let mut probing = b.state.clone();
+            probing.start_probe(now_ms, input.probe_lease);
+            chosen = Some((0, Some(probing)));
         }
     }
     let Some((url, probe)) = chosen else {
@@ -633,6 +644,236 @@ mod tests {
             run(&job(2), &h, &p).transition,
             Transition::Dead(DeadReason::Exhausted { .. })
         ));
+    }
+
+    fn endpoint(urls: usize) -> Endpoint {
+        let mut ep = Endpoint::new(
+            "ep",
+            "https://a.example/",
+            hookgate_core::Scheme::GitHub,
+            "s",
+        )
+        .unwrap()
+        .with_breaker(crate::breaker::BreakerConfig::default().with_failures(1));
+        for i in 1..urls {
+            ep = ep.with_url(format!("https://b{i}.example/")).unwrap();
+        }
+        ep
+    }
+
+    fn input(policy: &RetryPolicy) -> PlanInput<'_> {
+        PlanInput {
+            policy,
+            in_flight: 0,
+            max_in_flight: 4,
+            busy_delay: Duration::from_secs(1),
+            probe_lease: Duration::from_secs(10),
+            explicit: false,
+        }
+    }
+
+    fn health(ep: &Endpoint, open: &[usize], now: i64) -> EndpointHealth {
+        let mut h = EndpointHealth::from_records(ep, &[], now);
+        for &i in open {
+            h.breakers[i].state.record(&ep.breaker, false, now);
+        }
+        h
+    }
+
+    #[test]
+    fn plan_fails_over_to_the_first_closed_url() {
+        let p = RetryPolicy::default();
+        let ep = endpoint(3);
+        let j = job(1);
+        let now = j.message.created_at_ms;
+        let attempt = |url| Plan::Attempt {
+            url,
+            probe: None,
+            limiter: None,
+        };
+        assert_eq!(
+            plan(&j, &ep, &health(&ep, &[], now), &input(&p), now),
+            attempt(0)
+        );
+        assert_eq!(
+            plan(&j, &ep, &health(&ep, &[0], now), &input(&p), now),
+            attempt(1)
+        );
+        assert_eq!(
+            plan(&j, &ep, &health(&ep, &[0, 1], now), &input(&p), now),
+            attempt(2)
+        );
+    }
+
+    #[test]
+    fn plan_defers_without_an_attempt_when_all_open_then_probes_in_order() {
+        let p = RetryPolicy::default();
+        let ep = endpoint(2);
+        let j = job(1);
+        let now = j.message.created_at_ms;
+        let h = health(&ep, &[0, 1], now);
+        let Plan::Skip(d) = plan(&j, &ep, &h, &input(&p), now + 1) else {
+            panic!("attempted while all open");
+        };
+        assert_eq!(
+            d.transition,
+            Transition::Defer {
+                delay: Duration::from_millis(29_999),
+                reason: DeferReason::CircuitOpen
+            }
+        );
+        assert!(d.transition.refunds());
+        // After the cool-down, the primary is probed first.
+        let Plan::Attempt {
+            url: 0,
+            probe: Some(b),
+            ..
+        } = plan(&j, &ep, &h, &input(&p), now + 30_000)
+        else {
+            panic!("no probe");
+        };
+        assert_eq!(b.phase, crate::breaker::Phase::HalfOpen);
+        // An operator's explicit send probes at once.
+        let explicit = PlanInput {
+            explicit: true,
+            ..input(&p)
+        };
+        assert!(matches!(
+            plan(&j, &ep, &h, &explicit, now + 1),
+            Plan::Attempt {
+                url: 0,
+                probe: Some(_),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn plan_holds_disabled_defers_busy_and_bounds_by_max_age() {
+        let p = RetryPolicy::default().with_max_age(Some(Duration::from_secs(10)));
+        let mut ep = endpoint(1);
+        let j = job(1);
+        let now = j.message.created_at_ms;
+        let h = health(&ep, &[], now);
+        let busy = PlanInput {
+            in_flight: 4,
+            ..input(&p)
+        };
+        assert!(matches!(
+            plan(&j, &ep, &h, &busy, now),
+            Plan::Skip(Decision {
+                transition: Transition::Defer {
+                    reason: DeferReason::Busy,
+                    ..
+                },
+                ..
+            })
+        ));
+        // Deferring past the maximum age dead-letters as expired.
+        assert!(matches!(
+            plan(&j, &ep, &h, &busy, now + 9_500),
+            Plan::Skip(Decision {
+                transition: Transition::Dead(DeadReason::Expired { .. }),
+                ..
+            })
+        ));
+        ep.disabled = true;
+        assert_eq!(
+            plan(&j, &ep, &h, &input(&p), now),
+            Plan::Skip(Decision::just(Transition::Hold))
+        );
+    }
+
+    #[test]
+    fn plan_takes_a_limiter_token_or_defers() {
+        let p = RetryPolicy::default();
+        let ep = endpoint(1).with_rate_limit(crate::limiter::RateLimit::per_second(1.0).unwrap());
+        let j = job(1);
+        let now = j.message.created_at_ms;
+        let mut h = health(&ep, &[], now);
+        let Plan::Attempt {
+            limiter: Some(l), ..
+        } = plan(&j, &ep, &h, &input(&p), now)
+        else {
+            panic!("no token taken");
+        };
+        h.limiter = Some((l, 1));
+        assert!(matches!(
+            plan(&j, &ep, &h, &input(&p), now),
+            Plan::Skip(Decision {
+                transition: Transition::Defer {
+                    reason: DeferReason::RateLimited,
+                    ..
+                },
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn attempt_effects_feed_breaker_limiter_and_streak() {
+        let p = RetryPolicy::default();
+        let ep = endpoint(2).with_rate_limit(crate::limiter::RateLimit::per_second(5.0).unwrap());
+        let ctx = Context::for_endpoint(&p, &ep, 1);
+        let mut rng = StdRng::seed_from_u64(1);
+        let j = job(1);
+        let now = j.message.created_at_ms;
+        let ok = decide_with(
+            &j,
+            &attempted(Class::Delivered, Some(200), None),
+            &ctx,
+            now,
+            &mut rng,
+        );
+        assert_eq!(
+            ok.effects,
+            vec![
+                Effect::Breaker { url: 1, ok: true },
+                Effect::Sped,
+                Effect::Streak { ok: true }
+            ]
+        );
+        let fail = decide_with(
+            &j,
+            &attempted(Class::Retry, Some(503), None),
+            &ctx,
+            now,
+            &mut rng,
+        );
+        assert!(matches!(fail.transition, Transition::Retry { .. }));
+        assert_eq!(
+            fail.effects,
+            vec![
+                Effect::Breaker { url: 1, ok: false },
+                Effect::Throttled { retry_after: None },
+                Effect::Streak { ok: false }
+            ]
+        );
+        // 429 on a rate-limited endpoint: deferred, no attempt spent, not a breaker failure.
+        let slow = decide_with(
+            &j,
+            &attempted(Class::Retry, Some(429), None),
+            &ctx,
+            now,
+            &mut rng,
+        );
+        assert_eq!(
+            slow.transition,
+            Transition::Defer {
+                delay: Duration::from_secs(1),
+                reason: DeferReason::RateLimited
+            }
+        );
+        assert_eq!(slow.effects, vec![Effect::Throttled { retry_after: None }]);
+        // A 4xx means the URL is up.
+        let bad = decide_with(
+            &j,
+            &attempted(Class::Permanent, Some(400), None),
+            &ctx,
+            now,
+            &mut rng,
+        );
+        assert_eq!(bad.effects, vec![Effect::Breaker { url: 1, ok: true }]);
     }
 
     #[test]

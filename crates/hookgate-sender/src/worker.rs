@@ -717,10 +717,13 @@ impl Worker {
     /// Attempt one leased delivery and settle its outcome, exactly as the
     /// running worker does (decide, effects, one fenced settle, metrics),
     /// and report it. For one-shot senders that lease a delivery themselves
-    /// (`hookgate send`, `dlq replay`).
+    /// (`hookgate send`, `dlq replay`): an operator's explicit delivery is
+    /// not deferred by open circuit breakers — when every URL is open it
+    /// probes the first (and its result closes or re-opens that breaker);
+    /// the rate limit still applies.
     pub async fn deliver_once(&self, leased: Leased) -> AttemptReport {
         let span = self.shared.span(&leased.job);
-        let report = self.shared.handle(leased).instrument(span).await;
+        let report = self.shared.handle(leased, true).instrument(span).await;
         self.shared.report(&report);
         report
     }
@@ -995,7 +998,7 @@ impl Shared {
     async fn process(self: Arc<Self>, id: u64, leased: Leased, permit: OwnedSemaphorePermit) {
         let span = self.span(&leased.job);
         let gauge = InFlightGauge::new();
-        let report = self.handle(leased).instrument(span.clone()).await;
+        let report = self.handle(leased, false).instrument(span.clone()).await;
         if let Some(status) = report.attempt.as_ref().and_then(|a| a.status) {
             span.record("status", status);
         }
@@ -1010,10 +1013,10 @@ impl Shared {
 
     /// Attempt (unless the budget is spent or the endpoint unusable),
     /// decide, apply effects, settle, count.
-    async fn handle(&self, leased: Leased) -> AttemptReport {
+    async fn handle(&self, leased: Leased, explicit: bool) -> AttemptReport {
         let Leased { job, token } = leased;
         let (happened, decision, ready) = if decide::may_attempt(&job, &self.retry) {
-            self.step(&job).await
+            self.step(&job, explicit).await
         } else {
             (None, decide::over_budget(&job), None)
         };
@@ -1055,7 +1058,11 @@ impl Shared {
 
     /// Load the endpoint, plan (hold, defer, or which URL, claiming the
     /// shared state the plan needs), attempt, decide.
-    async fn step(&self, job: &Job) -> (Option<Happened>, Decision, Option<Arc<Ready>>) {
+    async fn step(
+        &self,
+        job: &Job,
+        explicit: bool,
+    ) -> (Option<Happened>, Decision, Option<Arc<Ready>>) {
         let mut loaded = self.endpoint(&job.key.endpoint).await;
         if matches!(&loaded, Ok(EndpointState::Ready(r)) if r.endpoint.disabled) {
             // Never hold on a cached "disabled": it may have been enabled
@@ -1081,7 +1088,7 @@ impl Shared {
             return (None, decide::over_budget(job), Some(ready));
         }
         let slot = self.claim_slot(&job.key.endpoint);
-        let url = match self.plan(job, &ready, slot.1).await {
+        let url = match self.plan(job, &ready, slot.1, explicit).await {
             Ok(url) => url,
             Err(decision) => return (None, decision, Some(ready)),
         };
@@ -1157,7 +1164,13 @@ impl Shared {
     /// Ask [`decide::plan`] where to attempt, and store the shared state it
     /// claims (limiter token, half-open probe) by compare-and-set, planning
     /// again on a conflict. `Err` is the decision when no attempt is made.
-    async fn plan(&self, job: &Job, ready: &Ready, in_flight: usize) -> Result<usize, Decision> {
+    async fn plan(
+        &self,
+        job: &Job,
+        ready: &Ready,
+        in_flight: usize,
+        explicit: bool,
+    ) -> Result<usize, Decision> {
         let ep = &ready.endpoint;
         let probe_lease = ep.timeout.min(self.client_max_timeout()) + LEASE_MARGIN;
         let input = PlanInput {
@@ -1168,6 +1181,7 @@ impl Shared {
                 .map_or(self.max_in_flight_per_endpoint, |n| n as usize),
             busy_delay: self.busy_delay,
             probe_lease,
+            explicit,
         };
         for round in 0..STATE_ROUNDS {
             let now = (self.clock)();
