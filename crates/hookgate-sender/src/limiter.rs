@@ -6,12 +6,14 @@
 //! spending an attempt until one is due ([`LimiterState::take`]).
 //!
 //! - The allowed rate starts at the configured maximum.
-//! - On `429` or `503` it halves (at most once per second, so a burst of
+//! - On `429` or `503` it drops to three quarters ([`DECREASE_FACTOR`];
+//!   at most once per second, so a burst of
 //!   throttled answers to requests already in flight counts once), down to
 //!   a floor, and a `Retry-After` pauses the whole endpoint, not only that
 //!   message ([`LimiterState::throttled`]).
-//! - On success it climbs back additively, about one message per second
-//!   each second, up to the maximum ([`LimiterState::succeeded`]).
+//! - On success it climbs back additively, by a twentieth of the maximum
+//!   (at least one message per second) each second, up to the maximum
+//!   ([`LimiterState::succeeded`]).
 //!
 //! The bucket holds at most a tenth of a second's worth of tokens (at
 //! least one), so the rate holds over short windows too.
@@ -26,7 +28,7 @@
 //! assert_eq!(s.take(&limit, 0), Err(Duration::from_millis(100))); // next token in 100 ms
 //! assert!(s.take(&limit, 100).is_ok());
 //! s.throttled(&limit, 100, Some(Duration::from_secs(2)));
-//! assert_eq!(s.rate, 5.0);
+//! assert_eq!(s.rate, 7.5);
 //! assert_eq!(s.take(&limit, 200), Err(Duration::from_millis(1_900))); // paused
 //! ```
 
@@ -40,6 +42,10 @@ pub const MAX_PAUSE: Duration = Duration::from_secs(300);
 const FLOOR_FRACTION: f64 = 0.02;
 /// Shortest time between two decreases, ms.
 const DECREASE_GAP_MS: i64 = 1_000;
+/// What a decrease multiplies the rate by. Gentler than halving, so the
+/// sawtooth between "throttled" and "backed off" stays near the receiver's
+/// real limit (a receiver throttling above 15/s gets about 13/s).
+pub const DECREASE_FACTOR: f64 = 0.75;
 
 /// An endpoint's configured maximum rate.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -165,13 +171,13 @@ impl LimiterState {
         }
     }
 
-    /// The receiver throttled (429/503) at `now_ms`: halve the rate (once
-    /// per second at most) and pause the endpoint for `retry_after`
+    /// The receiver throttled (429/503) at `now_ms`: multiply the rate by
+    /// [`DECREASE_FACTOR`] (once per second at most) and pause the endpoint for `retry_after`
     /// (bounded by [`MAX_PAUSE`]).
     pub fn throttled(&mut self, limit: &RateLimit, now_ms: i64, retry_after: Option<Duration>) {
         self.refill(now_ms);
         if now_ms - self.decreased_ms >= DECREASE_GAP_MS {
-            self.rate = (self.rate / 2.0).max(limit.floor());
+            self.rate = (self.rate * DECREASE_FACTOR).max(limit.floor());
             self.decreased_ms = now_ms;
             self.tokens = self.tokens.min(0.0);
         }
@@ -181,14 +187,16 @@ impl LimiterState {
         }
     }
 
-    /// A delivery succeeded: raise the rate by `1 / rate` (about one
-    /// message per second each second), up to the maximum. Returns whether
-    /// anything changed (nothing does at the maximum).
+    /// A delivery succeeded: raise the rate by `step / rate`, where `step`
+    /// is a twentieth of the maximum (at least 1), so at full pace the rate
+    /// climbs by `step` messages per second each second, up to the maximum.
+    /// Returns whether anything changed (nothing does at the maximum).
     pub fn succeeded(&mut self, limit: &RateLimit) -> bool {
         if self.rate >= limit.max_per_sec {
             return false;
         }
-        self.rate = (self.rate + 1.0 / self.rate.max(1.0)).min(limit.max_per_sec);
+        let step = (limit.max_per_sec / 20.0).max(1.0);
+        self.rate = (self.rate + step / self.rate.max(1.0)).min(limit.max_per_sec);
         true
     }
 }
@@ -217,10 +225,10 @@ mod tests {
         let mut s = LimiterState::new(&limit, 0);
         s.throttled(&limit, 10_000, None);
         s.throttled(&limit, 10_100, None);
-        assert_eq!(s.rate, 50.0);
+        assert_eq!(s.rate, 75.0);
         s.throttled(&limit, 11_000, None);
-        assert_eq!(s.rate, 25.0);
-        for i in 0..20 {
+        assert_eq!(s.rate, 56.25);
+        for i in 0..30 {
             s.throttled(&limit, 12_000 + i * 1_000, None);
         }
         assert_eq!(s.rate, 2.0);
@@ -240,12 +248,12 @@ mod tests {
         let limit = RateLimit::per_second(20.0).unwrap();
         let mut s = LimiterState::new(&limit, 0);
         s.throttled(&limit, 0, None);
-        assert_eq!(s.rate, 10.0);
-        // Ten successes at 10/s (one second's worth) add about 1/s.
-        for _ in 0..10 {
+        assert_eq!(s.rate, 15.0);
+        // Fifteen successes at 15/s (one second's worth) add about 1/s.
+        for _ in 0..15 {
             assert!(s.succeeded(&limit));
         }
-        assert!((s.rate - 11.0).abs() < 0.1, "{}", s.rate);
+        assert!((s.rate - 16.0).abs() < 0.1, "{}", s.rate);
         for _ in 0..1000 {
             s.succeeded(&limit);
         }

@@ -473,3 +473,95 @@ async fn two_workers_share_the_rate_limit() {
     })
     .await;
 }
+
+/// A receiver that answers `429` (with `Retry-After: 1`) once it accepted
+/// 15 requests in the trailing second, behind an endpoint limited to 50/s,
+/// two workers, a retry budget of 3: throttling spends no attempt (nothing
+/// is dead-lettered), every message is accepted exactly once, and the
+/// accepted rate stays at or under the receiver's 15/s. The measured rate
+/// is printed (BENCHMARKS.md quotes it); it is not asserted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_receiver_converges_without_spending_attempts() {
+    let accepted: Arc<Mutex<Vec<(i64, String)>>> = Arc::default();
+    let throttled = Arc::new(AtomicUsize::new(0));
+    let (a, t) = (accepted.clone(), throttled.clone());
+    let addr = serve(
+        Router::new().fallback(move |headers: axum::http::HeaderMap| {
+            let (a, t) = (a.clone(), t.clone());
+            async move {
+                let now = hookgate_sender::now_ms();
+                let mut a = a.lock().unwrap();
+                let recent = a
+                    .iter()
+                    .rev()
+                    .take_while(|(at, _)| *at > now - 1000)
+                    .count();
+                if recent >= 15 {
+                    t.fetch_add(1, Ordering::SeqCst);
+                    return (
+                        axum::http::StatusCode::TOO_MANY_REQUESTS,
+                        [("retry-after", "1")],
+                    )
+                        .into_response();
+                }
+                let id = headers
+                    .get("x-github-delivery")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                a.push((now, id));
+                axum::http::StatusCode::OK.into_response()
+            }
+        }),
+    )
+    .await;
+    let queue: Arc<dyn Queue> = Arc::new(hookgate_sender::MemoryQueue::new());
+    let sender = Sender::new(queue.clone());
+    sender
+        .add_endpoint(
+            Endpoint::new("ep", format!("http://{addr}/"), Scheme::GitHub, "s")
+                .unwrap()
+                .with_rate_limit(RateLimit::per_second(50.0).unwrap()),
+        )
+        .await
+        .unwrap();
+    let ids = enqueue_n(&sender, "t", 90).await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let spawn = |tx: mpsc::UnboundedSender<AttemptReport>| {
+        let (builder, _) = test_worker(queue.clone(), fast_policy(3));
+        builder
+            .with_concurrency(4)
+            .with_state_ttl(Duration::ZERO)
+            .with_busy_delay(Duration::from_millis(50))
+            .with_on_attempt(move |r| {
+                let _ = tx.send(r.clone());
+            })
+            .build()
+            .unwrap()
+            .spawn()
+    };
+    let (w1, w2) = (spawn(tx.clone()), spawn(tx));
+    until_delivered(&mut rx, &ids).await;
+    w1.shutdown(Duration::from_secs(5)).await;
+    w2.shutdown(Duration::from_secs(5)).await;
+    let ep = queue.get_endpoint("ep").await.unwrap().unwrap();
+    let health = EndpointHealth::load(&*queue, &ep).await.unwrap();
+    eprintln!("limiter at the end: {:?}", health.limiter);
+    let accepted = accepted.lock().unwrap().clone();
+    let unique: HashSet<&String> = accepted.iter().map(|(_, id)| id).collect();
+    assert_eq!(accepted.len(), 90, "each message accepted once");
+    assert_eq!(unique.len(), 90);
+    assert_eq!(queue.stats().await.unwrap().dead, 0);
+    let span_ms = accepted.last().unwrap().0 - accepted.first().unwrap().0;
+    let rate = 89.0 * 1000.0 / span_ms.max(1) as f64;
+    let tail_ms = accepted.last().unwrap().0 - accepted[60].0;
+    let tail = 29.0 * 1000.0 / tail_ms.max(1) as f64;
+    eprintln!(
+        "throttling receiver: {rate:.1} accepted/s over {span_ms} ms, last 30: {tail:.1}/s, {} answers 429",
+        throttled.load(Ordering::SeqCst)
+    );
+    assert!(
+        throttled.load(Ordering::SeqCst) > 0,
+        "the receiver never throttled"
+    );
+}
