@@ -239,6 +239,18 @@ impl BreakerState {
         self.probe_until_ms = now_ms.saturating_add(ims(ms(lease)));
     }
 
+    /// The endpoint's health check answered 2xx at `now_ms`: an open
+    /// breaker's cool-down ends now, so the next delivery probes the URL
+    /// (half-open early). Returns whether anything changed.
+    pub fn health_ok(&mut self, now_ms: i64) -> bool {
+        if self.phase == Phase::Open && self.open_until_ms > now_ms {
+            self.open_until_ms = now_ms;
+            true
+        } else {
+            false
+        }
+    }
+
     /// Whether recording a success would change nothing worth a write.
     #[must_use]
     pub fn is_quiet(&self) -> bool {
@@ -405,6 +417,17 @@ mod tests {
             Some((Phase::HalfOpen, Phase::Closed))
         );
         assert!(b.is_quiet());
+    }
+
+    #[test]
+    fn health_check_ends_the_cooldown_early() {
+        let cfg = BreakerConfig::default().with_failures(1);
+        let mut b = BreakerState::default();
+        assert!(!b.health_ok(0), "closed: nothing to do");
+        b.record(&cfg, false, 0);
+        assert!(matches!(b.admit(1_000), Admission::Open { .. }));
+        assert!(b.health_ok(1_000));
+        assert_eq!(b.admit(1_000), Admission::Probe);
     }
 
     #[test]

@@ -90,6 +90,7 @@
 //! | `hookgate_sender_breaker_state` | gauge | `endpoint`, `url` | last state this worker set: 0 closed, 1 half-open, 2 open |
 //! | `hookgate_sender_throttled_total` | counter | `endpoint` | `429`/`503` answers of rate-limited endpoints |
 //! | `hookgate_sender_rate_limit` | gauge | `endpoint` | the adaptive rate (messages/s) after this worker's last change |
+//! | `hookgate_sender_health_probes_total` | counter | `endpoint`, `result` (`ok`, `failed`) | health checks of endpoints with an open breaker |
 //! | `hookgate_sender_endpoints_disabled_total` | counter | `endpoint`, `reason` (`gone`, `failing`) | endpoints this worker disabled |
 //!
 //! The three outcome counters count only outcomes the queue accepted (a
@@ -150,6 +151,8 @@ pub const MIN_STORE_TIMEOUT: Duration = Duration::from_millis(50);
 pub const DEFAULT_BUSY_DELAY: Duration = Duration::from_secs(1);
 /// Default time an endpoint's shared state (breakers, limiter) read from the store is reused.
 pub const DEFAULT_STATE_TTL: Duration = Duration::from_millis(250);
+/// Default interval of health probes ([`WorkerBuilder::with_health_probe_interval`]).
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(10);
 /// Compare-and-set rounds on an endpoint's shared state before giving up (deferring).
 const STATE_ROUNDS: usize = 5;
 
@@ -294,6 +297,7 @@ pub struct WorkerBuilder {
     max_in_flight_per_endpoint: Option<usize>,
     busy_delay: Duration,
     state_ttl: Duration,
+    health_interval: Option<Duration>,
 }
 
 impl fmt::Debug for WorkerBuilder {
@@ -434,6 +438,16 @@ impl WorkerBuilder {
         self
     }
 
+    /// How often endpoints with a [`health_url`](Endpoint::health_url) and
+    /// an open breaker are probed (default 10 s; `None` never). A 2xx ends
+    /// their open breakers' cool-down early, so the next delivery probes
+    /// the URL; anything else keeps them open. Only endpoints this worker
+    /// delivered to recently are probed. Probes go through the SSRF guard.
+    pub fn with_health_probe_interval(mut self, interval: Option<Duration>) -> Self {
+        self.health_interval = interval;
+        self
+    }
+
     /// Check the settings and build the worker.
     ///
     /// # Errors
@@ -506,6 +520,7 @@ impl WorkerBuilder {
                 busy_delay: self.busy_delay,
                 state_ttl: self.state_ttl,
                 max_request_timeout: self.max_request_timeout,
+                health_interval: self.health_interval.filter(|d| !d.is_zero()),
                 states: Mutex::new(HashMap::new()),
             }),
         })
@@ -543,6 +558,7 @@ struct Shared {
     busy_delay: Duration,
     state_ttl: Duration,
     max_request_timeout: Duration,
+    health_interval: Option<Duration>,
     /// Shared endpoint state as last read or written, by endpoint.
     states: Mutex<HashMap<String, (Instant, Vec<StateRecord>)>>,
 }
@@ -686,6 +702,7 @@ impl Worker {
             max_in_flight_per_endpoint: None,
             busy_delay: DEFAULT_BUSY_DELAY,
             state_ttl: DEFAULT_STATE_TTL,
+            health_interval: Some(DEFAULT_HEALTH_INTERVAL),
         }
     }
 
@@ -791,6 +808,9 @@ impl Shared {
         let sem = Arc::new(Semaphore::new(self.concurrency));
         let mut tasks: JoinSet<()> = JoinSet::new();
         let _stats = AbortOnDrop(tokio::spawn(self.clone().stats_loop()));
+        let _health = self
+            .health_interval
+            .map(|every| AbortOnDrop(tokio::spawn(self.clone().health_loop(every))));
         tracing::debug!(
             concurrency = self.concurrency,
             "hookgate sender worker started"
@@ -921,6 +941,77 @@ impl Shared {
                     metrics::gauge!("hookgate_sender_dlq_size").set(s.dead as f64);
                 }
                 Err(e) => tracing::debug!(error = %e, "queue stats failed"),
+            }
+        }
+    }
+
+    /// Probe the health URL of every endpoint in the cache that has one and
+    /// an open breaker; a 2xx ends those breakers' cool-down.
+    async fn health_loop(self: Arc<Self>, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let endpoints: Vec<Arc<Ready>> = self
+                .endpoints
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .values()
+                .filter_map(|(_, s)| match s {
+                    EndpointState::Ready(r) if r.endpoint.health_url.is_some() => Some(r.clone()),
+                    _ => None,
+                })
+                .collect();
+            for ready in endpoints {
+                self.probe_health(&ready.endpoint).await;
+            }
+        }
+    }
+
+    async fn probe_health(&self, endpoint: &Endpoint) {
+        let Some(url) = &endpoint.health_url else {
+            return;
+        };
+        let now = (self.clock)();
+        let records = self.state_records(&endpoint.id, true).await;
+        let health = EndpointHealth::from_records(endpoint, &records, now);
+        let open: Vec<usize> = health
+            .breakers
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.state.phase == Phase::Open && b.state.open_until_ms > now)
+            .map(|(i, _)| i)
+            .collect();
+        if open.is_empty() {
+            return;
+        }
+        let timeout = endpoint.timeout.min(self.max_request_timeout);
+        let result = self.client.probe(url, timeout).await;
+        let ok = matches!(result, Ok(200..=299));
+        metrics::counter!(
+            "hookgate_sender_health_probes_total",
+            "endpoint" => endpoint.id.clone(),
+            "result" => if ok { "ok" } else { "failed" }
+        )
+        .increment(1);
+        if !ok {
+            tracing::debug!(endpoint = %endpoint.id, ?result, "health probe failed; breakers stay open");
+            return;
+        }
+        for i in open {
+            let changed = self
+                .update(endpoint, &breaker_name(i), |h, now| {
+                    let mut b = h.breakers.get(i)?.state.clone();
+                    b.health_ok(now).then(|| (b.encode(), ()))
+                })
+                .await;
+            if changed.is_some() {
+                tracing::info!(
+                    endpoint = %endpoint.id,
+                    url_index = i,
+                    "health probe succeeded; the breaker's cool-down ends now"
+                );
             }
         }
     }

@@ -67,6 +67,7 @@ fn receiver_app(
             }),
         )
         .route_layer(VerifyWebhookLayer::new(verifier).with_store(store))
+        .route("/health", axum::routing::get(|| async { "ok" }))
         .layer(axum::middleware::from_fn(
             move |req: Request, next: MwNext| {
                 let down = down.clone();
@@ -564,4 +565,76 @@ async fn throttling_receiver_converges_without_spending_attempts() {
         throttled.load(Ordering::SeqCst) > 0,
         "the receiver never throttled"
     );
+}
+
+/// A health URL ends an open breaker's (long) cool-down early: the primary
+/// is back in use long before its 60 s cool-down would have ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_probe_half_opens_the_breaker_early() {
+    let store = Arc::new(MemoryStore::new());
+    let handled: Handled = Arc::default();
+    let down = Arc::new(AtomicBool::new(true));
+    let primary = serve(receiver_app(
+        "primary",
+        store.clone(),
+        handled.clone(),
+        down.clone(),
+    ))
+    .await;
+    let backup = serve(receiver_app(
+        "backup",
+        store.clone(),
+        handled.clone(),
+        Arc::new(AtomicBool::new(false)),
+    ))
+    .await;
+    let endpoint = Endpoint::new(
+        "ep",
+        format!("http://{primary}/hook"),
+        Scheme::StandardWebhooks,
+        SECRET,
+    )
+    .unwrap()
+    .with_url(format!("http://{backup}/hook"))
+    .unwrap()
+    .with_health_url(format!("http://{primary}/health"))
+    .unwrap()
+    .with_breaker(
+        BreakerConfig::default()
+            .with_failures(2)
+            .with_cooldown(Duration::from_secs(60), Duration::from_secs(60)),
+    );
+    let queue: Arc<dyn Queue> = Arc::new(hookgate_sender::MemoryQueue::new());
+    let sender = Sender::new(queue.clone());
+    sender.add_endpoint(endpoint.clone()).await.unwrap();
+    let (builder, mut rx) = test_worker(queue.clone(), fast_policy(10));
+    let worker = builder
+        .with_concurrency(2)
+        .with_state_ttl(Duration::ZERO)
+        .with_health_probe_interval(Some(Duration::from_millis(100)))
+        .build()
+        .unwrap()
+        .spawn();
+    let first = enqueue_n(&sender, "a", 5).await;
+    until_delivered(&mut rx, &first).await;
+    let health = EndpointHealth::load(&*queue, &endpoint).await.unwrap();
+    assert_eq!(health.breakers[0].state.phase, Phase::Open);
+    down.store(false, Ordering::SeqCst);
+    // Well inside the 60 s cool-down, deliveries reach the primary again.
+    let mut n = 0;
+    while !handled
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|(tag, _)| *tag == "primary")
+    {
+        n += 1;
+        assert!(n < 100, "the primary was never used again");
+        let ids = enqueue_n(&sender, &format!("b{n:03}-"), 1).await;
+        until_delivered(&mut rx, &ids).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    worker.shutdown(Duration::from_secs(5)).await;
+    let health = EndpointHealth::load(&*queue, &endpoint).await.unwrap();
+    assert_eq!(health.breakers[0].state.phase, Phase::Closed);
 }
