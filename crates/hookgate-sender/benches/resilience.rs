@@ -161,7 +161,7 @@ async fn noisy_run(kind: &str, seconds: u64, hole: bool, cap: Option<usize>) -> 
             .unwrap()
             .insert(m.id.clone(), hookgate_sender::now_ms());
         sender.enqueue(&ok_id, m).await.unwrap();
-        if hole && n % 2 == 0 {
+        if hole && n.is_multiple_of(2) {
             sender
                 .enqueue(&hole_id, Message::new("t", "{}").with_id(format!("h{n}")))
                 .await
