@@ -219,7 +219,11 @@ impl BreakerState {
     #[must_use]
     pub fn admit(&self, now_ms: i64) -> Admission {
         let wait = |until: i64| Admission::Open {
-            retry_in: Duration::from_millis(u64::try_from(until - now_ms).unwrap_or(0).max(1)),
+            retry_in: Duration::from_millis(
+                u64::try_from(until.saturating_sub(now_ms))
+                    .unwrap_or(0)
+                    .max(1),
+            ),
         };
         match self.phase {
             Phase::Closed => Admission::Closed,
@@ -264,7 +268,7 @@ impl BreakerState {
         let before = self.phase;
         self.slide(cfg, now_ms);
         let bucket_ms = (ims(cfg.window_ms) / BUCKETS).max(1);
-        let start = now_ms - now_ms.rem_euclid(bucket_ms);
+        let start = now_ms.saturating_sub(now_ms.rem_euclid(bucket_ms));
         if self.buckets.last().is_none_or(|b| b.start_ms != start) {
             self.buckets.push(Bucket {
                 start_ms: start,
@@ -428,6 +432,23 @@ mod tests {
         assert!(matches!(b.admit(1_000), Admission::Open { .. }));
         assert!(b.health_ok(1_000));
         assert_eq!(b.admit(1_000), Admission::Probe);
+    }
+
+    #[test]
+    fn extreme_stored_values_never_panic() {
+        let cfg = BreakerConfig::default();
+        for v in [i64::MIN, i64::MAX] {
+            let json = format!(
+                r#"{{"phase":"half_open","consecutive":4294967295,"buckets":[{{"start_ms":{v},"ok":4294967295,"failed":4294967295}}],"open_until_ms":{v},"cooldown_ms":18446744073709551615,"probe_until_ms":{v},"changed_at_ms":{v}}}"#
+            );
+            let mut b = BreakerState::decode(&json);
+            assert_eq!(b.phase, Phase::HalfOpen, "{json}");
+            let _ = b.admit(0);
+            b.start_probe(0, Duration::MAX);
+            b.record(&cfg, false, 0);
+            b.record(&cfg, true, 0);
+            b.health_ok(0);
+        }
     }
 
     #[test]

@@ -140,7 +140,7 @@ impl LimiterState {
 
     fn refill(&mut self, now_ms: i64) {
         if now_ms > self.last_ms {
-            let secs = (now_ms - self.last_ms) as f64 / 1000.0;
+            let secs = now_ms.saturating_sub(self.last_ms) as f64 / 1000.0;
             self.tokens = (self.tokens + secs * self.rate).min(LimiterState::cap(self.rate));
             self.last_ms = now_ms;
         }
@@ -158,7 +158,7 @@ impl LimiterState {
         let _ = limit;
         if now_ms < self.paused_until_ms {
             return Err(Duration::from_millis(
-                u64::try_from(self.paused_until_ms - now_ms).unwrap_or(0),
+                u64::try_from(self.paused_until_ms.saturating_sub(now_ms)).unwrap_or(0),
             ));
         }
         self.refill(now_ms);
@@ -176,14 +176,14 @@ impl LimiterState {
     /// (bounded by [`MAX_PAUSE`]).
     pub fn throttled(&mut self, limit: &RateLimit, now_ms: i64, retry_after: Option<Duration>) {
         self.refill(now_ms);
-        if now_ms - self.decreased_ms >= DECREASE_GAP_MS {
+        if now_ms.saturating_sub(self.decreased_ms) >= DECREASE_GAP_MS {
             self.rate = (self.rate * DECREASE_FACTOR).max(limit.floor());
             self.decreased_ms = now_ms;
             self.tokens = self.tokens.min(0.0);
         }
         if let Some(wait) = retry_after {
             let wait = i64::try_from(wait.min(MAX_PAUSE).as_millis()).unwrap_or(0);
-            self.paused_until_ms = self.paused_until_ms.max(now_ms + wait);
+            self.paused_until_ms = self.paused_until_ms.max(now_ms.saturating_add(wait));
         }
     }
 
@@ -259,6 +259,23 @@ mod tests {
         }
         assert_eq!(s.rate, 20.0);
         assert!(!s.succeeded(&limit));
+    }
+
+    #[test]
+    fn extreme_stored_values_never_panic() {
+        let limit = RateLimit::per_second(5.0).unwrap();
+        for (last, paused, decreased, tokens) in [
+            (i64::MIN, i64::MIN, i64::MIN, -1e300),
+            (i64::MAX, i64::MAX, i64::MAX, 1e300),
+        ] {
+            let json = format!(
+                r#"{{"rate":5.0,"tokens":{tokens:e},"last_ms":{last},"paused_until_ms":{paused},"decreased_ms":{decreased}}}"#
+            );
+            let mut s = LimiterState::decode(Some(&json), &limit, 0);
+            let _ = s.take(&limit, 0);
+            s.throttled(&limit, 0, Some(Duration::MAX));
+            s.succeeded(&limit);
+        }
     }
 
     #[test]
