@@ -238,6 +238,44 @@ impl DeliveryClient {
         Ok(client)
     }
 
+    /// A health check: `GET url` through the SSRF guard (redirects not
+    /// followed), bounded by `timeout`. `Ok` with the status when one came
+    /// back; `Err` with a reason (never secrets) otherwise.
+    ///
+    /// # Errors
+    /// An invalid or refused URL, or no response in time.
+    pub async fn probe(&self, url: &str, timeout: Duration) -> Result<u16, String> {
+        let parsed = parse_url(url).map_err(|e| e.to_string())?;
+        let literal = parsed.host_str().and_then(|h| {
+            h.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .ok()
+        });
+        if let Some(ip) = literal {
+            self.inner
+                .policy
+                .check(ip)
+                .map_err(|f| format!("refused: {f}"))?;
+        }
+        let client = self
+            .client(timeout)
+            .map_err(|e| format!("http client: {}", error_chain(&e)))?;
+        let response = client
+            .get(parsed)
+            .timeout(timeout.min(self.inner.max_timeout))
+            .send()
+            .await
+            .map_err(|e| classify_error(&e, timeout).1)?;
+        if let Some(addr) = response.remote_addr() {
+            self.inner
+                .policy
+                .check(addr.ip())
+                .map_err(|f| format!("refused after connecting: {f}"))?;
+        }
+        Ok(response.status().as_u16())
+    }
+
     pub(crate) async fn attempt_prepared(&self, p: &Prepared, message: &Message) -> AttemptResult {
         let at_ms = now_ms();
         let started = Instant::now();

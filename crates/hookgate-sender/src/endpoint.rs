@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use hookgate_core::Scheme;
 
+use crate::{breaker::BreakerConfig, lifecycle::AutoDisable, limiter::RateLimit, tier::Tier};
+
 /// Default connect timeout per attempt.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default total timeout per attempt.
@@ -45,8 +47,26 @@ pub struct Endpoint {
     pub timeout: Duration,
     /// Extra headers sent with every attempt.
     pub headers: Vec<(String, String)>,
-    /// Set when the receiver answered `410 Gone`; nothing is sent while set.
+    /// Set when the receiver answered `410 Gone` or failed continuously
+    /// (see [`auto_disable`](Self::auto_disable)); nothing is sent while
+    /// set, and its messages are held until it is enabled again.
     pub disabled: bool,
+    /// Circuit-breaker thresholds, applied to each URL (see [`crate::breaker`]).
+    pub breaker: BreakerConfig,
+    /// Adaptive rate limit shared by every worker (see [`crate::limiter`]); none by default.
+    pub rate_limit: Option<RateLimit>,
+    /// Most attempts to this endpoint running at once in one worker
+    /// (default: the worker's per-endpoint cap).
+    pub max_in_flight: Option<u32>,
+    /// URL a GET is sent to on an interval while a breaker is open: success
+    /// half-opens the breakers early (see [`crate::worker::WorkerBuilder::with_health_probe_interval`]).
+    pub health_url: Option<String>,
+    /// The tier whose preset was applied last ([`Endpoint::with_tier`]); its
+    /// retry schedule and maximum age replace the worker's for this endpoint.
+    pub tier: Option<Tier>,
+    /// When continuous failure disables the endpoint (default: failing for
+    /// 5 days with at least 10 failed attempts); `None` never.
+    pub auto_disable: Option<AutoDisable>,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -77,6 +97,15 @@ impl std::fmt::Debug for Endpoint {
                     .collect::<Vec<_>>(),
             )
             .field("disabled", &self.disabled)
+            .field("breaker", &self.breaker)
+            .field("rate_limit", &self.rate_limit)
+            .field("max_in_flight", &self.max_in_flight)
+            .field(
+                "health_url",
+                &self.health_url.as_deref().map(crate::redact::url),
+            )
+            .field("tier", &self.tier)
+            .field("auto_disable", &self.auto_disable)
             .finish()
     }
 }
@@ -165,6 +194,12 @@ impl Endpoint {
             timeout: DEFAULT_TIMEOUT,
             headers: Vec::new(),
             disabled: false,
+            breaker: BreakerConfig::default(),
+            rate_limit: None,
+            max_in_flight: None,
+            health_url: None,
+            tier: None,
+            auto_disable: Some(AutoDisable::default()),
         })
     }
 
@@ -263,6 +298,75 @@ impl Endpoint {
         Ok(self)
     }
 
+    /// Circuit-breaker thresholds for every URL (default: see [`BreakerConfig::default`]).
+    #[must_use]
+    pub fn with_breaker(mut self, breaker: BreakerConfig) -> Self {
+        self.breaker = breaker;
+        self
+    }
+
+    /// Limit deliveries to `limit`, adaptively, across every worker.
+    #[must_use]
+    pub fn with_rate_limit(mut self, limit: RateLimit) -> Self {
+        self.rate_limit = Some(limit);
+        self
+    }
+
+    /// At most `n` attempts to this endpoint at once in one worker.
+    ///
+    /// # Errors
+    /// A zero `n`.
+    pub fn with_max_in_flight(mut self, n: u32) -> Result<Self, EndpointError> {
+        if n == 0 {
+            return Err(EndpointError::ZeroTimeout("max in flight"));
+        }
+        self.max_in_flight = Some(n);
+        Ok(self)
+    }
+
+    /// Probe `url` with a GET while a breaker is open.
+    ///
+    /// # Errors
+    /// The URL is invalid.
+    pub fn with_health_url(mut self, url: impl Into<String>) -> Result<Self, EndpointError> {
+        let url = url.into();
+        check_url(&url)?;
+        self.health_url = Some(url);
+        Ok(self)
+    }
+
+    /// Apply `tier`'s preset: breaker thresholds, rate limit (when the
+    /// preset has one), and its retry schedule and maximum age (used by the
+    /// worker for this endpoint). Setters called afterwards override it.
+    ///
+    /// ```
+    /// use hookgate_core::Scheme;
+    /// use hookgate_sender::{breaker::BreakerConfig, tier::Tier, Endpoint};
+    /// let ep = Endpoint::new("e", "https://example.com/", Scheme::GitHub, "s")?
+    ///     .with_tier(Tier::BestEffort)
+    ///     .with_breaker(BreakerConfig::default().with_failures(10)); // override one field
+    /// assert_eq!(ep.breaker.failures, 10);
+    /// assert_eq!(ep.rate_limit.unwrap().max_per_sec, 10.0);
+    /// # Ok::<(), hookgate_sender::EndpointError>(())
+    /// ```
+    #[must_use]
+    pub fn with_tier(mut self, tier: Tier) -> Self {
+        let preset = tier.preset();
+        self.breaker = preset.breaker;
+        if preset.rate_limit.is_some() {
+            self.rate_limit = preset.rate_limit;
+        }
+        self.tier = Some(tier);
+        self
+    }
+
+    /// Disable after continuous failure per `rule`, or never (`None`).
+    #[must_use]
+    pub fn with_auto_disable(mut self, rule: Option<AutoDisable>) -> Self {
+        self.auto_disable = rule;
+        self
+    }
+
     /// Check every setting (for endpoints built field by field or loaded from a store).
     ///
     /// # Errors
@@ -288,6 +392,9 @@ impl Endpoint {
         }
         if self.connect_timeout.is_zero() {
             return Err(EndpointError::ZeroTimeout("connect timeout"));
+        }
+        if let Some(url) = &self.health_url {
+            check_url(url)?;
         }
         Ok(())
     }

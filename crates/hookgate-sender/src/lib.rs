@@ -36,10 +36,13 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod breaker;
 pub mod bulk;
 pub mod decide;
 pub mod delivery;
 mod endpoint;
+pub mod lifecycle;
+pub mod limiter;
 pub mod maintenance;
 mod message;
 pub mod outcome;
@@ -49,9 +52,11 @@ pub mod retry;
 mod sender;
 pub mod shard;
 pub mod ssrf;
+pub mod state;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
+pub mod tier;
 pub mod worker;
 
 pub use endpoint::{Endpoint, EndpointError, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT};

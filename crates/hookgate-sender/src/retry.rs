@@ -224,6 +224,13 @@ impl RetryPolicy {
         self.max_attempts
     }
 
+    /// The maximum age of a message, if any (also bounds how long deferred
+    /// deliveries wait).
+    #[must_use]
+    pub fn max_age(&self) -> Option<Duration> {
+        self.max_age
+    }
+
     /// Check the settings.
     ///
     /// # Errors

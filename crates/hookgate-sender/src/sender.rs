@@ -99,6 +99,27 @@ impl Sender {
         Ok(())
     }
 
+    /// Enable a disabled endpoint and release the messages held while it
+    /// was disabled (due now). Returns how many were released.
+    ///
+    /// # Errors
+    /// No such endpoint, or the queue failed.
+    pub async fn enable_endpoint(&self, id: &str) -> Result<u64, SendError> {
+        self.queue.set_endpoint_disabled(id, false).await?;
+        // A fresh start: the failure streak that disabled it is forgotten
+        // (else one more failure would disable it again).
+        if let Ok(records) = self.queue.endpoint_state(id).await {
+            if let Some(r) = records.iter().find(|r| r.name == crate::state::STREAK) {
+                let fresh = crate::lifecycle::FailureStreak::default().encode();
+                let _ = self
+                    .queue
+                    .swap_endpoint_state(id, crate::state::STREAK, r.version, &fresh)
+                    .await;
+            }
+        }
+        Ok(self.queue.release_held(id).await?)
+    }
+
     fn remember(&self, id: String) {
         self.known
             .lock()
@@ -152,4 +173,10 @@ fn same_config(a: &Endpoint, b: &Endpoint) -> bool {
         && a.headers == b.headers
         && a.timeout == b.timeout
         && a.connect_timeout == b.connect_timeout
+        && a.breaker == b.breaker
+        && a.rate_limit == b.rate_limit
+        && a.max_in_flight == b.max_in_flight
+        && a.health_url == b.health_url
+        && a.tier == b.tier
+        && a.auto_disable == b.auto_disable
 }

@@ -993,6 +993,49 @@ pub fn t_dead() -> Transition {
     })
 }
 
+/// Shared endpoint state: empty at first; a compare-and-set stores only
+/// against the version it read (0 for a new record) and bumps it; records
+/// are per endpoint and per name; removing the endpoint removes its state.
+pub async fn endpoint_state_compare_and_set<Q: Queue>(q: Q) {
+    assert!(q.endpoint_state("ep").await.expect("state").is_empty());
+    assert!(q
+        .swap_endpoint_state("ep", "breaker:0", 0, "a")
+        .await
+        .expect("swap"));
+    // A second writer that also read "absent" loses.
+    assert!(!q
+        .swap_endpoint_state("ep", "breaker:0", 0, "b")
+        .await
+        .expect("swap"));
+    assert!(!q
+        .swap_endpoint_state("ep", "breaker:0", 2, "b")
+        .await
+        .expect("swap"));
+    assert!(q
+        .swap_endpoint_state("ep", "breaker:0", 1, "c")
+        .await
+        .expect("swap"));
+    assert!(q
+        .swap_endpoint_state("ep", "limiter", 0, "{\"x\":1}")
+        .await
+        .expect("swap"));
+    assert!(q
+        .swap_endpoint_state("other", "limiter", 0, "o")
+        .await
+        .expect("swap"));
+    let records = q.endpoint_state("ep").await.expect("state");
+    let got: Vec<(&str, u64, &str)> = records
+        .iter()
+        .map(|r| (r.name.as_str(), r.version, r.value.as_str()))
+        .collect();
+    assert_eq!(got, [("breaker:0", 2, "c"), ("limiter", 1, "{\"x\":1}")]);
+    let ep = Endpoint::new("ep", "http://127.0.0.1:9/hook", Scheme::GitHub, "s").expect("endpoint");
+    q.put_endpoint(&ep).await.expect("put");
+    assert!(q.remove_endpoint("ep").await.expect("remove"));
+    assert!(q.endpoint_state("ep").await.expect("state").is_empty());
+    assert_eq!(q.endpoint_state("other").await.expect("state").len(), 1);
+}
+
 /// One `#[tokio::test]` per conformance check and per (state, transition)
 /// pair, in a module `$name`, each calling `$fresh(check)`: `$fresh` is the
 /// absolute path (`crate::fresh`) of an async fn taking
@@ -1010,7 +1053,8 @@ macro_rules! queue_conformance_tests {
                 interrupted_refunds, defer_refunds, hold_until_released,
                 dead_letter_without_attempt, enqueue_dead_key_is_noop,
                 lease_one_takes_a_named_delivery, rescue_takes_expired_leases,
-                prune_removes_old_dead_letters, list_dead_pages, replay_and_purge, endpoints);
+                prune_removes_old_dead_letters, list_dead_pages, replay_and_purge, endpoints,
+                endpoint_state_compare_and_set);
             $crate::queue_conformance_tests!(@pairs $fresh;
                 scheduled: Scheduled, leased: Leased, leased_expired: LeasedExpired,
                 leased_stale: LeasedStale, held: Held, delivered: Delivered, dead: Dead);

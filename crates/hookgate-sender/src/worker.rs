@@ -40,6 +40,25 @@
 //!   instants, so the store's clock decides when a retry is due (a worker
 //!   whose clock is off retries on time). An attempt that reached the
 //!   network is recorded even when the lease was lost meanwhile.
+//! - **Failover and circuit breakers**: an endpoint's URLs are tried in
+//!   order; each has a breaker ([`crate::breaker`]) shared by every worker
+//!   on the store. A delivery uses the first URL whose breaker is closed or
+//!   due for its half-open probe; when all are open it is deferred
+//!   ([`Transition::Defer`]) without spending an attempt until the first
+//!   cool-down ends (bounded by the maximum age).
+//! - **Rate limit**: an endpoint with [`Endpoint::rate_limit`] takes a token
+//!   from a bucket shared by every worker ([`crate::limiter`]) before each
+//!   attempt, or is deferred without spending an attempt; `429`/`503`
+//!   halve the rate (a `429` itself is deferred, not retried), success
+//!   raises it again.
+//! - **No noisy neighbours**: at most [`Endpoint::max_in_flight`] (else
+//!   [`WorkerBuilder::with_max_in_flight_per_endpoint`]) attempts to one
+//!   endpoint run at once in a worker; the rest are deferred for
+//!   [`WorkerBuilder::with_busy_delay`], so a black-holed endpoint holds at
+//!   most its cap of the worker's slots.
+//! - **Lifecycle**: `410 Gone` or continuous failure ([`crate::lifecycle`])
+//!   disables the endpoint; a disabled endpoint's deliveries are held
+//!   ([`Transition::Hold`]) until [`Sender::enable_endpoint`](crate::Sender::enable_endpoint).
 //! - A worker that dies loses nothing: its leases expire and another worker
 //!   takes them (delivery is at least once; the receiver deduplicates on the
 //!   message id).
@@ -65,6 +84,14 @@
 //! | `hookgate_sender_queue_pending` | gauge | | deliveries not finished: scheduled, leased or held (from [`Queue::stats`], every stats interval) |
 //! | `hookgate_sender_queue_leased` | gauge | | deliveries leased by some worker |
 //! | `hookgate_sender_dlq_size` | gauge | | dead letters |
+//! | `hookgate_sender_deferred_total` | counter | `endpoint`, `reason` (`busy`, `circuit_open`, `rate_limited`) | deliveries put off without spending an attempt |
+//! | `hookgate_sender_held_total` | counter | `endpoint` | deliveries held because their endpoint is disabled |
+//! | `hookgate_sender_breaker_transitions_total` | counter | `endpoint`, `url` (index), `to` (`open`, `half_open`, `closed`) | circuit-breaker transitions this worker made |
+//! | `hookgate_sender_breaker_state` | gauge | `endpoint`, `url` | last state this worker set: 0 closed, 1 half-open, 2 open |
+//! | `hookgate_sender_throttled_total` | counter | `endpoint` | `429`/`503` answers of rate-limited endpoints |
+//! | `hookgate_sender_rate_limit` | gauge | `endpoint` | the adaptive rate (messages/s) after this worker's last change |
+//! | `hookgate_sender_health_probes_total` | counter | `endpoint`, `result` (`ok`, `failed`) | health checks of endpoints with an open breaker |
+//! | `hookgate_sender_endpoints_disabled_total` | counter | `endpoint`, `reason` (`gone`, `failing`) | endpoints this worker disabled |
 //!
 //! The three outcome counters count only outcomes the queue accepted (a
 //! settle whose lease was lost is counted in `lease_lost_total` instead).
@@ -90,17 +117,19 @@ use tokio::{
 use tracing::Instrument;
 
 use crate::{
-    decide::{self, Decision, Effect, Happened},
+    breaker::Phase,
+    decide::{self, Context, Decision, Effect, Happened, Plan, PlanInput},
     delivery::{DeliveryClient, Prepared},
     now_ms,
     outcome::{Class, Classifier},
     queue::{
         Attempt, DeadReason, DeliveryKey, Job, LeaseToken, Leased, Queue, QueueError,
-        QueueErrorKind, Transition,
+        QueueErrorKind, StateRecord, Transition,
     },
     retry::{RetryPolicy, RetryPolicyError},
     ssrf::{Resolver, SsrfPolicy, SystemResolver},
-    DEFAULT_TIMEOUT,
+    state::{breaker_name, EndpointHealth, LIMITER, STREAK},
+    Endpoint, DEFAULT_TIMEOUT,
 };
 
 /// Default number of attempts running at once.
@@ -118,6 +147,14 @@ pub const LEASE_MARGIN: Duration = Duration::from_millis(500);
 pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The shortest store deadline [`WorkerBuilder::build`] accepts.
 pub const MIN_STORE_TIMEOUT: Duration = Duration::from_millis(50);
+/// Default wait of a delivery deferred because its endpoint's in-flight cap is reached.
+pub const DEFAULT_BUSY_DELAY: Duration = Duration::from_secs(1);
+/// Default time an endpoint's shared state (breakers, limiter) read from the store is reused.
+pub const DEFAULT_STATE_TTL: Duration = Duration::from_millis(250);
+/// Default interval of health probes ([`WorkerBuilder::with_health_probe_interval`]).
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(10);
+/// Compare-and-set rounds on an endpoint's shared state before giving up (deferring).
+const STATE_ROUNDS: usize = 5;
 
 /// A worker could not be built from its settings.
 #[derive(Debug, thiserror::Error)]
@@ -257,6 +294,10 @@ pub struct WorkerBuilder {
     on_attempt: Option<OnAttempt>,
     seed: Option<u64>,
     clock: Clock,
+    max_in_flight_per_endpoint: Option<usize>,
+    busy_delay: Duration,
+    state_ttl: Duration,
+    health_interval: Option<Duration>,
 }
 
 impl fmt::Debug for WorkerBuilder {
@@ -372,6 +413,41 @@ impl WorkerBuilder {
         self
     }
 
+    /// Most attempts to one endpoint running at once in this worker, unless
+    /// the endpoint sets its own ([`Endpoint::max_in_flight`]). Default:
+    /// the concurrency (no cap). A delivery over the cap is deferred for
+    /// [`with_busy_delay`](Self::with_busy_delay) without spending an
+    /// attempt, so a slow endpoint cannot take every slot from the others.
+    pub fn with_max_in_flight_per_endpoint(mut self, n: usize) -> Self {
+        self.max_in_flight_per_endpoint = Some(n);
+        self
+    }
+
+    /// How long a delivery over its endpoint's in-flight cap waits (default 1 s).
+    pub fn with_busy_delay(mut self, delay: Duration) -> Self {
+        self.busy_delay = delay;
+        self
+    }
+
+    /// How long an endpoint's shared state (breakers, limiter) read from the
+    /// store is reused before reading it again (default 250 ms; zero reads
+    /// it for every delivery). A stale read never loses an update: every
+    /// write is a compare-and-set that re-reads on conflict.
+    pub fn with_state_ttl(mut self, ttl: Duration) -> Self {
+        self.state_ttl = ttl;
+        self
+    }
+
+    /// How often endpoints with a [`health_url`](Endpoint::health_url) and
+    /// an open breaker are probed (default 10 s; `None` never). A 2xx ends
+    /// their open breakers' cool-down early, so the next delivery probes
+    /// the URL; anything else keeps them open. Only endpoints this worker
+    /// delivered to recently are probed. Probes go through the SSRF guard.
+    pub fn with_health_probe_interval(mut self, interval: Option<Duration>) -> Self {
+        self.health_interval = interval;
+        self
+    }
+
     /// Check the settings and build the worker.
     ///
     /// # Errors
@@ -385,6 +461,9 @@ impl WorkerBuilder {
         let batch = self.batch_size.unwrap_or(self.concurrency);
         if batch == 0 {
             return Err(WorkerBuildError::Zero("batch size"));
+        }
+        if self.max_in_flight_per_endpoint == Some(0) {
+            return Err(WorkerBuildError::Zero("max in flight per endpoint"));
         }
         for (d, name) in [
             (self.poll_interval, "poll interval"),
@@ -434,6 +513,15 @@ impl WorkerBuilder {
                 clock: self.clock,
                 in_flight: Mutex::new(HashMap::new()),
                 task_ids: AtomicU64::new(0),
+                per_endpoint: Mutex::new(HashMap::new()),
+                max_in_flight_per_endpoint: self
+                    .max_in_flight_per_endpoint
+                    .unwrap_or(self.concurrency),
+                busy_delay: self.busy_delay,
+                state_ttl: self.state_ttl,
+                max_request_timeout: self.max_request_timeout,
+                health_interval: self.health_interval.filter(|d| !d.is_zero()),
+                states: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -464,6 +552,15 @@ struct Shared {
     /// this worker is a separate entry), handed back on shutdown.
     in_flight: Mutex<HashMap<u64, (DeliveryKey, LeaseToken)>>,
     task_ids: AtomicU64,
+    /// Attempts running per endpoint (the in-flight cap).
+    per_endpoint: Mutex<HashMap<String, usize>>,
+    max_in_flight_per_endpoint: usize,
+    busy_delay: Duration,
+    state_ttl: Duration,
+    max_request_timeout: Duration,
+    health_interval: Option<Duration>,
+    /// Shared endpoint state as last read or written, by endpoint.
+    states: Mutex<HashMap<String, (Instant, Vec<StateRecord>)>>,
 }
 
 impl fmt::Debug for Shared {
@@ -482,7 +579,63 @@ impl fmt::Debug for Shared {
 enum EndpointState {
     Missing,
     Invalid(String),
-    Ready(Arc<Prepared>),
+    Ready(Arc<Ready>),
+}
+
+/// An endpoint checked and prepared once per URL, with its retry policy.
+struct Ready {
+    endpoint: Endpoint,
+    /// One prepared endpoint per URL (failover order), each with that URL only.
+    urls: Vec<Prepared>,
+    /// The tier's retry policy, or the worker's.
+    retry: RetryPolicy,
+}
+
+impl Ready {
+    fn new(endpoint: Endpoint, worker_retry: &RetryPolicy) -> Result<Self, String> {
+        let urls = endpoint
+            .urls
+            .iter()
+            .map(|url| {
+                let mut one = endpoint.clone();
+                one.urls = vec![url.clone()];
+                Prepared::new(one).map_err(|e| e.to_string())
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if urls.is_empty() {
+            return Err(crate::EndpointError::NoUrl.to_string());
+        }
+        let retry = endpoint
+            .tier
+            .map_or_else(|| worker_retry.clone(), |t| t.preset().retry);
+        Ok(Self {
+            endpoint,
+            urls,
+            retry,
+        })
+    }
+}
+
+/// Counts an attempt against its endpoint's in-flight cap until dropped.
+struct Slot<'a> {
+    shared: &'a Shared,
+    endpoint: String,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut map = self
+            .shared
+            .per_endpoint
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = map.get_mut(&self.endpoint) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.endpoint);
+            }
+        }
+    }
 }
 
 /// What [`WorkerHandle::shutdown`] did.
@@ -546,6 +699,10 @@ impl Worker {
             on_attempt: None,
             seed: None,
             clock: Arc::new(now_ms),
+            max_in_flight_per_endpoint: None,
+            busy_delay: DEFAULT_BUSY_DELAY,
+            state_ttl: DEFAULT_STATE_TTL,
+            health_interval: Some(DEFAULT_HEALTH_INTERVAL),
         }
     }
 
@@ -577,10 +734,13 @@ impl Worker {
     /// Attempt one leased delivery and settle its outcome, exactly as the
     /// running worker does (decide, effects, one fenced settle, metrics),
     /// and report it. For one-shot senders that lease a delivery themselves
-    /// (`hookgate send`, `dlq replay`).
+    /// (`hookgate send`, `dlq replay`): an operator's explicit delivery is
+    /// not deferred by open circuit breakers — when every URL is open it
+    /// probes the first (and its result closes or re-opens that breaker);
+    /// the rate limit still applies.
     pub async fn deliver_once(&self, leased: Leased) -> AttemptReport {
         let span = self.shared.span(&leased.job);
-        let report = self.shared.handle(leased).instrument(span).await;
+        let report = self.shared.handle(leased, true).instrument(span).await;
         self.shared.report(&report);
         report
     }
@@ -648,6 +808,9 @@ impl Shared {
         let sem = Arc::new(Semaphore::new(self.concurrency));
         let mut tasks: JoinSet<()> = JoinSet::new();
         let _stats = AbortOnDrop(tokio::spawn(self.clone().stats_loop()));
+        let _health = self
+            .health_interval
+            .map(|every| AbortOnDrop(tokio::spawn(self.clone().health_loop(every))));
         tracing::debug!(
             concurrency = self.concurrency,
             "hookgate sender worker started"
@@ -782,6 +945,77 @@ impl Shared {
         }
     }
 
+    /// Probe the health URL of every endpoint in the cache that has one and
+    /// an open breaker; a 2xx ends those breakers' cool-down.
+    async fn health_loop(self: Arc<Self>, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let endpoints: Vec<Arc<Ready>> = self
+                .endpoints
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .values()
+                .filter_map(|(_, s)| match s {
+                    EndpointState::Ready(r) if r.endpoint.health_url.is_some() => Some(r.clone()),
+                    _ => None,
+                })
+                .collect();
+            for ready in endpoints {
+                self.probe_health(&ready.endpoint).await;
+            }
+        }
+    }
+
+    async fn probe_health(&self, endpoint: &Endpoint) {
+        let Some(url) = &endpoint.health_url else {
+            return;
+        };
+        let now = (self.clock)();
+        let records = self.state_records(&endpoint.id, true).await;
+        let health = EndpointHealth::from_records(endpoint, &records, now);
+        let open: Vec<usize> = health
+            .breakers
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.state.phase == Phase::Open && b.state.open_until_ms > now)
+            .map(|(i, _)| i)
+            .collect();
+        if open.is_empty() {
+            return;
+        }
+        let timeout = endpoint.timeout.min(self.max_request_timeout);
+        let result = self.client.probe(url, timeout).await;
+        let ok = matches!(result, Ok(200..=299));
+        metrics::counter!(
+            "hookgate_sender_health_probes_total",
+            "endpoint" => endpoint.id.clone(),
+            "result" => if ok { "ok" } else { "failed" }
+        )
+        .increment(1);
+        if !ok {
+            tracing::debug!(endpoint = %endpoint.id, ?result, "health probe failed; breakers stay open");
+            return;
+        }
+        for i in open {
+            let changed = self
+                .update(endpoint, &breaker_name(i), |h, now| {
+                    let mut b = h.breakers.get(i)?.state.clone();
+                    b.health_ok(now).then(|| (b.encode(), ()))
+                })
+                .await;
+            if changed.is_some() {
+                tracing::info!(
+                    endpoint = %endpoint.id,
+                    url_index = i,
+                    "health probe succeeded; the breaker's cool-down ends now"
+                );
+            }
+        }
+    }
+
     /// `fut`, or an `Unavailable` error once the store deadline passes.
     async fn bounded<T>(
         &self,
@@ -820,9 +1054,9 @@ impl Shared {
             .await?
         {
             None => EndpointState::Missing,
-            Some(ep) => match Prepared::new(ep) {
-                Ok(p) => EndpointState::Ready(Arc::new(p)),
-                Err(e) => EndpointState::Invalid(e.to_string()),
+            Some(ep) => match Ready::new(ep, &self.retry) {
+                Ok(r) => EndpointState::Ready(Arc::new(r)),
+                Err(e) => EndpointState::Invalid(e),
             },
         };
         self.endpoints
@@ -845,8 +1079,8 @@ impl Shared {
             message_id = %job.key.message_id,
             endpoint = %job.key.endpoint,
             attempt = job.attempts,
-            // Which of the endpoint's URLs was tried (0 until failover lands).
-            url_index = 0u64,
+            // Which of the endpoint's URLs was tried (failover order).
+            url_index = tracing::field::Empty,
             status = tracing::field::Empty,
             outcome = tracing::field::Empty,
         )
@@ -855,7 +1089,7 @@ impl Shared {
     async fn process(self: Arc<Self>, id: u64, leased: Leased, permit: OwnedSemaphorePermit) {
         let span = self.span(&leased.job);
         let gauge = InFlightGauge::new();
-        let report = self.handle(leased).instrument(span.clone()).await;
+        let report = self.handle(leased, false).instrument(span.clone()).await;
         if let Some(status) = report.attempt.as_ref().and_then(|a| a.status) {
             span.record("status", status);
         }
@@ -870,22 +1104,14 @@ impl Shared {
 
     /// Attempt (unless the budget is spent or the endpoint unusable),
     /// decide, apply effects, settle, count.
-    async fn handle(&self, leased: Leased) -> AttemptReport {
+    async fn handle(&self, leased: Leased, explicit: bool) -> AttemptReport {
         let Leased { job, token } = leased;
-        let (happened, decision) = if decide::may_attempt(&job, &self.retry) {
-            let happened = self.attempt(&job).await;
-            let decision = {
-                let mut rng = self
-                    .rng
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                decide::decide(&job, &happened, &self.retry, (self.clock)(), &mut *rng)
-            };
-            (Some(happened), decision)
+        let (happened, decision, ready) = if decide::may_attempt(&job, &self.retry) {
+            self.step(&job, explicit).await
         } else {
-            (None, decide::over_budget(&job))
+            (None, decide::over_budget(&job), None)
         };
-        self.apply(&job.key, &decision).await;
+        self.apply(&job.key, ready.as_deref(), &decision).await;
         let result = match &happened {
             Some(Happened::Attempted(r)) => Some(r),
             _ => None,
@@ -921,19 +1147,48 @@ impl Shared {
         }
     }
 
-    /// Load the endpoint and make the attempt.
-    async fn attempt(&self, job: &Job) -> Happened {
-        let prepared = match self.endpoint(&job.key.endpoint).await {
-            Ok(EndpointState::Ready(p)) if !p.endpoint.disabled => p,
-            Ok(EndpointState::Ready(_)) => return Happened::EndpointDisabled,
-            Ok(EndpointState::Missing) => return Happened::EndpointMissing,
-            Ok(EndpointState::Invalid(e)) => return Happened::EndpointInvalid(e),
+    /// Load the endpoint, plan (hold, defer, or which URL, claiming the
+    /// shared state the plan needs), attempt, decide.
+    async fn step(
+        &self,
+        job: &Job,
+        explicit: bool,
+    ) -> (Option<Happened>, Decision, Option<Arc<Ready>>) {
+        let mut loaded = self.endpoint(&job.key.endpoint).await;
+        if matches!(&loaded, Ok(EndpointState::Ready(r)) if r.endpoint.disabled) {
+            // Never hold on a cached "disabled": it may have been enabled
+            // (and its held deliveries released) since.
+            self.forget_endpoint(&job.key.endpoint);
+            loaded = self.endpoint(&job.key.endpoint).await;
+        }
+        let ready = match loaded {
+            Ok(EndpointState::Ready(r)) => r,
+            Ok(EndpointState::Missing) => return self.decided(job, Happened::EndpointMissing),
+            Ok(EndpointState::Invalid(e)) => {
+                return self.decided(job, Happened::EndpointInvalid(e))
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot load endpoint");
-                return Happened::StoreFailed(format!("endpoint not loaded: {e}"));
+                return self.decided(
+                    job,
+                    Happened::StoreFailed(format!("endpoint not loaded: {e}")),
+                );
             }
         };
-        let result = self.client.attempt_prepared(&prepared, &job.message).await;
+        if !decide::may_attempt(job, &ready.retry) {
+            return (None, decide::over_budget(job), Some(ready));
+        }
+        let slot = self.claim_slot(&job.key.endpoint);
+        let url = match self.plan(job, &ready, slot.1, explicit).await {
+            Ok(url) => url,
+            Err(decision) => return (None, decision, Some(ready)),
+        };
+        tracing::Span::current().record("url_index", url);
+        let result = self
+            .client
+            .attempt_prepared(&ready.urls[url], &job.message)
+            .await;
+        drop(slot);
         let label = job.key.endpoint.clone();
         metrics::counter!(
             "hookgate_sender_attempts_total",
@@ -951,27 +1206,329 @@ impl Shared {
             remote_addr = ?result.remote_addr,
             "attempt"
         );
-        Happened::Attempted(result)
+        let happened = Happened::Attempted(result);
+        let ctx = Context::for_endpoint(&ready.retry, &ready.endpoint, url);
+        let decision = {
+            let mut rng = self
+                .rng
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            decide::decide_with(job, &happened, &ctx, (self.clock)(), &mut *rng)
+        };
+        (Some(happened), decision, Some(ready))
     }
 
-    async fn apply(&self, key: &DeliveryKey, decision: &Decision) {
-        for effect in &decision.effects {
-            match effect {
-                Effect::DisableEndpoint => {
-                    match self
-                        .bounded(
-                            "disable endpoint",
-                            self.queue.set_endpoint_disabled(&key.endpoint, true),
-                        )
-                        .await
-                    {
-                        Ok(()) => tracing::warn!("receiver answered 410 Gone; endpoint disabled"),
-                        Err(e) => tracing::warn!(error = %e, "disabling endpoint failed"),
+    /// The decision for `happened` under the worker's policy (no endpoint).
+    fn decided(
+        &self,
+        job: &Job,
+        happened: Happened,
+    ) -> (Option<Happened>, Decision, Option<Arc<Ready>>) {
+        let decision = {
+            let mut rng = self
+                .rng
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            decide::decide(job, &happened, &self.retry, (self.clock)(), &mut *rng)
+        };
+        (Some(happened), decision, None)
+    }
+
+    /// Count an attempt to `endpoint`; returns the guard and how many were running before.
+    fn claim_slot(&self, endpoint: &str) -> (Slot<'_>, usize) {
+        let mut map = self
+            .per_endpoint
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = map.entry(endpoint.to_owned()).or_insert(0);
+        let before = *n;
+        *n += 1;
+        (
+            Slot {
+                shared: self,
+                endpoint: endpoint.to_owned(),
+            },
+            before,
+        )
+    }
+
+    /// Ask [`decide::plan`] where to attempt, and store the shared state it
+    /// claims (limiter token, half-open probe) by compare-and-set, planning
+    /// again on a conflict. `Err` is the decision when no attempt is made.
+    async fn plan(
+        &self,
+        job: &Job,
+        ready: &Ready,
+        in_flight: usize,
+        explicit: bool,
+    ) -> Result<usize, Decision> {
+        let ep = &ready.endpoint;
+        let probe_lease = ep.timeout.min(self.client_max_timeout()) + LEASE_MARGIN;
+        let input = PlanInput {
+            policy: &ready.retry,
+            in_flight,
+            max_in_flight: ep
+                .max_in_flight
+                .map_or(self.max_in_flight_per_endpoint, |n| n as usize),
+            busy_delay: self.busy_delay,
+            probe_lease,
+            explicit,
+        };
+        for round in 0..STATE_ROUNDS {
+            let now = (self.clock)();
+            let records = self.state_records(&ep.id, round > 0).await;
+            let health = EndpointHealth::from_records(ep, &records, now);
+            match decide::plan(job, ep, &health, &input, now) {
+                Plan::Skip(d) => return Err(d),
+                Plan::Attempt {
+                    url,
+                    probe,
+                    limiter,
+                } => {
+                    if let (Some(l), Some((_, version))) = (limiter, &health.limiter) {
+                        if !self.swap(&ep.id, LIMITER, *version, l.encode()).await {
+                            continue;
+                        }
                     }
-                    self.forget_endpoint(&key.endpoint);
+                    if let Some(p) = probe {
+                        let version = health.breakers[url].version;
+                        if !self
+                            .swap(&ep.id, &breaker_name(url), version, p.encode())
+                            .await
+                        {
+                            continue;
+                        }
+                        log_breaker(&ep.id, url, Phase::Open, Phase::HalfOpen);
+                    }
+                    return Ok(url);
                 }
             }
         }
+        Err(Decision {
+            transition: Transition::Defer {
+                delay: self.busy_delay,
+                reason: crate::queue::DeferReason::Busy,
+            },
+            effects: Vec::new(),
+        })
+    }
+
+    fn client_max_timeout(&self) -> Duration {
+        self.max_request_timeout
+    }
+
+    /// The endpoint's shared state: cached for the state TTL unless `fresh`.
+    /// A store that fails or keeps no state reads as none (every breaker
+    /// closed: resilience fails open rather than stopping deliveries).
+    async fn state_records(&self, endpoint: &str, fresh: bool) -> Vec<StateRecord> {
+        if !fresh {
+            let cache = self
+                .states
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some((at, records)) = cache.get(endpoint) {
+                if at.elapsed() < self.state_ttl {
+                    return records.clone();
+                }
+            }
+        }
+        match self
+            .bounded("endpoint_state", self.queue.endpoint_state(endpoint))
+            .await
+        {
+            Ok(records) => {
+                self.states
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(endpoint.to_owned(), (Instant::now(), records.clone()));
+                records
+            }
+            Err(e) => {
+                if e.kind() != QueueErrorKind::Config {
+                    tracing::warn!(error = %e, "cannot read the endpoint's shared state");
+                }
+                Vec::new()
+            }
+        }
+    }
+
+    /// Compare-and-set one record; on success the cache holds the new
+    /// value. A store error counts as success (fail open), a conflict not.
+    async fn swap(&self, endpoint: &str, name: &str, version: u64, value: String) -> bool {
+        match self
+            .bounded(
+                "swap_endpoint_state",
+                self.queue
+                    .swap_endpoint_state(endpoint, name, version, &value),
+            )
+            .await
+        {
+            Ok(true) => {
+                let mut cache = self
+                    .states
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if let Some((_, records)) = cache.get_mut(endpoint) {
+                    records.retain(|r| r.name != name);
+                    records.push(StateRecord {
+                        name: name.to_owned(),
+                        version: version + 1,
+                        value,
+                    });
+                }
+                true
+            }
+            Ok(false) => false,
+            Err(e) => {
+                if e.kind() != QueueErrorKind::Config {
+                    tracing::warn!(error = %e, "cannot write the endpoint's shared state");
+                }
+                true
+            }
+        }
+    }
+
+    /// Read-modify-write one record: `change` gets the endpoint's current
+    /// state and answers the new value to store (or `None`: nothing to
+    /// write) and what to report; retried on conflicts with fresh reads.
+    async fn update<T>(
+        &self,
+        endpoint: &Endpoint,
+        name: &str,
+        mut change: impl FnMut(&EndpointHealth, i64) -> Option<(String, T)>,
+    ) -> Option<T> {
+        for round in 0..STATE_ROUNDS {
+            let now = (self.clock)();
+            let records = self.state_records(&endpoint.id, round > 0).await;
+            let version = records
+                .iter()
+                .find(|r| r.name == name)
+                .map_or(0, |r| r.version);
+            let health = EndpointHealth::from_records(endpoint, &records, now);
+            let (value, out) = change(&health, now)?;
+            if self.swap(&endpoint.id, name, version, value).await {
+                return Some(out);
+            }
+        }
+        tracing::warn!(
+            record = name,
+            "endpoint state kept changing; update dropped"
+        );
+        None
+    }
+
+    async fn apply(&self, key: &DeliveryKey, ready: Option<&Ready>, decision: &Decision) {
+        for effect in &decision.effects {
+            match (effect, ready) {
+                (Effect::DisableEndpoint, _) => {
+                    self.disable(&key.endpoint, "gone").await;
+                }
+                (Effect::Breaker { url, ok }, Some(r)) => {
+                    let (url, ok) = (*url, *ok);
+                    let cfg = r.endpoint.breaker;
+                    let changed = self
+                        .update(&r.endpoint, &breaker_name(url), |h, now| {
+                            let mut b = h.breakers.get(url)?.state.clone();
+                            if ok && b.is_quiet() {
+                                return None;
+                            }
+                            let change = b.record(&cfg, ok, now);
+                            Some((b.encode(), change))
+                        })
+                        .await
+                        .flatten();
+                    if let Some((from, to)) = changed {
+                        log_breaker(&key.endpoint, url, from, to);
+                    }
+                }
+                (Effect::Throttled { retry_after }, Some(r)) => {
+                    let Some(limit) = r.endpoint.rate_limit else {
+                        continue;
+                    };
+                    let rate = self
+                        .update(&r.endpoint, LIMITER, |h, now| {
+                            let mut l = h.limiter.as_ref()?.0.clone();
+                            l.throttled(&limit, now, *retry_after);
+                            Some((l.encode(), l.rate))
+                        })
+                        .await;
+                    metrics::counter!("hookgate_sender_throttled_total", "endpoint" => key.endpoint.clone())
+                        .increment(1);
+                    if let Some(rate) = rate {
+                        tracing::info!(
+                            rate,
+                            ?retry_after,
+                            "receiver throttled; rate limit lowered"
+                        );
+                        metrics::gauge!("hookgate_sender_rate_limit", "endpoint" => key.endpoint.clone())
+                            .set(rate);
+                    }
+                }
+                (Effect::Sped, Some(r)) => {
+                    let Some(limit) = r.endpoint.rate_limit else {
+                        continue;
+                    };
+                    let rate = self
+                        .update(&r.endpoint, LIMITER, |h, _| {
+                            let mut l = h.limiter.as_ref()?.0.clone();
+                            l.succeeded(&limit).then(|| (l.encode(), l.rate))
+                        })
+                        .await;
+                    if let Some(rate) = rate {
+                        metrics::gauge!("hookgate_sender_rate_limit", "endpoint" => key.endpoint.clone())
+                            .set(rate);
+                    }
+                }
+                (Effect::Streak { ok }, Some(r)) => {
+                    let Some(rule) = r.endpoint.auto_disable else {
+                        continue;
+                    };
+                    let ok = *ok;
+                    let disable = self
+                        .update(&r.endpoint, STREAK, |h, now| {
+                            let mut s = h.streak.0;
+                            if ok && s == crate::lifecycle::FailureStreak::default() {
+                                return None;
+                            }
+                            let disable = s.record(&rule, ok, now);
+                            Some((s.encode(), disable))
+                        })
+                        .await
+                        .unwrap_or(false);
+                    if disable {
+                        self.disable(&key.endpoint, "failing").await;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Disable `endpoint` (`why`: `gone` or `failing`); its messages are held from now on.
+    async fn disable(&self, endpoint: &str, why: &'static str) {
+        match self
+            .bounded(
+                "disable endpoint",
+                self.queue.set_endpoint_disabled(endpoint, true),
+            )
+            .await
+        {
+            Ok(()) => {
+                tracing::warn!(
+                    reason = why,
+                    "endpoint disabled ({}); its messages are held until it is enabled",
+                    if why == "gone" {
+                        "receiver answered 410 Gone"
+                    } else {
+                        "failing continuously"
+                    }
+                );
+                metrics::counter!("hookgate_sender_endpoints_disabled_total", "endpoint" => endpoint.to_owned(), "reason" => why)
+                    .increment(1);
+            }
+            Err(e) => tracing::warn!(error = %e, "disabling endpoint failed"),
+        }
+        self.forget_endpoint(endpoint);
     }
 
     fn report(&self, report: &AttemptReport) {
@@ -1002,8 +1559,58 @@ fn emit(key: &DeliveryKey, transition: &Transition, recorded: bool) {
             metrics::counter!("hookgate_sender_dead_lettered_total", "endpoint" => label)
                 .increment(1);
         }
+        Transition::Defer { reason, delay } => {
+            tracing::debug!(?reason, ?delay, "deferred without spending an attempt");
+            let reason = match reason {
+                crate::queue::DeferReason::RateLimited => "rate_limited",
+                crate::queue::DeferReason::CircuitOpen => "circuit_open",
+                _ => "busy",
+            };
+            metrics::counter!("hookgate_sender_deferred_total", "endpoint" => label, "reason" => reason)
+                .increment(1);
+        }
+        Transition::Hold => {
+            metrics::counter!("hookgate_sender_held_total", "endpoint" => label).increment(1);
+        }
         _ => {}
     }
+}
+
+/// Log and count a breaker transition of URL `url` of `endpoint`.
+fn log_breaker(endpoint: &str, url: usize, from: Phase, to: Phase) {
+    let level = match to {
+        Phase::Open => 2.0,
+        Phase::HalfOpen => 1.0,
+        Phase::Closed => 0.0,
+    };
+    if to == Phase::Open {
+        tracing::warn!(
+            url_index = url,
+            from = from.as_str(),
+            to = to.as_str(),
+            "circuit breaker"
+        );
+    } else {
+        tracing::info!(
+            url_index = url,
+            from = from.as_str(),
+            to = to.as_str(),
+            "circuit breaker"
+        );
+    }
+    metrics::counter!(
+        "hookgate_sender_breaker_transitions_total",
+        "endpoint" => endpoint.to_owned(),
+        "url" => url.to_string(),
+        "to" => to.as_str()
+    )
+    .increment(1);
+    metrics::gauge!(
+        "hookgate_sender_breaker_state",
+        "endpoint" => endpoint.to_owned(),
+        "url" => url.to_string()
+    )
+    .set(level);
 }
 
 fn log_join(res: Result<(), tokio::task::JoinError>) {

@@ -263,18 +263,22 @@ async fn gone_410_disables_the_endpoint() {
     assert_eq!(*reason, DeadReason::Gone);
     assert!(queue.get_endpoint("ep").await.unwrap().unwrap().disabled);
 
-    // Later messages are not sent while the endpoint is disabled.
+    // Later messages are not sent while the endpoint is disabled: they are
+    // held, and delivered once it is enabled again.
     let key2 = sender.enqueue("ep", Message::new("t", "{}")).await.unwrap();
     let r2 = until_final(&mut reports, &key2).await;
-    worker.shutdown(Duration::from_secs(5)).await;
     assert!(r2[0].attempt.is_none());
+    assert_eq!(r2[0].next, Next::Held);
     assert_eq!(
-        r2[0].next,
-        Next::DeadLettered {
-            reason: DeadReason::EndpointDisabled
-        }
+        queue.state(&key2).await.unwrap(),
+        Some(hookgate_sender::queue::DeliveryState::Held)
     );
     assert_eq!(receiver.count(), 1);
+    assert_eq!(sender.enable_endpoint("ep").await.unwrap(), 1);
+    let r3 = until_final(&mut reports, &key2).await;
+    worker.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(r3.last().unwrap().next, Next::Delivered);
+    assert_eq!(receiver.count(), 2);
 }
 
 #[tokio::test]

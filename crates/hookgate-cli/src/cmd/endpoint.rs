@@ -11,7 +11,10 @@
 use std::{process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
-use hookgate_sender::{redact, Endpoint, SendError, Sender};
+use hookgate_sender::{
+    breaker::BreakerConfig, lifecycle::AutoDisable, redact, state::EndpointHealth, Endpoint,
+    SendError, Sender,
+};
 
 /// Arguments of `hookgate endpoint`.
 #[derive(Debug, clap::Args)]
@@ -92,6 +95,37 @@ struct AddArgs {
     /// Replace a stored endpoint of this id with this configuration.
     #[arg(long)]
     update: bool,
+    /// SLO tier preset (retry schedule, max age, breaker, rate); the flags below override it.
+    #[arg(long, value_name = "TIER", value_parser = parse_tier)]
+    tier: Option<hookgate_sender::tier::Tier>,
+    /// GET this URL on an interval while a breaker is open; success half-opens it early.
+    #[arg(long, value_name = "URL")]
+    health_url: Option<String>,
+    /// Adaptive rate limit shared by every worker: `50/s`, `600/m`, `3600/h`.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    rate_limit: Option<hookgate_sender::limiter::RateLimit>,
+    /// Most attempts to this endpoint running at once in one worker.
+    #[arg(long, value_name = "N")]
+    max_in_flight: Option<u32>,
+    /// Consecutive failures that open a URL's circuit breaker (default 5).
+    #[arg(long, value_name = "N")]
+    breaker_failures: Option<u32>,
+    /// First cool-down of an open breaker before its half-open probe (default 30s; doubles while probes fail).
+    #[arg(long, value_name = "DURATION", value_parser = super::parse_duration)]
+    breaker_cooldown: Option<Duration>,
+    /// Disable the endpoint after failing continuously this long (default 5 days; `0s` never).
+    #[arg(long, value_name = "DURATION", value_parser = super::parse_duration)]
+    disable_after: Option<Duration>,
+}
+
+fn parse_tier(s: &str) -> Result<hookgate_sender::tier::Tier, String> {
+    s.parse()
+        .map_err(|e: hookgate_sender::tier::UnknownTier| e.to_string())
+}
+
+fn parse_rate(s: &str) -> Result<hookgate_sender::limiter::RateLimit, String> {
+    hookgate_sender::limiter::RateLimit::parse(s)
+        .ok_or_else(|| "expected a positive rate such as 50/s, 600/m or 3600/h".to_owned())
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -171,7 +205,19 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             Command::Show { id, json } => match queue.get_endpoint(&id).await? {
                 Some(endpoint) => {
-                    print_endpoint(&endpoint, json);
+                    let health = EndpointHealth::load(&*queue, &endpoint).await?;
+                    if json {
+                        let mut v = endpoint_json(&endpoint);
+                        if let (Some(obj), serde_json::Value::Object(more)) =
+                            (v.as_object_mut(), resilience_json(&endpoint, &health))
+                        {
+                            obj.extend(more);
+                        }
+                        println!("{v}");
+                    } else {
+                        print_endpoint(&endpoint, false);
+                        print_resilience(&endpoint, &health);
+                    }
                     Ok(ExitCode::SUCCESS)
                 }
                 None => {
@@ -186,8 +232,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::from(1))
             }
             Command::Enable { id } => {
-                queue.set_endpoint_disabled(&id, false).await?;
-                println!("{id} enabled");
+                // Also releases the messages held while it was disabled.
+                let released = Sender::new(queue).enable_endpoint(&id).await?;
+                println!("{id} enabled ({released} held messages released)");
                 Ok(ExitCode::SUCCESS)
             }
             Command::Disable { id } => {
@@ -237,7 +284,113 @@ fn build(add: &AddArgs) -> anyhow::Result<Endpoint> {
             .with_timeout(timeout)
             .context("invalid --timeout")?;
     }
+    with_resilience(endpoint, add)
+}
+
+/// The tier preset first, then each resilience flag over it.
+fn with_resilience(mut endpoint: Endpoint, add: &AddArgs) -> anyhow::Result<Endpoint> {
+    if let Some(tier) = add.tier {
+        endpoint = endpoint.with_tier(tier);
+    }
+    if let Some(url) = &add.health_url {
+        endpoint = endpoint
+            .with_health_url(url.clone())
+            .context("invalid --health-url")?;
+    }
+    if let Some(rate) = add.rate_limit {
+        endpoint = endpoint.with_rate_limit(rate);
+    }
+    if let Some(n) = add.max_in_flight {
+        endpoint = endpoint
+            .with_max_in_flight(n)
+            .context("invalid --max-in-flight")?;
+    }
+    let mut breaker: BreakerConfig = endpoint.breaker;
+    if let Some(n) = add.breaker_failures {
+        breaker = breaker.with_failures(n);
+    }
+    if let Some(cooldown) = add.breaker_cooldown {
+        anyhow::ensure!(
+            !cooldown.is_zero(),
+            "--breaker-cooldown must be greater than zero"
+        );
+        let max = Duration::from_millis(breaker.max_cooldown_ms).max(cooldown);
+        breaker = breaker.with_cooldown(cooldown, max);
+    }
+    endpoint = endpoint.with_breaker(breaker);
+    if let Some(after) = add.disable_after {
+        let rule = endpoint.auto_disable.unwrap_or_default();
+        endpoint = endpoint.with_auto_disable(
+            (!after.is_zero()).then(|| AutoDisable::new(after, rule.min_failures)),
+        );
+    }
     Ok(endpoint)
+}
+
+/// The resilience settings and the shared state (breakers, limiter, failure streak) as JSON.
+fn resilience_json(e: &Endpoint, h: &EndpointHealth) -> serde_json::Value {
+    serde_json::json!({
+        "tier": e.tier.map(|t| t.as_str()),
+        "health_url": e.health_url.as_deref().map(redact::url),
+        "rate_limit_per_sec": e.rate_limit.map(|r| r.max_per_sec),
+        "max_in_flight": e.max_in_flight,
+        "breaker": {
+            "failures": e.breaker.failures,
+            "failure_percent": e.breaker.failure_percent,
+            "min_volume": e.breaker.min_volume,
+            "window_ms": e.breaker.window_ms,
+            "cooldown_ms": e.breaker.cooldown_ms,
+            "max_cooldown_ms": e.breaker.max_cooldown_ms,
+        },
+        "disable_after_ms": e.auto_disable.map(|r| r.after_ms),
+        "breakers": h.breakers.iter().map(|b| serde_json::json!({
+            "url": b.url,
+            "state": b.state.phase.as_str(),
+            "consecutive_failures": b.state.consecutive,
+            "open_until_ms": b.state.open_until_ms,
+            "cooldown_ms": b.state.cooldown_ms,
+            "changed_at_ms": b.state.changed_at_ms,
+        })).collect::<Vec<_>>(),
+        "limiter": h.limiter.as_ref().map(|(l, _)| serde_json::json!({
+            "rate_per_sec": l.rate,
+            "paused_until_ms": l.paused_until_ms,
+        })),
+        "failing_since_ms": h.streak.0.since_ms,
+        "failures_in_a_row": h.streak.0.failures,
+    })
+}
+
+fn print_resilience(e: &Endpoint, h: &EndpointHealth) {
+    if let Some(tier) = e.tier {
+        println!("tier:     {tier}");
+    }
+    if let Some(url) = &e.health_url {
+        println!("health:   {}", redact::url(url));
+    }
+    if let Some(rate) = e.rate_limit {
+        let now = h.limiter.as_ref().map_or(rate.max_per_sec, |(l, _)| l.rate);
+        println!("rate:     {now:.1}/s now (max {:.1}/s)", rate.max_per_sec);
+    }
+    if let Some(n) = e.max_in_flight {
+        println!("in flight: at most {n} per worker");
+    }
+    for (i, b) in h.breakers.iter().enumerate() {
+        println!(
+            "breaker {}: {} ({} failures in a row)",
+            i + 1,
+            b.state.phase.as_str(),
+            b.state.consecutive
+        );
+    }
+    if let Some(since) = h.streak.0.since_ms {
+        println!(
+            "failing:  since {} ({} attempts)",
+            humantime::format_rfc3339_millis(
+                std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(since).unwrap_or(0))
+            ),
+            h.streak.0.failures
+        );
+    }
 }
 
 /// An endpoint as JSON, secrets and header values masked.

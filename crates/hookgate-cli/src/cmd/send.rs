@@ -88,6 +88,11 @@ pub(crate) struct Args {
     /// Allow this network (CIDR, e.g. `10.1.0.0/16`) whatever its range; repeatable.
     #[arg(long = "allow", value_name = "CIDR")]
     allow: Vec<String>,
+    /// Backup URL, tried in order after URL fails; repeatable. One failed
+    /// attempt opens a URL's circuit breaker for the rest of this send, so
+    /// the next retry goes to the next URL.
+    #[arg(long = "failover", value_name = "URL")]
+    failover: Vec<String>,
 }
 
 /// SSRF policy from `--allow-private` / `--allow`.
@@ -235,6 +240,17 @@ async fn send(args: Args) -> anyhow::Result<ExitCode> {
         endpoint = endpoint
             .with_header(name.trim(), value.trim())
             .with_context(|| format!("invalid --header {h:?}"))?;
+    }
+    if !args.failover.is_empty() {
+        for url in &args.failover {
+            endpoint = endpoint.with_url(url).context("invalid --failover")?;
+        }
+        let hour = Duration::from_secs(3600);
+        endpoint = endpoint.with_breaker(
+            hookgate_sender::breaker::BreakerConfig::default()
+                .with_failures(1)
+                .with_cooldown(hour, hour),
+        );
     }
     let queue: Arc<dyn Queue> = match &args.store {
         Some(url) => open_store(url, args.namespace.as_deref()).await?,

@@ -18,6 +18,24 @@ struct EndpointJson {
     timeout_ms: u64,
     #[serde(default)]
     headers: Vec<(String, String)>,
+    #[serde(default)]
+    breaker: crate::breaker::BreakerConfig,
+    #[serde(default)]
+    rate_limit: Option<crate::limiter::RateLimit>,
+    #[serde(default)]
+    max_in_flight: Option<u32>,
+    #[serde(default)]
+    health_url: Option<String>,
+    #[serde(default)]
+    tier: Option<crate::tier::Tier>,
+    /// Absent in records written before auto-disable: the default rule.
+    #[serde(default = "default_auto_disable")]
+    auto_disable: Option<crate::lifecycle::AutoDisable>,
+}
+
+#[allow(clippy::unnecessary_wraps)]
+fn default_auto_disable() -> Option<crate::lifecycle::AutoDisable> {
+    Some(crate::lifecycle::AutoDisable::default())
 }
 
 fn millis(d: Duration) -> u64 {
@@ -34,6 +52,12 @@ pub(crate) fn endpoint_to_json(endpoint: &Endpoint) -> Result<String, QueueError
         connect_timeout_ms: millis(endpoint.connect_timeout),
         timeout_ms: millis(endpoint.timeout),
         headers: endpoint.headers.clone(),
+        breaker: endpoint.breaker,
+        rate_limit: endpoint.rate_limit,
+        max_in_flight: endpoint.max_in_flight,
+        health_url: endpoint.health_url.clone(),
+        tier: endpoint.tier,
+        auto_disable: endpoint.auto_disable,
     };
     serde_json::to_string(&json).map_err(|e| {
         QueueError::new(QueueErrorKind::Backend, "cannot encode endpoint").with_source(e)
@@ -59,6 +83,12 @@ pub(crate) fn endpoint_from_json(json: &str, disabled: bool) -> Result<Endpoint,
         timeout: Duration::from_millis(e.timeout_ms),
         headers: e.headers,
         disabled,
+        breaker: e.breaker,
+        rate_limit: e.rate_limit,
+        max_in_flight: e.max_in_flight,
+        health_url: e.health_url,
+        tier: e.tier,
+        auto_disable: e.auto_disable,
     })
 }
 

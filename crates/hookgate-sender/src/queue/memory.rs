@@ -18,7 +18,7 @@ use std::{
 use super::{
     delay_ms, Attempt, BoxFuture, DeadLetter, DeadReason, DeliveryKey, DeliveryState, DlqFilter,
     Enqueued, Job, LeaseToken, Leased, Page, Queue, QueueError, QueueErrorKind, QueueStats, Result,
-    Transition, DEFAULT_DELIVERED_RETENTION,
+    StateRecord, Transition, DEFAULT_DELIVERED_RETENTION,
 };
 use crate::{now_ms, Endpoint, Message};
 
@@ -80,6 +80,8 @@ struct Inner {
     ready: BTreeSet<(i64, DeliveryKey)>,
     /// Dead letters in listing order.
     dead: BTreeSet<(i64, DeliveryKey)>,
+    /// Shared resilience state per endpoint: name → (version, value).
+    state: HashMap<String, std::collections::BTreeMap<String, (u64, String)>>,
 }
 
 #[derive(Debug)]
@@ -300,7 +302,9 @@ impl Queue for MemoryQueue {
     }
 
     fn remove_endpoint<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool>> {
-        ready(Ok(self.lock().endpoints.remove(id).is_some()))
+        let mut inner = self.lock();
+        inner.state.remove(id);
+        ready(Ok(inner.endpoints.remove(id).is_some()))
     }
 
     fn set_endpoint_disabled<'a>(
@@ -544,6 +548,41 @@ impl Queue for MemoryQueue {
             });
         }
         ready(Ok(out))
+    }
+
+    fn endpoint_state<'a>(&'a self, endpoint: &'a str) -> BoxFuture<'a, Result<Vec<StateRecord>>> {
+        let inner = self.lock();
+        let records = inner
+            .state
+            .get(endpoint)
+            .map(|m| {
+                m.iter()
+                    .map(|(name, (version, value))| StateRecord {
+                        name: name.clone(),
+                        version: *version,
+                        value: value.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        ready(Ok(records))
+    }
+
+    fn swap_endpoint_state<'a>(
+        &'a self,
+        endpoint: &'a str,
+        name: &'a str,
+        expected: u64,
+        value: &'a str,
+    ) -> BoxFuture<'a, Result<bool>> {
+        let mut inner = self.lock();
+        let map = inner.state.entry(endpoint.to_owned()).or_default();
+        let current = map.get(name).map_or(0, |(v, _)| *v);
+        if current != expected {
+            return ready(Ok(false));
+        }
+        map.insert(name.to_owned(), (expected + 1, value.to_owned()));
+        ready(Ok(true))
     }
 
     fn stats(&self) -> BoxFuture<'_, Result<QueueStats>> {

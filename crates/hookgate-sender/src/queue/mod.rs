@@ -559,6 +559,20 @@ impl QueueError {
     }
 }
 
+/// One named, versioned record of an endpoint's shared resilience state
+/// (a URL's circuit breaker, the rate limiter, the failure streak), as
+/// [`Queue::endpoint_state`] returns it. The value is opaque to the store;
+/// [`crate::breaker`], [`crate::limiter`] and [`crate::lifecycle`] encode it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateRecord {
+    /// The record's name within the endpoint (`breaker:0`, `limiter`, ...).
+    pub name: String,
+    /// Bumped by every successful [`Queue::swap_endpoint_state`]; never 0.
+    pub version: u64,
+    /// The encoded state.
+    pub value: String,
+}
+
 /// Durable storage for deliveries, endpoints and dead letters. See the
 /// [module docs](self) for the contract.
 pub trait Queue: Send + Sync + 'static {
@@ -660,6 +674,42 @@ pub trait Queue: Send + Sync + 'static {
     /// **without** counting another attempt (their lease already counted
     /// one), so the rescuer can run them through the retry policy.
     fn rescue(&self, max: usize, lease: Duration) -> BoxFuture<'_, Result<Vec<Leased>>>;
+
+    /// Every shared resilience record of `endpoint` (breakers, limiter,
+    /// failure streak), in one read. Shared by every worker on the store.
+    ///
+    /// The default answers a `Config` error: a backend without it runs the
+    /// breakers, limiter and auto-disable with no shared state (workers
+    /// treat the error as "no state", i.e. every breaker closed).
+    fn endpoint_state<'a>(&'a self, endpoint: &'a str) -> BoxFuture<'a, Result<Vec<StateRecord>>> {
+        let _ = endpoint;
+        Box::pin(async {
+            Err(QueueError::new(
+                QueueErrorKind::Config,
+                "this queue keeps no shared endpoint state",
+            ))
+        })
+    }
+
+    /// Compare-and-set one record: store `value` under `name` with version
+    /// `expected + 1` if the stored version is `expected` (0: no record
+    /// yet), atomically. Returns whether it did; a `false` means another
+    /// worker changed it first (read again and re-decide).
+    fn swap_endpoint_state<'a>(
+        &'a self,
+        endpoint: &'a str,
+        name: &'a str,
+        expected: u64,
+        value: &'a str,
+    ) -> BoxFuture<'a, Result<bool>> {
+        let _ = (endpoint, name, expected, value);
+        Box::pin(async {
+            Err(QueueError::new(
+                QueueErrorKind::Config,
+                "this queue keeps no shared endpoint state",
+            ))
+        })
+    }
 }
 
 // `Arc<dyn Queue>` is how workers and senders share one queue.
@@ -742,6 +792,18 @@ impl<T: Queue + ?Sized> Queue for std::sync::Arc<T> {
     }
     fn rescue(&self, max: usize, lease: Duration) -> BoxFuture<'_, Result<Vec<Leased>>> {
         (**self).rescue(max, lease)
+    }
+    fn endpoint_state<'a>(&'a self, endpoint: &'a str) -> BoxFuture<'a, Result<Vec<StateRecord>>> {
+        (**self).endpoint_state(endpoint)
+    }
+    fn swap_endpoint_state<'a>(
+        &'a self,
+        endpoint: &'a str,
+        name: &'a str,
+        expected: u64,
+        value: &'a str,
+    ) -> BoxFuture<'a, Result<bool>> {
+        (**self).swap_endpoint_state(endpoint, name, expected, value)
     }
 }
 

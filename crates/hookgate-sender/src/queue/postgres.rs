@@ -30,6 +30,12 @@
 //! - `attempts (endpoint, message_id, n, at_ms, url, status, latency_ms,
 //!   error)`: the history of a delivery, kept with it (removed when its dead
 //!   letter is purged or its delivered row leaves the retention window).
+//! - `endpoint_state (endpoint, name, version, value)`: the endpoints'
+//!   shared resilience state (circuit breakers per URL, rate limiter,
+//!   failure streak), one row per record, changed only by compare-and-set
+//!   on `version` ([`Queue::swap_endpoint_state`]): a row, not leases
+//!   carrying budget, because the limiter's bucket is a few numbers every
+//!   worker updates in one short autocommit statement.
 //!
 //! Times are Unix milliseconds (`bigint`). Lease expiry and "due now" always
 //! use the database clock, so workers on machines with skewed clocks agree.
@@ -64,7 +70,7 @@ use tokio_postgres::{GenericClient, Row};
 use super::{
     Attempt, BoxFuture, DeadLetter, DeadReason, DeliveryKey, DeliveryState, DlqFilter, Enqueued,
     Job, LeaseToken, Leased, Page, Queue, QueueError, QueueErrorKind, QueueStats, Result,
-    Transition, DEFAULT_DELIVERED_RETENTION,
+    StateRecord, Transition, DEFAULT_DELIVERED_RETENTION,
 };
 use crate::{Endpoint, Message};
 
@@ -121,6 +127,7 @@ struct Names {
     endpoints: String,
     deliveries: String,
     attempts: String,
+    state: String,
 }
 
 impl Names {
@@ -133,6 +140,7 @@ impl Names {
             endpoints: t("endpoints"),
             deliveries: t("deliveries"),
             attempts: t("attempts"),
+            state: t("endpoint_state"),
         }
     }
 }
@@ -378,6 +386,13 @@ impl PostgresQueue {
                 error text,
                 PRIMARY KEY (endpoint, message_id, n)
             );
+            CREATE TABLE IF NOT EXISTS {state} (
+                endpoint text COLLATE "C" NOT NULL,
+                name text COLLATE "C" NOT NULL,
+                version bigint NOT NULL,
+                value text NOT NULL,
+                PRIMARY KEY (endpoint, name)
+            );
             -- Before explicit states, dead letters had a table of their own:
             -- move them in (reason text kept as the detail of `other`).
             DO $migrate$ BEGIN
@@ -395,6 +410,7 @@ impl PostgresQueue {
             endpoints = n.endpoints,
             deliveries = n.deliveries,
             attempts = n.attempts,
+            state = n.state,
             old_dead = old_dead,
             old_dead_lit = old_dead.replace('\'', "''"),
         );
@@ -549,8 +565,8 @@ impl PostgresQueue {
         let client = self.pool.get().await.map_err(pool_error)?;
         client
             .batch_execute(&format!(
-                "DROP TABLE IF EXISTS {}, {}, {}",
-                n.endpoints, n.deliveries, n.attempts
+                "DROP TABLE IF EXISTS {}, {}, {}, {}",
+                n.endpoints, n.deliveries, n.attempts, n.state
             ))
             .await
             .map_err(|e| pg_error("drop tables", e))?;
@@ -1185,9 +1201,75 @@ impl PostgresQueue {
             .collect()
     }
 
+    async fn do_endpoint_state(&self, endpoint: &str) -> Result<Vec<StateRecord>> {
+        let sql = self.sql("do_endpoint_state", || {
+            format!(
+                "SELECT name, version, value FROM {} WHERE endpoint = $1 ORDER BY name",
+                self.names.state
+            )
+        });
+        let client = self.client().await?;
+        let rows = client
+            .query(&prepare(&client, &sql).await?, &[&endpoint])
+            .await
+            .map_err(|e| pg_error("endpoint_state", e))?;
+        rows.iter()
+            .map(|row| {
+                let version: i64 = get(row, 1)?;
+                Ok(StateRecord {
+                    name: get(row, 0)?,
+                    version: u64::try_from(version).unwrap_or(0),
+                    value: get(row, 2)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn do_swap_endpoint_state(
+        &self,
+        endpoint: &str,
+        name: &str,
+        expected: u64,
+        value: &str,
+    ) -> Result<bool> {
+        let client = self.client().await?;
+        let n = if expected == 0 {
+            let sql = self.sql("swap_state_insert", || {
+                format!(
+                    "INSERT INTO {} (endpoint, name, version, value) VALUES ($1, $2, 1, $3)
+                     ON CONFLICT (endpoint, name) DO NOTHING",
+                    self.names.state
+                )
+            });
+            client
+                .execute(&prepare(&client, &sql).await?, &[&endpoint, &name, &value])
+                .await
+        } else {
+            let sql = self.sql("swap_state_update", || {
+                format!(
+                    "UPDATE {} SET version = version + 1, value = $4
+                     WHERE endpoint = $1 AND name = $2 AND version = $3",
+                    self.names.state
+                )
+            });
+            client
+                .execute(
+                    &prepare(&client, &sql).await?,
+                    &[&endpoint, &name, &to_i64(expected), &value],
+                )
+                .await
+        }
+        .map_err(|e| pg_error("swap_endpoint_state", e))?;
+        Ok(n == 1)
+    }
+
     async fn do_remove_endpoint(&self, id: &str) -> Result<bool> {
         let sql = self.sql("do_remove_endpoint", || {
-            format!("DELETE FROM {} WHERE id = $1", self.names.endpoints)
+            format!(
+                "WITH s AS (DELETE FROM {} WHERE endpoint = $1)
+                 DELETE FROM {} WHERE id = $1",
+                self.names.state, self.names.endpoints
+            )
         });
         let client = self.client().await?;
         let n = client
@@ -1343,6 +1425,20 @@ impl Queue for PostgresQueue {
 
     fn prune(&self, dead_retention: Option<Duration>, max: usize) -> BoxFuture<'_, Result<u64>> {
         Box::pin(self.do_prune(dead_retention, max))
+    }
+
+    fn endpoint_state<'a>(&'a self, endpoint: &'a str) -> BoxFuture<'a, Result<Vec<StateRecord>>> {
+        Box::pin(self.do_endpoint_state(endpoint))
+    }
+
+    fn swap_endpoint_state<'a>(
+        &'a self,
+        endpoint: &'a str,
+        name: &'a str,
+        expected: u64,
+        value: &'a str,
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(self.do_swap_endpoint_state(endpoint, name, expected, value))
     }
 
     fn rescue(&self, max: usize, lease: Duration) -> BoxFuture<'_, Result<Vec<Leased>>> {

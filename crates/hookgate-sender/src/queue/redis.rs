@@ -31,6 +31,12 @@
 //!   time they died, for paging (all, and per endpoint);
 //! - `ep:<id>` (hash): an endpoint's configuration, **secret strings
 //!   included** (`config`), and its `disabled` flag.
+//! - `st:{<id>}` (hash): the endpoint's shared resilience state (circuit
+//!   breakers per URL, rate limiter, failure streak): field `<name>` holds
+//!   the value and `<name>#v` its version. Its one script (compare-and-set)
+//!   declares the key in `KEYS`, and the `{<id>}` hash tag keeps one
+//!   endpoint's state in one slot, so a Redis Cluster can shard it by
+//!   endpoint.
 //!
 //! # Atomicity and time
 //!
@@ -47,7 +53,7 @@ use redis::{aio::ConnectionManager, aio::ConnectionManagerConfig, RedisError, Sc
 use super::{
     delay_ms, Attempt, BoxFuture, DeadLetter, DeadReason, DeliveryKey, DeliveryState, DlqFilter,
     Enqueued, Job, LeaseToken, Leased, Page, Queue, QueueError, QueueErrorKind, QueueStats, Result,
-    Transition, DEFAULT_DELIVERED_RETENTION,
+    StateRecord, Transition, DEFAULT_DELIVERED_RETENTION,
 };
 use crate::{Endpoint, Message};
 
@@ -327,6 +333,16 @@ fn scripts() -> &'static Scripts {
     })
 }
 
+/// Lua: KEYS[1] the endpoint's state hash; ARGV[1] the record name,
+/// ARGV[2] the expected version (0: none yet), ARGV[3] the new value.
+/// Compare-and-set: 1 if stored (version bumped), 0 if another writer won.
+const SWAP_STATE: &str = "local vf = ARGV[1] .. '#v'
+local v = tonumber(redis.call('HGET', KEYS[1], vf) or '0')
+if v ~= tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3], vf, string.format('%d', v + 1))
+return 1
+";
+
 /// A [`Queue`] in Redis, shareable by many workers on many machines. See the
 /// [module docs](self) for the keys and scripts.
 #[derive(Clone)]
@@ -600,6 +616,11 @@ impl RedisQueue {
             }
             cursor = next;
         }
+    }
+
+    /// The endpoint's shared-state hash, `<prefix>st:{<id>}`.
+    fn state_key(&self, endpoint: &str) -> Vec<u8> {
+        self.key(format!("st:{{{endpoint}}}").as_bytes())
     }
 
     fn key(&self, suffix: &[u8]) -> Vec<u8> {
@@ -1018,6 +1039,7 @@ impl Queue for RedisQueue {
             let mut conn = self.conn.clone();
             let n: i64 = redis::cmd("DEL")
                 .arg(self.key(format!("ep:{id}").as_bytes()))
+                .arg(self.state_key(id))
                 .query_async(&mut conn)
                 .await
                 .map_err(|e| redis_error("remove_endpoint", e))?;
@@ -1199,6 +1221,57 @@ impl Queue for RedisQueue {
                 .await
                 .map_err(|e| redis_error("rescue", e))?;
             rows.into_iter().map(leased_from_fields).collect()
+        })
+    }
+
+    fn endpoint_state<'a>(&'a self, endpoint: &'a str) -> BoxFuture<'a, Result<Vec<StateRecord>>> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let all: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+                .arg(self.state_key(endpoint))
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| redis_error("endpoint_state", e))?;
+            let mut out: Vec<StateRecord> = all
+                .iter()
+                .filter(|(name, _)| !name.ends_with("#v"))
+                .map(|(name, value)| {
+                    let version = all
+                        .get(&format!("{name}#v"))
+                        .and_then(|v| v.parse().ok())
+                        .ok_or_else(|| corrupt("endpoint state version"))?;
+                    Ok(StateRecord {
+                        name: name.clone(),
+                        version,
+                        value: value.clone(),
+                    })
+                })
+                .collect::<Result<_>>()?;
+            out.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(out)
+        })
+    }
+
+    fn swap_endpoint_state<'a>(
+        &'a self,
+        endpoint: &'a str,
+        name: &'a str,
+        expected: u64,
+        value: &'a str,
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            static SCRIPT: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
+            let mut conn = self.conn.clone();
+            let done: i64 = SCRIPT
+                .get_or_init(|| Script::new(SWAP_STATE))
+                .key(self.state_key(endpoint))
+                .arg(name)
+                .arg(expected)
+                .arg(value)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| redis_error("swap_endpoint_state", e))?;
+            Ok(done == 1)
         })
     }
 
