@@ -36,6 +36,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod custom;
 mod error;
 mod headers;
 pub mod scheme;
@@ -46,7 +47,7 @@ mod verify;
 pub use error::{ConfigError, Malformed, VerifyError};
 pub use headers::Headers;
 pub use scheme::Scheme;
-pub use secret::Secret;
+pub use secret::{KeyKind, Secret};
 pub use sign::Signer;
 pub use verify::{
     unix_now, CheckedHeaders, IdSource, ParsedHeaders, Verified, Verifier, DEFAULT_MAX_SIGNATURES,
