@@ -63,7 +63,12 @@ pub(crate) struct SchemeArgs {
     /// Signature scheme: standard (also v1a ed25519), stripe, github, slack,
     /// shopify, discord (ed25519), or custom (any HMAC provider: with
     /// --sig-header and the flags below, or --scheme-file).
-    #[arg(id = "scheme", long = "scheme", value_name = "SCHEME", default_value = "standard")]
+    #[arg(
+        id = "scheme",
+        long = "scheme",
+        value_name = "SCHEME",
+        default_value = "standard"
+    )]
     scheme_choice: SchemeName,
     #[command(flatten)]
     custom: Box<CustomArgs>,
