@@ -9,7 +9,9 @@ use crate::{ConfigError, Scheme};
 
 /// A webhook signing key.
 ///
-/// `Secret` holds the raw HMAC key bytes. It is zeroized when dropped, prints
+/// `Secret` holds the raw HMAC key bytes, or an ed25519 signing key
+/// (`whsk_`), or an ed25519 public key (`whpk_`: verifies, cannot sign; see
+/// [`kind`](Self::kind)). Key material is zeroized when dropped, prints
 /// as `Secret(<redacted>)`, and deliberately has no `PartialEq`, `Display` or
 /// serialization, so it cannot end up in logs or in a timing-dependent
 /// comparison by accident.
@@ -18,8 +20,9 @@ use crate::{ConfigError, Scheme};
 /// [`Secret::for_scheme`] (or [`Scheme::secret`]) to follow the provider's rule:
 ///
 /// - Standard Webhooks: `whsec_<base64>`; the `whsec_` prefix is optional and
-///   the rest is base64-decoded.
-/// - Stripe, GitHub, Slack, Shopify: the string's UTF-8 bytes, as given
+///   the rest is base64-decoded. `whsk_` / `whpk_` are ed25519 keys.
+/// - Discord: the application's public key, 64 hex digits.
+/// - Stripe, GitHub, Slack, Shopify, custom: the string's UTF-8 bytes, as given
 ///   (Stripe's `whsec_...` is *not* decoded; the prefix is part of the key).
 ///
 /// ```
