@@ -60,12 +60,18 @@ pub fn header_names(scheme: Scheme) -> Vec<&'static str> {
 /// fixed ed25519 public key, or both (Standard Webhooks, so `v1` and `v1a`
 /// entries both reach a key).
 pub fn keys(scheme: Scheme, asymmetric: bool) -> Vec<Secret> {
+    // Built once: decompressing the point per input would dominate the run.
+    static PUBLIC: std::sync::OnceLock<Secret> = std::sync::OnceLock::new();
     let hmac = Secret::from_bytes(SECRET.to_vec()).expect("non-empty");
     let public = || {
-        let pk = Secret::ed25519_signing_key(ED25519_SEED)
-            .public_key_bytes()
-            .expect("ed25519");
-        Secret::ed25519_public_key(pk).expect("valid key")
+        PUBLIC
+            .get_or_init(|| {
+                let pk = Secret::ed25519_signing_key(ED25519_SEED)
+                    .public_key_bytes()
+                    .expect("ed25519");
+                Secret::ed25519_public_key(pk).expect("valid key")
+            })
+            .clone()
     };
     match scheme {
         Scheme::Discord => vec![public()],
