@@ -96,7 +96,7 @@ pub fn fuzz_headers_with(scheme: Scheme, keys: Vec<Secret>, input: &HeaderInput<
     headers.extend(input.extra.iter().copied());
     let verifier = Verifier::new(scheme, keys)
         .expect("keys fit the scheme")
-    .with_max_signatures(usize::from(input.max_signatures));
+        .with_max_signatures(usize::from(input.max_signatures));
     if let Ok(parsed) = verifier.parse_headers(&headers[..]) {
         let _ = parsed.timestamp();
         let _ = parsed.header_id();
