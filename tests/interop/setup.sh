@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the providers' own webhook libraries for the interop tests, quietly
 # and idempotently:
-#   target/interop/venv   python3 venv: standardwebhooks, stripe, slack_sdk
+#   target/interop/venv   python3 venv: standardwebhooks, stripe, slack_sdk, pynacl (ed25519)
 #   target/interop/node   npm prefix:   @octokit/webhooks-methods, @shopify/shopify-api
 # Usage: tests/interop/setup.sh [TARGET_DIR]   (default: <workspace>/target)
 # Exits 0 when everything is installed, 3 when python3 or node/npm is missing,
@@ -13,7 +13,7 @@ target="${1:-${CARGO_TARGET_DIR:-$root/target}}"
 dir="$target/interop"
 mkdir -p "$dir"
 
-PY_PINS=(standardwebhooks==1.1.0 stripe==16.1.0 slack-sdk==3.47.0)
+PY_PINS=(standardwebhooks==1.1.0 stripe==16.1.0 slack-sdk==3.47.0 pynacl==1.5.0)
 NPM_PINS=(@octokit/webhooks-methods@6.0.0 @shopify/shopify-api@15.0.0)
 
 command -v python3 >/dev/null 2>&1 || { echo "interop setup: python3 not found" >&2; exit 3; }

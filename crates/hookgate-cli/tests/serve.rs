@@ -563,3 +563,86 @@ fn two_serve_processes_on_one_store_print_each_event_once() {
         }
     }
 }
+
+/// `serve` with the schemes beyond the five HMAC ones: Standard Webhooks
+/// with a `whpk_` public key (v1a), Discord with its hex public key, and a
+/// custom scheme from flags. Each accepted event is printed once; a
+/// duplicate is answered from the store; a forged one is refused.
+#[test]
+fn asymmetric_and_custom_schemes_are_served() {
+    let sk = hookgate_core::Secret::ed25519_signing_key([42; 32]);
+    let whsk = sk.to_standard_string();
+    let whpk = sk.public_key_string().unwrap();
+    let hex_pk: String = sk
+        .public_key_bytes()
+        .unwrap()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let zoom = Scheme::custom("x-zm-signature")
+        .name("zoom")
+        .signed("v0:{timestamp}:{body}")
+        .prefix("v0=")
+        .timestamp_header("x-zm-request-timestamp")
+        .build()
+        .unwrap();
+    let cases: Vec<(Scheme, Vec<&str>, String)> = vec![
+        (
+            Scheme::StandardWebhooks,
+            vec!["--scheme", "standard", "--secret", &whpk],
+            whsk.clone(),
+        ),
+        (
+            Scheme::Discord,
+            vec!["--scheme", "discord", "--secret", &hex_pk],
+            whsk.clone(),
+        ),
+        (
+            zoom,
+            vec![
+                "--scheme",
+                "custom",
+                "--scheme-name",
+                "zoom",
+                "--sig-header",
+                "x-zm-signature",
+                "--signed",
+                "v0:{timestamp}:{body}",
+                "--sig-prefix",
+                "v0=",
+                "--timestamp-header",
+                "x-zm-request-timestamp",
+                "--secret",
+                "zoom token",
+            ],
+            "zoom token".to_owned(),
+        ),
+    ];
+    for (scheme, args, signing) in cases {
+        let serve = Serve::start(&args);
+        let signer = Signer::new(scheme, scheme.secret(&signing).unwrap());
+        let id = format!("evt_{}_{:x}", scheme.name(), std::process::id());
+        let body = format!(r#"{{"id":"{id}","n":1}}"#);
+        let headers = owned(signer.sign(&id, unix_now(), body.as_bytes()));
+        let (status, head) = post(serve.addr, "/hooks", &headers, body.as_bytes());
+        assert_eq!(status, 200, "{scheme}: {head}");
+        let (status, head) = post(serve.addr, "/hooks", &headers, body.as_bytes());
+        assert_eq!(status, 200, "{scheme} duplicate: {head}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("idempotent-replayed: true"),
+            "{scheme}: {head}"
+        );
+        let forged = body.replace("\"n\":1", "\"n\":2");
+        assert_eq!(
+            post(serve.addr, "/hooks", &headers, forged.as_bytes()).0,
+            401,
+            "{scheme}"
+        );
+        let lines = serve.stop();
+        assert_eq!(lines.len(), 1, "{scheme}: {lines:?}");
+        let event: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+        assert_eq!(event["scheme"], scheme.name());
+        assert_eq!(event["body"]["id"], id.as_str());
+    }
+}

@@ -89,6 +89,58 @@ fn other_schemes_1k(c: &mut Criterion) {
     group.finish();
 }
 
+/// ed25519 (Standard Webhooks `v1a` with a `whpk_` key, Discord) and a
+/// custom HMAC scheme (Zoom's format), 1 KiB bodies, beside `v1` HMAC.
+fn asymmetric_and_custom_1k(c: &mut Criterion) {
+    let mut group = c.benchmark_group("verify_1KiB_asymmetric_custom");
+    let body = body(1024);
+    group.throughput(Throughput::Bytes(1024));
+    let signing = hookgate_core::Secret::ed25519_signing_key([7; 32]);
+    let public = signing.public_key_string().unwrap();
+    let public_hex = hex::encode(signing.public_key_bytes().unwrap());
+    let zoom = Scheme::custom("x-zm-signature")
+        .name("zoom")
+        .signed("v0:{timestamp}:{body}")
+        .prefix("v0=")
+        .timestamp_header("x-zm-request-timestamp")
+        .build()
+        .unwrap();
+    let cases = [
+        ("standard_v1", signed(Scheme::StandardWebhooks, &body)),
+        (
+            "standard_v1a_ed25519",
+            (
+                Verifier::from_secret_strings(Scheme::StandardWebhooks, [&public]).unwrap(),
+                Signer::new(Scheme::StandardWebhooks, signing.clone()).sign("msg_1", TS, &body),
+            ),
+        ),
+        (
+            "discord_ed25519",
+            (
+                Verifier::from_secret_strings(Scheme::Discord, [&public_hex]).unwrap(),
+                Signer::new(Scheme::Discord, signing.clone()).sign("", TS, &body),
+            ),
+        ),
+        (
+            "custom_zoom_hmac",
+            (
+                Verifier::from_secret_strings(zoom, ["zoom token"]).unwrap(),
+                Signer::new(zoom, zoom.secret("zoom token").unwrap()).sign("", TS, &body),
+            ),
+        ),
+    ];
+    for (name, (verifier, headers)) in &cases {
+        group.bench_function(*name, |b| {
+            b.iter(|| {
+                verifier
+                    .verify_at(black_box(&headers[..]), black_box(&body[..]), TS)
+                    .unwrap()
+            });
+        });
+    }
+    group.finish();
+}
+
 /// The fixed cost without the body: header lookup, syntax, base64 decoding.
 fn standard_parse_only(c: &mut Criterion) {
     let (verifier, headers) = signed(Scheme::StandardWebhooks, b"{}");
@@ -101,6 +153,7 @@ criterion_group!(
     benches,
     standard_vs_sha256,
     other_schemes_1k,
+    asymmetric_and_custom_1k,
     standard_parse_only
 );
 criterion_main!(benches);

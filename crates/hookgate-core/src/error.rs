@@ -90,8 +90,9 @@ pub enum Malformed {
         /// `base64` or `hex`.
         encoding: &'static str,
     },
-    /// A signature decodes to the wrong number of bytes (HMAC-SHA256 is 32).
-    #[error("signature has {len} bytes, expected 32")]
+    /// A signature decodes to the wrong number of bytes (HMAC-SHA256 is 32,
+    /// ed25519 64).
+    #[error("signature has {len} bytes, not the length the scheme's algorithm produces")]
     WrongLength {
         /// Decoded length.
         len: usize,
@@ -121,9 +122,40 @@ pub enum ConfigError {
     #[error("at least one secret is required")]
     NoSecrets,
     /// An unknown scheme name.
-    #[error("unknown scheme `{0}` (expected one of: standard, stripe, github, slack, shopify)")]
+    #[error("unknown scheme `{0}` (expected one of: standard, stripe, github, slack, shopify, discord; custom schemes are built with `Scheme::custom`)")]
     UnknownScheme(String),
     /// A setting is out of range.
     #[error("invalid setting: {0}")]
     Invalid(&'static str),
+    /// An ed25519 public key is not a valid (or is a weak) curve point.
+    #[error("not a valid ed25519 public key")]
+    InvalidPublicKey,
+    /// A key of the wrong kind for the scheme (an HMAC secret for Discord,
+    /// an ed25519 key for an HMAC-only scheme).
+    #[error("scheme `{scheme}` takes {expected}")]
+    WrongKeyKind {
+        /// The scheme's name.
+        scheme: &'static str,
+        /// What it takes.
+        expected: &'static str,
+    },
+    /// A signer was given only ed25519 public keys, which cannot sign.
+    #[error("a public key cannot sign: give the signing key (whsk_...)")]
+    PublicKeyCannotSign,
+    /// A custom scheme's definition is invalid.
+    #[error("invalid custom scheme: {field}: {reason}")]
+    InvalidCustomScheme {
+        /// The setting at fault (`signature_header`, `signed`, ...).
+        field: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A custom scheme file is not valid TOML or has an unknown key.
+    #[error("invalid custom scheme file{}: {message}", line.map(|l| format!(" at line {l}")).unwrap_or_default())]
+    InvalidCustomSchemeFile {
+        /// The line at fault, when known.
+        line: Option<usize>,
+        /// The parser's message (never the line's text).
+        message: String,
+    },
 }

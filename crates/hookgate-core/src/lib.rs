@@ -2,7 +2,10 @@
 //!
 //! `hookgate-core` knows the five common HMAC-SHA256 webhook formats
 //! ([`Scheme`]): Standard Webhooks (Svix), Stripe, GitHub, Slack and
-//! Shopify-style. For each it can [sign](Signer) a payload and
+//! Shopify-style; asymmetric ed25519 signatures, as Standard Webhooks `v1a`
+//! (`whsk_` / `whpk_` keys, beside `v1` in one header) and Discord-style
+//! ([`Scheme::Discord`]); and any other HMAC provider described as data
+//! ([`Scheme::custom`], see [`custom`]). For each it can [sign](Signer) a payload and
 //! [verify](Verifier) a received one: constant-time MAC comparison, several
 //! active secrets (rotation), several signatures per header (bounded; in a
 //! Standard Webhooks header a malformed entry beside a valid signature is
@@ -30,12 +33,27 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! Asymmetric keys verify with the public key alone:
+//!
+//! ```
+//! use hookgate_core::{Scheme, Secret, Signer, Verifier};
+//!
+//! let signing = Secret::ed25519_signing_key([7; 32]); // the sender's whsk_
+//! let public = signing.public_key_string().unwrap();  // whpk_..., handed to receivers
+//! let headers = Signer::new(Scheme::StandardWebhooks, signing).sign("msg_1", 1_700_000_000, b"{}");
+//! assert!(headers[2].1.starts_with("v1a,"));
+//! let verifier = Verifier::from_secret_strings(Scheme::StandardWebhooks, [public])?;
+//! assert!(verifier.verify_at(&headers, b"{}", 1_700_000_000).is_ok());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! Bodies are raw bytes and need not be UTF-8. Headers are read through the
 //! [`Headers`] trait, implemented for `http::HeaderMap` and for `(name, value)`
 //! pairs.
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod custom;
 mod error;
 mod headers;
 pub mod scheme;
@@ -46,7 +64,7 @@ mod verify;
 pub use error::{ConfigError, Malformed, VerifyError};
 pub use headers::Headers;
 pub use scheme::Scheme;
-pub use secret::Secret;
+pub use secret::{KeyKind, Secret};
 pub use sign::Signer;
 pub use verify::{
     unix_now, CheckedHeaders, IdSource, ParsedHeaders, Verified, Verifier, DEFAULT_MAX_SIGNATURES,

@@ -1,12 +1,14 @@
 //! Signing an outgoing webhook exactly as the receiver verifies it.
 
-use crate::{scheme::MAC_LEN, ConfigError, Scheme, Secret};
+use crate::{scheme::Tag, ConfigError, Scheme, Secret};
 
 /// Signs webhooks in one scheme.
 ///
 /// With several secrets (rotation), schemes whose header carries several
-/// signatures (Standard Webhooks, Stripe) get one per secret; the others are
-/// signed with the first secret.
+/// signatures (Standard Webhooks, Stripe, custom schemes with a separator)
+/// get one per secret; the others are signed with the first secret. A
+/// Standard Webhooks signer with a `whsk_` ed25519 signing key writes a
+/// `v1a` signature, beside the `v1` ones of any `whsec_` secrets.
 ///
 /// ```
 /// use hookgate_core::{Scheme, Signer};
@@ -26,6 +28,10 @@ pub struct Signer {
 
 impl Signer {
     /// A signer with one secret.
+    ///
+    /// A key that cannot sign for `scheme` (an ed25519 public key, an HMAC
+    /// secret for Discord) yields a header with no signature, which never
+    /// verifies; [`with_secrets`](Self::with_secrets) refuses such keys.
     #[must_use]
     pub fn new(scheme: Scheme, secret: Secret) -> Self {
         Self {
@@ -37,7 +43,9 @@ impl Signer {
     /// A signer with several secrets, newest first.
     ///
     /// # Errors
-    /// [`ConfigError::NoSecrets`] when `secrets` is empty.
+    /// [`ConfigError::NoSecrets`] when `secrets` is empty,
+    /// [`ConfigError::PublicKeyCannotSign`] for an ed25519 public key,
+    /// [`ConfigError::WrongKeyKind`] for a key `scheme` does not take.
     pub fn with_secrets(
         scheme: Scheme,
         secrets: impl IntoIterator<Item = Secret>,
@@ -45,6 +53,12 @@ impl Signer {
         let secrets: Vec<Secret> = secrets.into_iter().collect();
         if secrets.is_empty() {
             return Err(ConfigError::NoSecrets);
+        }
+        for secret in &secrets {
+            crate::verify::check_key(scheme, secret)?;
+            if !secret.can_sign() {
+                return Err(ConfigError::PublicKeyCannotSign);
+            }
         }
         Ok(Self { scheme, secrets })
     }
@@ -68,10 +82,13 @@ impl Signer {
         } else {
             1
         };
-        let macs: Vec<[u8; MAC_LEN]> = self.secrets[..count]
+        let mut message = None;
+        let tags: Vec<Tag> = self
+            .secrets
             .iter()
-            .map(|s| self.scheme.mac(s, id, &ts, body))
+            .filter_map(|s| self.scheme.sign_tag(s, id, &ts, body, &mut message))
+            .take(count)
             .collect();
-        self.scheme.headers(id, &ts, &macs)
+        self.scheme.headers(id, &ts, &tags)
     }
 }

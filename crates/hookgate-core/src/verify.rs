@@ -2,8 +2,6 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use subtle::ConstantTimeEq as _;
-
 use crate::{
     scheme::{self, Parsed},
     ConfigError, Headers, Scheme, Secret, VerifyError,
@@ -26,7 +24,8 @@ pub fn unix_now() -> i64 {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum IdSource {
-    /// The scheme's own: the id header, or Stripe's JSON body `id`; none for Slack.
+    /// The scheme's own: the id header, or Stripe's and Discord's JSON body
+    /// `id`; none for Slack.
     #[default]
     Scheme,
     /// The value of this request header (for example Slack's `X-Slack-Retry-Num`-free
@@ -148,7 +147,9 @@ impl Verifier {
     /// A verifier for `scheme` accepting a signature by any of `secrets`.
     ///
     /// # Errors
-    /// [`ConfigError::NoSecrets`] when `secrets` is empty.
+    /// [`ConfigError::NoSecrets`] when `secrets` is empty,
+    /// [`ConfigError::WrongKeyKind`] for a key `scheme` does not take (see
+    /// [`Scheme::accepts`]).
     pub fn new(
         scheme: Scheme,
         secrets: impl IntoIterator<Item = Secret>,
@@ -156,6 +157,9 @@ impl Verifier {
         let secrets: Vec<Secret> = secrets.into_iter().collect();
         if secrets.is_empty() {
             return Err(ConfigError::NoSecrets);
+        }
+        for secret in &secrets {
+            check_key(scheme, secret)?;
         }
         Ok(Self {
             scheme,
@@ -338,20 +342,14 @@ impl Verifier {
 
     /// Index of the first secret for which some received signature matches.
     fn matching_key(&self, parsed: &ParsedHeaders, body: &[u8]) -> Result<usize, VerifyError> {
-        let p = &parsed.inner;
-        let id = p.id.as_deref().unwrap_or("");
-        let ts = p.timestamp.as_ref().map_or("", |t| t.text());
+        // The signed bytes in one buffer, built once if an ed25519 key needs them.
+        let mut message = None;
         self.secrets
             .iter()
             .position(|secret| {
-                let expected = self.scheme.mac(secret, id, ts, body);
-                // No early exit inside one secret's comparisons.
-                p.signatures
-                    .iter()
-                    .fold(subtle::Choice::from(0), |acc, sig| {
-                        acc | expected.ct_eq(sig)
-                    })
-                    .into()
+                // Constant time, no early exit inside one secret's comparisons.
+                self.scheme
+                    .key_matches(secret, &parsed.inner, body, &mut message)
             })
             .ok_or(VerifyError::NoMatchingSignature)
     }
@@ -364,7 +362,7 @@ impl Verifier {
         header_id: impl FnOnce() -> Option<String>,
     ) -> Verified {
         let id = match &self.id_source {
-            IdSource::Scheme if self.scheme == Scheme::Stripe => scheme::json_id(body),
+            IdSource::Scheme if self.scheme.id_in_body() => scheme::json_id(body),
             IdSource::JsonField(field) => scheme::json_string_field(body, field),
             IdSource::Scheme | IdSource::Header(_) => header_id(),
         };
@@ -405,4 +403,19 @@ impl Verifier {
     ) -> Result<Verified, VerifyError> {
         self.verify_at(headers, body, unix_now())
     }
+}
+
+/// A key `scheme` takes (see [`Scheme::accepts`]).
+pub(crate) fn check_key(scheme: Scheme, secret: &Secret) -> Result<(), ConfigError> {
+    if scheme.accepts(secret.kind()) {
+        return Ok(());
+    }
+    Err(ConfigError::WrongKeyKind {
+        scheme: scheme.name(),
+        expected: if scheme == Scheme::Discord {
+            "an ed25519 public key (64 hex digits or whpk_...)"
+        } else {
+            "an HMAC secret, not an ed25519 key"
+        },
+    })
 }

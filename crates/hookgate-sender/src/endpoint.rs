@@ -438,13 +438,16 @@ fn check_url(url: &str) -> Result<(), EndpointError> {
 }
 
 fn check_secret(scheme: Scheme, secret: &str) -> Result<(), EndpointError> {
-    scheme
-        .secret(secret)
-        .map(drop)
-        .map_err(|source| EndpointError::InvalidSecret {
-            scheme: scheme.name(),
-            source,
-        })
+    let invalid = |source| EndpointError::InvalidSecret {
+        scheme: scheme.name(),
+        source,
+    };
+    let key = scheme.secret(secret).map_err(invalid)?;
+    // A sender signs: an ed25519 public key (`whpk_`, Discord's hex key) cannot.
+    if !key.can_sign() {
+        return Err(invalid(hookgate_core::ConfigError::PublicKeyCannotSign));
+    }
+    Ok(())
 }
 
 fn check_header(name: &str, value: &str) -> Result<(), EndpointError> {
@@ -569,6 +572,30 @@ mod tests {
                 Endpoint::new(id, "https://example.com/hook", Scheme::GitHub, "s").is_ok(),
                 "{id}"
             );
+        }
+    }
+
+    #[test]
+    fn ed25519_signing_keys_are_taken_and_public_keys_refused() {
+        let sk = hookgate_core::Secret::ed25519_signing_key([3; 32]);
+        let whsk = sk.to_standard_string();
+        let whpk = sk.public_key_string().unwrap();
+        assert!(Endpoint::new(
+            "e",
+            "https://example.com/",
+            Scheme::StandardWebhooks,
+            whsk.as_str()
+        )
+        .is_ok());
+        assert!(Endpoint::new("e", "https://example.com/", Scheme::Discord, whsk.as_str()).is_ok());
+        for scheme in [Scheme::StandardWebhooks, Scheme::Discord] {
+            assert!(matches!(
+                Endpoint::new("e", "https://example.com/", scheme, whpk.as_str()),
+                Err(EndpointError::InvalidSecret {
+                    source: hookgate_core::ConfigError::PublicKeyCannotSign,
+                    ..
+                })
+            ));
         }
     }
 }

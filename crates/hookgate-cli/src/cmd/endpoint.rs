@@ -256,7 +256,7 @@ fn build(add: &AddArgs) -> anyhow::Result<Endpoint> {
     let mut endpoint = Endpoint::new(
         add.id.clone(),
         add.urls[0].clone(),
-        add.key.scheme,
+        add.key.stored_scheme()?,
         oldest.clone(),
     )
     .context("invalid endpoint")?;

@@ -60,13 +60,25 @@ fn scrub_with(message: &str, invocation: impl IntoIterator<Item = String>) -> St
 /// `--scheme` and `--secret`, spelled the same in every subcommand.
 #[derive(clap::Args)]
 pub(crate) struct SchemeArgs {
-    /// Signature scheme: standard, stripe, github, slack, shopify.
-    #[arg(long, value_name = "SCHEME", default_value = "standard")]
-    pub(crate) scheme: Scheme,
-    /// Secret as the provider gives it (`whsec_...` for standard; the text
-    /// itself for the others). Repeat for rotation: receiving accepts a
-    /// signature by any of them; sending signs with each where the scheme
-    /// carries several signatures (standard, stripe), else with the first.
+    /// Signature scheme: standard (also v1a ed25519), stripe, github, slack,
+    /// shopify, discord (ed25519), or custom (any HMAC provider: with
+    /// --sig-header and the flags below, or --scheme-file).
+    #[arg(
+        id = "scheme",
+        long = "scheme",
+        value_name = "SCHEME",
+        default_value = "standard"
+    )]
+    scheme_choice: SchemeName,
+    #[command(flatten)]
+    custom: Box<CustomArgs>,
+    /// Secret as the provider gives it: `whsec_...` (HMAC), `whsk_...`
+    /// (ed25519 signing key) or `whpk_...` (ed25519 public key, verifying
+    /// only) for standard; the application's hex public key (or whpk_/whsk_)
+    /// for discord; the text itself for the others. Repeat for rotation:
+    /// receiving accepts a signature by any of them; sending signs with each
+    /// where the scheme carries several signatures (standard, stripe, custom
+    /// with --separator), else with the first.
     #[arg(
         long = "secret",
         value_name = "SECRET",
@@ -77,10 +89,199 @@ pub(crate) struct SchemeArgs {
     pub(crate) secrets: Vec<String>,
 }
 
+/// A `--scheme` value: a built-in scheme, or `custom`.
+#[derive(Debug, Clone, Copy)]
+enum SchemeName {
+    BuiltIn(Scheme),
+    Custom,
+}
+
+impl std::str::FromStr for SchemeName {
+    type Err = hookgate_core::ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("custom") {
+            return Ok(Self::Custom);
+        }
+        s.parse().map(Self::BuiltIn)
+    }
+}
+
+/// `--scheme custom`: any HMAC provider, described by flags or a TOML file.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct CustomArgs {
+    /// custom: the header carrying the signature.
+    #[arg(
+        long,
+        value_name = "NAME",
+        help_heading = "Custom scheme (--scheme custom)"
+    )]
+    sig_header: Option<String>,
+    /// custom: the signed bytes, a template over {id}, {timestamp} and
+    /// {body} (default `{body}`), e.g. `{timestamp}.{body}`.
+    #[arg(
+        long,
+        value_name = "TEMPLATE",
+        help_heading = "Custom scheme (--scheme custom)"
+    )]
+    signed: Option<String>,
+    /// custom: signature encoding, hex or base64 (default hex).
+    #[arg(
+        long,
+        value_name = "ENCODING",
+        help_heading = "Custom scheme (--scheme custom)"
+    )]
+    encoding: Option<String>,
+    /// custom: HMAC hash, sha256, sha1 or sha512 (default sha256).
+    #[arg(
+        long,
+        value_name = "HASH",
+        help_heading = "Custom scheme (--scheme custom)"
+    )]
+    algorithm: Option<String>,
+    /// custom: text before the signature, e.g. `sha256=` (`--prefix` already
+    /// names serve's --namespace).
+    #[arg(
+        long,
+        value_name = "TEXT",
+        help_heading = "Custom scheme (--scheme custom)"
+    )]
+    sig_prefix: Option<String>,
+    /// custom: several signatures in one header, separated by this
+    /// character (`,`, `;` or a space).
+    #[arg(
+        long,
+        value_name = "CHAR",
+        help_heading = "Custom scheme (--scheme custom)"
+    )]
+    separator: Option<char>,
+    /// custom: the header carrying the (signed) Unix timestamp; the
+    /// template must contain {timestamp}.
+    #[arg(
+        long,
+        value_name = "NAME",
+        help_heading = "Custom scheme (--scheme custom)"
+    )]
+    timestamp_header: Option<String>,
+    /// custom: the header carrying the event id (signed if the template
+    /// contains {id}; otherwise dedup keys on the body).
+    #[arg(
+        long,
+        value_name = "NAME",
+        help_heading = "Custom scheme (--scheme custom)"
+    )]
+    id_header: Option<String>,
+    /// custom: the scheme's name in logs, metrics and output (default custom).
+    #[arg(
+        long,
+        value_name = "NAME",
+        help_heading = "Custom scheme (--scheme custom)"
+    )]
+    scheme_name: Option<String>,
+    /// custom: read the definition from this TOML file instead of the
+    /// flags (keys: name, signature_header, signed, algorithm, encoding,
+    /// prefix, separator, timestamp_header, id_header).
+    #[arg(
+        long,
+        value_name = "FILE",
+        help_heading = "Custom scheme (--scheme custom)"
+    )]
+    scheme_file: Option<std::path::PathBuf>,
+}
+
+impl CustomArgs {
+    fn any_flag(&self) -> bool {
+        self.sig_header.is_some()
+            || self.signed.is_some()
+            || self.encoding.is_some()
+            || self.algorithm.is_some()
+            || self.sig_prefix.is_some()
+            || self.separator.is_some()
+            || self.timestamp_header.is_some()
+            || self.id_header.is_some()
+            || self.scheme_name.is_some()
+    }
+
+    fn build(&self) -> anyhow::Result<Scheme> {
+        use anyhow::Context as _;
+        if let Some(path) = &self.scheme_file {
+            if self.any_flag() {
+                anyhow::bail!("--scheme-file and the custom scheme flags (--sig-header, ...) exclude each other");
+            }
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading --scheme-file {}", path.display()))?;
+            return hookgate_core::scheme::CustomScheme::from_toml(&text)
+                .with_context(|| format!("--scheme-file {}", path.display()));
+        }
+        let header = self
+            .sig_header
+            .as_deref()
+            .context("--scheme custom needs --sig-header NAME (or --scheme-file FILE)")?;
+        let mut b = Scheme::custom(header);
+        if let Some(v) = &self.scheme_name {
+            b = b.name(v);
+        }
+        if let Some(v) = &self.signed {
+            b = b.signed(v);
+        }
+        if let Some(v) = &self.encoding {
+            b = b.encoding(v.parse().context("--encoding")?);
+        }
+        if let Some(v) = &self.algorithm {
+            b = b.algorithm(v.parse().context("--algorithm")?);
+        }
+        if let Some(v) = &self.sig_prefix {
+            b = b.prefix(v);
+        }
+        if let Some(v) = self.separator {
+            b = b.separator(v);
+        }
+        if let Some(v) = &self.timestamp_header {
+            b = b.timestamp_header(v);
+        }
+        if let Some(v) = &self.id_header {
+            b = b.id_header(v);
+        }
+        Ok(b.build()?)
+    }
+}
+
+impl SchemeArgs {
+    /// The scheme: a built-in one, or the custom one the flags or the file describe.
+    ///
+    /// # Errors
+    /// An invalid custom definition, custom flags without `--scheme custom`.
+    pub(crate) fn scheme(&self) -> anyhow::Result<Scheme> {
+        match self.scheme_choice {
+            SchemeName::BuiltIn(scheme) => {
+                if self.custom.any_flag() || self.custom.scheme_file.is_some() {
+                    anyhow::bail!(
+                        "--sig-header, --signed, --scheme-file and the other custom scheme flags need --scheme custom"
+                    );
+                }
+                Ok(scheme)
+            }
+            SchemeName::Custom => self.custom.build(),
+        }
+    }
+
+    /// [`scheme`](Self::scheme) for commands that store the endpoint's
+    /// scheme by name (send, endpoint): built-in schemes only.
+    pub(crate) fn stored_scheme(&self) -> anyhow::Result<Scheme> {
+        match self.scheme_choice {
+            SchemeName::Custom => anyhow::bail!(
+                "--scheme custom is for sign, verify and serve: endpoints store their scheme by name, and a custom one has none the queue knows"
+            ),
+            SchemeName::BuiltIn(_) => self.scheme(),
+        }
+    }
+}
+
 impl std::fmt::Debug for SchemeArgs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SchemeArgs")
-            .field("scheme", &self.scheme)
+            .field("scheme", &self.scheme_choice)
+            .field("custom", &self.custom)
             .field(
                 "secrets",
                 &format_args!("<{} redacted>", self.secrets.len()),

@@ -223,12 +223,17 @@ async fn send(args: Args) -> anyhow::Result<ExitCode> {
     };
     let mut secrets = args.key.secrets.iter().rev();
     let first = secrets.next().context("--secret is required")?;
-    let mut endpoint = Endpoint::new(endpoint_id.clone(), &args.url, args.key.scheme, first)
-        .context("invalid endpoint")?
-        .with_timeout(args.timeout)
-        .context("invalid --timeout")?
-        .with_connect_timeout(args.connect_timeout)
-        .context("invalid --connect-timeout")?;
+    let mut endpoint = Endpoint::new(
+        endpoint_id.clone(),
+        &args.url,
+        args.key.stored_scheme()?,
+        first,
+    )
+    .context("invalid endpoint")?
+    .with_timeout(args.timeout)
+    .context("invalid --timeout")?
+    .with_connect_timeout(args.connect_timeout)
+    .context("invalid --connect-timeout")?;
     // `with_secret` puts each in front: the first given ends up first.
     for s in secrets {
         endpoint = endpoint.with_secret(s).context("invalid --secret")?;
@@ -295,7 +300,7 @@ async fn send(args: Args) -> anyhow::Result<ExitCode> {
         message.id,
         message.event_type,
         hookgate_sender::redact::url(&args.url),
-        args.key.scheme
+        args.key.stored_scheme()?
     );
 
     let worker = Worker::builder(queue.clone())

@@ -124,7 +124,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         )
         .try_init()
         .ok();
-    let verifier = Verifier::from_secret_strings(args.key.scheme, &args.key.secrets)
+    let verifier = Verifier::from_secret_strings(args.key.scheme()?, &args.key.secrets)
         .context("invalid --secret")?
         .with_tolerance(args.tolerance);
     if args.max_body == 0 {
@@ -213,6 +213,7 @@ async fn serve(args: Args, verifier: Verifier) -> anyhow::Result<ExitCode> {
         let bound = crate::admin::spawn(admin, ready).await?;
         eprintln!("hookgate serve: admin on http://{bound} (/metrics, /health, /ready)");
     }
+    let verifier_scheme = verifier.scheme();
     let layer = VerifyWebhookLayer::new(verifier)
         .with_store(store)
         .with_prefix(
@@ -263,7 +264,7 @@ async fn serve(args: Args, verifier: Verifier) -> anyhow::Result<ExitCode> {
     let addr = listener.local_addr().context("no local address")?;
     eprintln!(
         "hookgate serve: listening on http://{addr} (scheme {}, store {}{})",
-        args.key.scheme,
+        verifier_scheme,
         hookgate_sender::redact::dsn(&args.store),
         args.forward
             .as_ref()

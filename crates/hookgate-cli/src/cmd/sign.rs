@@ -52,7 +52,7 @@ pub(crate) struct Args {
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let scheme = args.key.scheme;
+    let scheme = args.key.scheme()?;
     let secrets = args
         .key
         .secrets

@@ -54,7 +54,7 @@ pub(crate) struct Args {
 const MAX_HEADERS_FILE: u64 = 1024 * 1024;
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let scheme = args.key.scheme;
+    let scheme = args.key.scheme()?;
     let verifier = Verifier::from_secret_strings(scheme, &args.key.secrets)
         .with_context(|| format!("invalid --secret for scheme {scheme}"))?
         .with_tolerance(Duration::from_secs(args.tolerance));
