@@ -928,7 +928,8 @@ mod postgres_store {
         }
     }
 
-    /// Where nothing else vacuums the table (the server runs with
+    /// `migrate` sets `vacuum_truncate = false` on the table. Where nothing
+    /// else vacuums the table (the server runs with
     /// `autovacuum = off`, or the table with `autovacuum_enabled = false`),
     /// a sweep that deleted rows runs `VACUUM` on it, so the space of the
     /// deleted rows is reused instead of the table growing forever; where
@@ -985,6 +986,17 @@ mod postgres_store {
             };
             for (store, expect_vacuum) in [(&stores[0], true), (&stores[1], server_off)] {
                 let table = store.table().to_owned();
+                // migrate turned truncation off (it would lock out claims).
+                let no_truncate: bool = admin
+                    .query_one(
+                        "SELECT 'vacuum_truncate=false' = ANY(reloptions) FROM pg_class \
+                         WHERE oid = $1::text::regclass",
+                        &[&table],
+                    )
+                    .await
+                    .expect("reloptions")
+                    .get(0);
+                assert!(no_truncate, "{table}: vacuum_truncate is not off");
                 let before = vacuums(table.clone()).await;
                 for name in ["v1", "v2"] {
                     let k = key(name);

@@ -29,6 +29,7 @@
 //!     content_type text,               -- done: the response's content type
 //!     body       bytea                 -- done: the response body (at most 4 KiB)
 //! );
+//! ALTER TABLE hookgate_dedup SET (vacuum_truncate = false); -- see "Autovacuum off"
 //! ```
 //! Tables created by earlier versions (without the last two columns) get
 //! them from [`migrate`](PostgresStore::migrate) (`ADD COLUMN IF NOT
@@ -138,6 +139,14 @@
 //! with `autovacuum = off`, or the table has `autovacuum_enabled = false`,
 //! [`sweep`](PostgresStore::sweep) runs `VACUUM` on the table itself after
 //! it deleted rows (a warning is logged if the store's role may not).
+//!
+//! Neither that `VACUUM` nor autovacuum truncates the table
+//! ([`migrate`](PostgresStore::migrate) sets the table's `vacuum_truncate =
+//! false`, PostgreSQL 12 or later): giving empty trailing pages back to the
+//! file system takes an `ACCESS EXCLUSIVE` lock that stops every claim while
+//! it lasts, for space that the next inserts would reuse. In a soak run a
+//! truncating `VACUUM` coincided with 40 s of throughput under a fifth of
+//! the median (BENCHMARKS.md, "Soak").
 
 use super::{
     BoxFuture, Claim, ClaimToken, DedupStore, Digest, DoneRecord, Result, StoreError,
@@ -222,6 +231,12 @@ impl Sql {
                  );
                  ALTER TABLE {t} ADD COLUMN IF NOT EXISTS content_type text,
                      ADD COLUMN IF NOT EXISTS body bytea;
+                 DO $$ BEGIN
+                     IF NOT EXISTS (SELECT 1 FROM pg_class WHERE oid = '{t}'::regclass
+                                    AND 'vacuum_truncate=false' = ANY(reloptions)) THEN
+                         ALTER TABLE {t} SET (vacuum_truncate = false);
+                     END IF;
+                 END $$;
                  COMMIT;"
             ),
             claim: format!(
@@ -263,7 +278,9 @@ impl Sql {
                 "DELETE FROM {t} WHERE ctid = ANY(ARRAY(
                      SELECT ctid FROM {t} WHERE expires_at <= now() LIMIT $1))"
             ),
-            vacuum: format!("VACUUM {t}"),
+            // No truncation: it takes an ACCESS EXCLUSIVE lock that stalls
+            // every claim, for space the next inserts reuse anyway.
+            vacuum: format!("VACUUM (TRUNCATE false) {t}"),
             // `t` is validated and quoted above (letters, digits, `_`, `"`,
             // `.`), so it is safe inside a string literal.
             autovacuum_off: format!(
