@@ -182,7 +182,7 @@ if command -v gnuplot >/dev/null; then
     done
   done
   gnuplot <<GP
-set terminal pngcairo size 900,600 font ",9"
+set terminal pngcairo size 900,600 font ",9" noenhanced
 set output "$OUT/soak.png"
 set datafile separator "\t"
 set datafile commentschars "#wt"
