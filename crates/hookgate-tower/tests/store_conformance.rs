@@ -997,19 +997,20 @@ mod postgres_store {
                     .expect("reloptions")
                     .get(0);
                 assert!(no_truncate, "{table}: vacuum_truncate is not off");
+                // A sweep that deletes nothing (the table is still empty:
+                // no timing involved) never vacuums.
                 let before = vacuums(table.clone()).await;
-                for name in ["v1", "v2"] {
-                    let k = key(name);
-                    let t = acquire(store, &k, &digest(1), LONG).await;
-                    assert!(store.complete(&k, &t, record(200, 1), SHORT).await.unwrap());
-                }
-                // A sweep that deletes nothing never vacuums.
                 assert_eq!(store.sweep().await.unwrap(), 0);
                 assert_eq!(
                     vacuums(table.clone()).await,
                     before,
                     "{table}: nothing deleted"
                 );
+                for name in ["v1", "v2"] {
+                    let k = key(name);
+                    let t = acquire(store, &k, &digest(1), LONG).await;
+                    assert!(store.complete(&k, &t, record(200, 1), SHORT).await.unwrap());
+                }
                 tokio::time::sleep(PAST_LEASE).await;
                 assert_eq!(store.sweep().await.unwrap(), 2);
                 let after = vacuums(table.clone()).await;
@@ -1017,6 +1018,18 @@ mod postgres_store {
                     after > before,
                     expect_vacuum,
                     "{table}: vacuum_count {before} -> {after}, server autovacuum off: {server_off}"
+                );
+                // `sweep_batch` (what a maintenance runner calls) too.
+                let k = key("v3");
+                let t = acquire(store, &k, &digest(1), LONG).await;
+                assert!(store.complete(&k, &t, record(200, 1), SHORT).await.unwrap());
+                tokio::time::sleep(PAST_LEASE).await;
+                assert_eq!(store.sweep_batch().await.unwrap(), 1);
+                let again = vacuums(table.clone()).await;
+                assert_eq!(
+                    again > after,
+                    expect_vacuum,
+                    "{table}: sweep_batch: vacuum_count {after} -> {again}"
                 );
             }
             drop(admin);

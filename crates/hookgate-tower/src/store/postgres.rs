@@ -492,7 +492,7 @@ impl PostgresStore {
     pub async fn sweep(&self) -> Result<u64> {
         let mut total = 0;
         loop {
-            let n = self.sweep_batch().await?;
+            let n = self.delete_expired_batch().await?;
             total += n;
             if n < Self::SWEEP_BATCH {
                 break;
@@ -558,10 +558,21 @@ impl PostgresStore {
     /// One batch of [`sweep`](Self::sweep): delete up to
     /// [`Self::SWEEP_BATCH`] expired rows in one transaction; returns how
     /// many. For a maintenance runner that reruns while batches are full.
+    /// A batch that deleted rows but was not full (the last of a sweep)
+    /// vacuums the table where autovacuum is off, as `sweep` does (see
+    /// "Autovacuum off" in the module docs).
     ///
     /// # Errors
     /// As [`sweep`](Self::sweep).
     pub async fn sweep_batch(&self) -> Result<u64> {
+        let n = self.delete_expired_batch().await?;
+        if n > 0 && n < Self::SWEEP_BATCH {
+            self.vacuum_if_autovacuum_off().await;
+        }
+        Ok(n)
+    }
+
+    async fn delete_expired_batch(&self) -> Result<u64> {
         self.bounded_for(self.timeout.max(SWEEP_TIMEOUT), async {
             let mut conn = self.checked().await?;
             let tx = conn.client_mut().transaction().await.map_err(map_pg)?;
