@@ -16,7 +16,8 @@
 #
 # Env: DURATION (5s) CONNECTIONS (64) THREADS (2) ROUNDS (2) EVENTS (600000)
 #      HOOKGATE_POSTGRES_URL (postgres://postgres@127.0.0.1:5432/test)
-# Needs: wrk, python3, redis-server, redis-cli, psql.
+# Needs: wrk (Debian/Ubuntu: apt-get install wrk), python3, redis-server,
+# redis-cli, psql.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -40,7 +41,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-for tool in wrk python3 redis-server redis-cli psql; do
+if ! command -v wrk >/dev/null; then
+  echo "load-receiver: wrk not found; install it (Debian/Ubuntu: apt-get install wrk) or build it" \
+    "from https://github.com/wg/wrk (make, then put ./wrk on PATH)" >&2
+  exit 3
+fi
+for tool in python3 redis-server redis-cli psql; do
   command -v "$tool" >/dev/null || { echo "load-receiver: $tool not found" >&2; exit 3; }
 done
 

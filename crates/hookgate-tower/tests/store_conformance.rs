@@ -1005,5 +1005,163 @@ mod postgres_store {
         }
     }
 
+    /// `migrate` sets `vacuum_truncate = false` on the table. Where nothing
+    /// else vacuums the table (the server runs with
+    /// `autovacuum = off`, or the table with `autovacuum_enabled = false`),
+    /// a sweep that deleted rows runs `VACUUM` on it, so the space of the
+    /// deleted rows is reused instead of the table growing forever; where
+    /// autovacuum runs, the sweep leaves it to autovacuum.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sweep_vacuums_only_where_autovacuum_is_off() {
+        let url = url();
+        let run = format!("hookgate_test_{:016x}", rand::random::<u64>());
+        let (off, default) = (format!("{run}_avoff"), format!("{run}_avdefault"));
+        let mut stores = Vec::new();
+        for table in [&off, &default] {
+            let store = PostgresStore::new(&url)
+                .expect("url")
+                .with_table(table)
+                .expect("table name");
+            match store.migrate().await {
+                Ok(()) => stores.push(store),
+                Err(e) if e.kind() == StoreErrorKind::Unavailable => {
+                    unreachable_server(&format!("PostgreSQL at {url}"), &e);
+                    return;
+                }
+                Err(e) => panic!("cannot set up PostgresStore: {e}"),
+            }
+        }
+        let body = async {
+            let (admin, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .expect("admin connection");
+            let conn = tokio::spawn(conn);
+            admin
+                .batch_execute(&format!(
+                    "ALTER TABLE {off} SET (autovacuum_enabled = false)"
+                ))
+                .await
+                .expect("table option");
+            let server_off: bool = admin
+                .query_one("SELECT current_setting('autovacuum') = 'off'", &[])
+                .await
+                .expect("autovacuum setting")
+                .get(0);
+            let vacuums = |table: String| {
+                let admin = &admin;
+                async move {
+                    let n: i64 = admin
+                        .query_one(
+                            "SELECT vacuum_count FROM pg_stat_user_tables WHERE relid = $1::text::regclass",
+                            &[&table],
+                        )
+                        .await
+                        .expect("vacuum count")
+                        .get(0);
+                    n
+                }
+            };
+            for (store, expect_vacuum) in [(&stores[0], true), (&stores[1], server_off)] {
+                let table = store.table().to_owned();
+                // migrate turned truncation off (it would lock out claims).
+                let no_truncate: bool = admin
+                    .query_one(
+                        "SELECT 'vacuum_truncate=false' = ANY(reloptions) FROM pg_class \
+                         WHERE oid = $1::text::regclass",
+                        &[&table],
+                    )
+                    .await
+                    .expect("reloptions")
+                    .get(0);
+                assert!(no_truncate, "{table}: vacuum_truncate is not off");
+                // A sweep that deletes nothing (the table is still empty:
+                // no timing involved) never vacuums.
+                let before = vacuums(table.clone()).await;
+                assert_eq!(store.sweep().await.unwrap(), 0);
+                assert_eq!(
+                    vacuums(table.clone()).await,
+                    before,
+                    "{table}: nothing deleted"
+                );
+                for name in ["v1", "v2"] {
+                    let k = key(name);
+                    let t = acquire(store, &k, &digest(1), LONG).await;
+                    assert!(store.complete(&k, &t, record(200, 1), SHORT).await.unwrap());
+                }
+                tokio::time::sleep(PAST_LEASE).await;
+                assert_eq!(store.sweep().await.unwrap(), 2);
+                let after = vacuums(table.clone()).await;
+                assert_eq!(
+                    after > before,
+                    expect_vacuum,
+                    "{table}: vacuum_count {before} -> {after}, server autovacuum off: {server_off}"
+                );
+                // `sweep_batch` (what a maintenance runner calls) too.
+                let k = key("v3");
+                let t = acquire(store, &k, &digest(1), LONG).await;
+                assert!(store.complete(&k, &t, record(200, 1), SHORT).await.unwrap());
+                tokio::time::sleep(PAST_LEASE).await;
+                assert_eq!(store.sweep_batch().await.unwrap(), 1);
+                let again = vacuums(table.clone()).await;
+                assert_eq!(
+                    again > after,
+                    expect_vacuum,
+                    "{table}: sweep_batch: vacuum_count {after} -> {again}"
+                );
+            }
+            drop(admin);
+            let _ = conn.await;
+        };
+        let outcome = AssertUnwindSafe(tokio::time::timeout(CASE_TIMEOUT, body))
+            .catch_unwind()
+            .await;
+        drop_tables(url, vec![off, default]).await;
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => panic!("vacuum test timed out"),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+
     conformance!(setup);
+
+    /// The same suite with claims flushed before they answer
+    /// (`with_durable_claims`, the behaviour before claims committed
+    /// asynchronously).
+    mod durable_claims {
+        use super::*;
+
+        async fn setup_durable() -> Option<(Fixture, Cleanup)> {
+            let url = url();
+            let run = format!("hookgate_test_{:016x}", rand::random::<u64>());
+            let (ta, tb) = (format!("{run}_da"), format!("{run}_db"));
+            let mut stores = Vec::new();
+            for table in [&ta, &tb] {
+                let store = PostgresStore::new(&url)
+                    .expect("url")
+                    .with_table(table)
+                    .expect("table name")
+                    .with_pool_size(8)
+                    .with_timeout(Duration::from_secs(10))
+                    .with_durable_claims();
+                match store.migrate().await {
+                    Ok(()) => stores.push(store),
+                    Err(e) if e.kind() == StoreErrorKind::Unavailable => {
+                        unreachable_server(&format!("PostgreSQL at {url}"), &e);
+                        return None;
+                    }
+                    Err(e) => panic!("cannot set up PostgresStore: {e}"),
+                }
+            }
+            let b = stores.pop().expect("two stores");
+            let a = stores.pop().expect("two stores");
+            let fixture = Fixture {
+                store: Arc::new(a),
+                other: Arc::new(b),
+            };
+            Some((fixture, Box::pin(drop_tables(url, vec![ta, tb]))))
+        }
+
+        conformance!(setup_durable);
+    }
 }

@@ -29,6 +29,7 @@
 //!     content_type text,               -- done: the response's content type
 //!     body       bytea                 -- done: the response body (at most 4 KiB)
 //! );
+//! ALTER TABLE hookgate_dedup SET (vacuum_truncate = false); -- see "Autovacuum off"
 //! ```
 //! Tables created by earlier versions (without the last two columns) get
 //! them from [`migrate`](PostgresStore::migrate) (`ADD COLUMN IF NOT
@@ -48,7 +49,9 @@
 //! either way.
 //!
 //! # One round trip per operation
-//! [`claim`](DedupStore::claim) is a single autocommit statement:
+//! [`claim`](DedupStore::claim) is a single statement (in a transaction of
+//! its own that commits without waiting for a WAL flush, sent with it in one
+//! write: see [Durability](#durability)):
 //!
 //! ```sql
 //! WITH cur AS (SELECT status, digest, expires_at FROM t WHERE key = $1 AND expires_at > now()),
@@ -103,12 +106,47 @@
 //! [`StoreErrorKind::Config`], which the layer answers with 500.
 //!
 //! # Durability
-//! By default each new event costs two commits (claim, complete), each
-//! flushed to disk under the server's `synchronous_commit` setting.
+//! A new event costs two commits, claim and complete. The **complete** (the
+//! done record that makes a retry after the answer a duplicate) is flushed
+//! to disk under the server's `synchronous_commit` setting before the layer
+//! answers. The **claim** commits with `synchronous_commit = off` (it runs as
+//! `BEGIN; SET LOCAL synchronous_commit = off` + the claim + `COMMIT`,
+//! pipelined, so still one round trip): it does not wait for a WAL flush of
+//! its own. WAL is flushed in order, so once the complete is durable its
+//! claim is too; what a database crash can lose is only the claims of
+//! requests still being handled (at most about three `wal_writer_delay`s
+//! old). A retry of such an event reaching the restarted database while its
+//! first handler still runs is then handled again, as after an expired
+//! lease — and the first handler's `complete` finds the newer claim and
+//! reports it. In exchange each new event waits for one WAL flush instead
+//! of two: flush waits were where the store spent its time under load
+//! (`pg_stat_activity` showed most backends in `LWLock:WALWrite` /
+//! `IO:WALSync`; see "Soak" in BENCHMARKS.md for the figures).
+//! [`with_durable_claims`](PostgresStore::with_durable_claims) flushes
+//! claims too (the behaviour before this change).
+//!
 //! [`with_synchronous_commit_off`](PostgresStore::with_synchronous_commit_off)
-//! trades that for throughput: after a database crash the last few hundred
-//! milliseconds of claims and done records may be lost, so a retry arriving
-//! then could run its handler a second time. Nothing is corrupted.
+//! goes further and flushes nothing before answering: after a database crash
+//! the last few hundred milliseconds of claims and done records may be lost,
+//! so a retry arriving then could run its handler a second time. Nothing is
+//! corrupted.
+//!
+//! # Autovacuum off
+//! Completing a claim updates its row, and the sweep deletes expired rows:
+//! both leave dead row versions that only `VACUUM` turns into reusable space
+//! (pages are also pruned in passing, but without VACUUM the free space map
+//! never learns about it, so the table keeps growing). Where the server runs
+//! with `autovacuum = off`, or the table has `autovacuum_enabled = false`,
+//! [`sweep`](PostgresStore::sweep) runs `VACUUM` on the table itself after
+//! it deleted rows (a warning is logged if the store's role may not).
+//!
+//! Neither that `VACUUM` nor autovacuum truncates the table
+//! ([`migrate`](PostgresStore::migrate) sets the table's `vacuum_truncate =
+//! false`, PostgreSQL 12 or later): giving empty trailing pages back to the
+//! file system takes an `ACCESS EXCLUSIVE` lock that stops every claim while
+//! it lasts, for space that the next inserts would reuse. In a soak run a
+//! truncating `VACUUM` coincided with 40 s of throughput under a fifth of
+//! the median (BENCHMARKS.md, "Soak").
 
 use super::{
     BoxFuture, Claim, ClaimToken, DedupStore, Digest, DoneRecord, Result, StoreError,
@@ -129,6 +167,10 @@ const MAX_MS: i64 = 10 * 365 * 24 * 3600 * 1000;
 /// module docs); each rerun sees the winner, so one is enough in practice.
 const CLAIM_ATTEMPTS: usize = 3;
 
+/// Opens the transaction in which a claim commits without waiting for its
+/// WAL flush (see "Durability" in the module docs).
+const ASYNC_COMMIT_BEGIN: &str = "BEGIN; SET LOCAL synchronous_commit = off";
+
 /// Rows deleted per statement by [`PostgresStore::sweep`].
 const SWEEP_BATCH: i64 = 10_000;
 
@@ -144,6 +186,8 @@ struct Sql {
     release: String,
     renew: String,
     sweep: String,
+    vacuum: String,
+    autovacuum_off: String,
 }
 
 impl Sql {
@@ -187,6 +231,12 @@ impl Sql {
                  );
                  ALTER TABLE {t} ADD COLUMN IF NOT EXISTS content_type text,
                      ADD COLUMN IF NOT EXISTS body bytea;
+                 DO $$ BEGIN
+                     IF NOT EXISTS (SELECT 1 FROM pg_class WHERE oid = '{t}'::regclass
+                                    AND 'vacuum_truncate=false' = ANY(reloptions)) THEN
+                         ALTER TABLE {t} SET (vacuum_truncate = false);
+                     END IF;
+                 END $$;
                  COMMIT;"
             ),
             claim: format!(
@@ -228,6 +278,16 @@ impl Sql {
                 "DELETE FROM {t} WHERE ctid = ANY(ARRAY(
                      SELECT ctid FROM {t} WHERE expires_at <= now() LIMIT $1))"
             ),
+            // No truncation: it takes an ACCESS EXCLUSIVE lock that stalls
+            // every claim, for space the next inserts reuse anyway.
+            vacuum: format!("VACUUM (TRUNCATE false) {t}"),
+            // `t` is validated and quoted above (letters, digits, `_`, `"`,
+            // `.`), so it is safe inside a string literal.
+            autovacuum_off: format!(
+                "SELECT current_setting('autovacuum') = 'off'
+                     OR coalesce((SELECT 'autovacuum_enabled=false' = ANY(c.reloptions)
+                                  FROM pg_class c WHERE c.oid = to_regclass('{t}')), false)"
+            ),
         })
     }
 }
@@ -242,6 +302,7 @@ pub struct PostgresStore {
     pool_size: usize,
     timeout: Duration,
     synchronous_commit_off: bool,
+    durable_claims: bool,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -253,6 +314,7 @@ impl fmt::Debug for PostgresStore {
             .field("pool_connections", &status.size)
             .field("timeout", &self.timeout)
             .field("synchronous_commit_off", &self.synchronous_commit_off)
+            .field("durable_claims", &self.durable_claims)
             .finish_non_exhaustive()
     }
 }
@@ -297,6 +359,7 @@ impl PostgresStore {
             pool_size: Self::DEFAULT_POOL_SIZE,
             timeout: Self::DEFAULT_TIMEOUT,
             synchronous_commit_off: false,
+            durable_claims: false,
         };
         store.rebuild_pool()?;
         Ok(store)
@@ -343,6 +406,16 @@ impl PostgresStore {
     pub fn with_synchronous_commit_off(mut self) -> Self {
         self.synchronous_commit_off = true;
         self.rebuild_pool_or_keep();
+        self
+    }
+
+    /// Flush each claim's commit to disk before answering, as `complete`
+    /// does. By default a claim that inserts or takes over a row commits
+    /// with `synchronous_commit = off` (see "Durability" in the module
+    /// docs): new events then wait for one WAL flush instead of two.
+    #[must_use]
+    pub fn with_durable_claims(mut self) -> Self {
+        self.durable_claims = true;
         self
     }
 
@@ -419,10 +492,62 @@ impl PostgresStore {
     pub async fn sweep(&self) -> Result<u64> {
         let mut total = 0;
         loop {
-            let n = self.sweep_batch().await?;
+            let n = self.delete_expired_batch().await?;
             total += n;
             if n < Self::SWEEP_BATCH {
-                return Ok(total);
+                break;
+            }
+        }
+        if total > 0 {
+            self.vacuum_if_autovacuum_off().await;
+        }
+        Ok(total)
+    }
+
+    /// `VACUUM` the table if nothing else will: the server runs with
+    /// `autovacuum = off` or the table with `autovacuum_enabled = false`
+    /// (see "Autovacuum off" in the module docs). Failures are logged, not
+    /// returned: the rows are deleted either way.
+    async fn vacuum_if_autovacuum_off(&self) {
+        let limit = self.timeout.max(SWEEP_TIMEOUT);
+        let result = self
+            .bounded_for(limit, async {
+                let conn = self.checked().await?;
+                let client = conn.client();
+                let row = client
+                    .query_one(&self.sql.autovacuum_off, &[])
+                    .await
+                    .map_err(map_pg)?;
+                let off: bool = row.try_get(0).map_err(|e| {
+                    StoreError::new(StoreErrorKind::Backend, "unexpected row").with_source(e)
+                })?;
+                if off {
+                    // VACUUM cannot run in a transaction block, so the
+                    // session's statement_timeout is raised around it.
+                    client
+                        .batch_execute(&format!("SET statement_timeout = {}", limit.as_millis()))
+                        .await
+                        .map_err(map_pg)?;
+                    client
+                        .batch_execute(&self.sql.vacuum)
+                        .await
+                        .map_err(map_pg)?;
+                    client
+                        .batch_execute("RESET statement_timeout")
+                        .await
+                        .map_err(map_pg)?;
+                }
+                conn.done();
+                Ok(off)
+            })
+            .await;
+        match result {
+            Ok(true) => {
+                tracing::debug!(table = %self.sql.table, "dedup table vacuumed (autovacuum is off)")
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(table = %self.sql.table, error = %e, "could not VACUUM the dedup table (autovacuum is off, so it will keep growing)");
             }
         }
     }
@@ -433,10 +558,21 @@ impl PostgresStore {
     /// One batch of [`sweep`](Self::sweep): delete up to
     /// [`Self::SWEEP_BATCH`] expired rows in one transaction; returns how
     /// many. For a maintenance runner that reruns while batches are full.
+    /// A batch that deleted rows but was not full (the last of a sweep)
+    /// vacuums the table where autovacuum is off, as `sweep` does (see
+    /// "Autovacuum off" in the module docs).
     ///
     /// # Errors
     /// As [`sweep`](Self::sweep).
     pub async fn sweep_batch(&self) -> Result<u64> {
+        let n = self.delete_expired_batch().await?;
+        if n > 0 && n < Self::SWEEP_BATCH {
+            self.vacuum_if_autovacuum_off().await;
+        }
+        Ok(n)
+    }
+
+    async fn delete_expired_batch(&self) -> Result<u64> {
         self.bounded_for(self.timeout.max(SWEEP_TIMEOUT), async {
             let mut conn = self.checked().await?;
             let tx = conn.client_mut().transaction().await.map_err(map_pg)?;
@@ -530,14 +666,29 @@ impl PostgresStore {
                 .prepare_cached(&self.sql.claim)
                 .await
                 .map_err(map_pg)?;
+            // Unless every statement flushes anyway (`durable_claims`, or
+            // the sessions run without synchronous commit), the claim runs
+            // in a transaction of its own with `synchronous_commit = off`;
+            // the three messages go out together (tokio-postgres pipelines
+            // requests polled together), so it stays one round trip.
+            let relaxed = !self.durable_claims && !self.synchronous_commit_off;
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+                [&key, &token.as_str(), &digest.as_slice(), &lease_ms];
             for _ in 0..CLAIM_ATTEMPTS {
-                let rows = match client
-                    .query(
-                        &stmt,
-                        &[&key, &token.as_str(), &digest.as_slice(), &lease_ms],
+                let result = if relaxed {
+                    let (begin, rows, commit) = futures_util::future::join3(
+                        client.batch_execute(ASYNC_COMMIT_BEGIN),
+                        client.query(&stmt, &params),
+                        client.batch_execute("COMMIT"),
                     )
-                    .await
-                {
+                    .await;
+                    // A failed claim makes the COMMIT a rollback (no error);
+                    // an error of BEGIN or COMMIT themselves is the call's.
+                    begin.and(commit).and(rows)
+                } else {
+                    client.query(&stmt, &params).await
+                };
+                let rows = match result {
                     Ok(rows) => rows,
                     // Only if the server runs autocommit statements above
                     // READ COMMITTED: a concurrent claim aborted this one.
