@@ -212,8 +212,10 @@ impl Scheme {
     }
 
     /// Whether the scheme's header carries several signatures (so a signer
-    /// with several secrets can sign with all of them).
-    pub(crate) fn multi_signature(self) -> bool {
+    /// with several secrets can sign with all of them): Standard Webhooks
+    /// and Stripe.
+    #[must_use]
+    pub fn multi_signature(self) -> bool {
         matches!(self, Self::StandardWebhooks | Self::Stripe)
     }
 }

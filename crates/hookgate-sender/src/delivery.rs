@@ -73,9 +73,10 @@ pub(crate) struct Prepared {
 impl Prepared {
     pub(crate) fn new(endpoint: Endpoint) -> Result<Self, EndpointError> {
         endpoint.validate()?;
+        // Rotation: the secrets that sign now (previous ones until they expire).
         let secrets = endpoint
-            .secrets
-            .iter()
+            .signing_secrets(now_ms())
+            .into_iter()
             .map(|s| endpoint.scheme.secret(s))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|source| EndpointError::InvalidSecret {
@@ -254,6 +255,22 @@ impl DeliveryClient {
             remote_addr: None,
             reason: Some(reason),
         };
+
+        // HTTPS by default: plain HTTP only where the endpoint or the
+        // client's policy allows it.
+        if p.url.scheme() == "http"
+            && !p.endpoint.allow_http
+            && !self.inner.policy.plain_http_allowed()
+        {
+            let index = p
+                .endpoint
+                .urls
+                .iter()
+                .position(|u| u == p.url.as_str())
+                .unwrap_or(0);
+            let msg = format!("refused: {}", EndpointError::PlainHttp { index: index + 1 });
+            return fail(Class::Permanent, msg.clone(), msg);
+        }
 
         // Literal IPs skip the resolver: check them here.
         let literal = p.url.host_str().and_then(|h| {

@@ -45,6 +45,7 @@ pub mod outcome;
 pub mod queue;
 pub mod redact;
 pub mod retry;
+pub mod seal;
 mod sender;
 pub mod ssrf;
 #[cfg(feature = "testing")]
@@ -52,7 +53,10 @@ pub mod ssrf;
 pub mod testing;
 pub mod worker;
 
-pub use endpoint::{Endpoint, EndpointError, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT};
+pub use endpoint::{
+    ClientIdentity, Endpoint, EndpointError, PreviousSecret, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_TIMEOUT,
+};
 pub use message::{
     new_message_id, now_ms, validate_message_id, Message, MessageError, MAX_MESSAGE_ID_LEN,
 };

@@ -152,4 +152,7 @@ fn same_config(a: &Endpoint, b: &Endpoint) -> bool {
         && a.headers == b.headers
         && a.timeout == b.timeout
         && a.connect_timeout == b.connect_timeout
+        && a.allow_http == b.allow_http
+        && a.client_identity == b.client_identity
+        && a.previous_secrets == b.previous_secrets
 }

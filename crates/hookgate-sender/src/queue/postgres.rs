@@ -69,6 +69,7 @@ use super::{
 use crate::{Endpoint, Message};
 
 use super::codec;
+use crate::seal::Keyring;
 
 /// The database clock, in Unix milliseconds (`now()`: the start of the
 /// statement's transaction; stable, so indexes apply).
@@ -92,6 +93,8 @@ pub struct PostgresQueue {
     migrated: Arc<Migrated>,
     /// How long delivered keys are kept, milliseconds.
     retention_ms: i64,
+    /// Seals endpoint credentials at rest ([`crate::seal`]).
+    keys: Option<Arc<Keyring>>,
 }
 
 /// Whether this handle has run the migration (and a lock to run it once).
@@ -231,7 +234,16 @@ impl PostgresQueue {
             names: Arc::new(Names::new("public", "hookgate_")),
             migrated: Arc::default(),
             retention_ms: millis(DEFAULT_DELIVERED_RETENTION),
+            keys: None,
         })
+    }
+
+    /// Seal endpoint credentials under `keys` ([`crate::seal`]): new
+    /// writes use its newest key, reads accept any of its keys.
+    #[must_use]
+    pub fn with_keyring(mut self, keys: Keyring) -> Self {
+        self.keys = Some(Arc::new(keys));
+        self
     }
 
     /// Use schema `name` (created if missing) instead of `public`.
@@ -272,6 +284,7 @@ impl PostgresQueue {
             names: Arc::new(Names::new(schema, prefix)),
             migrated: Arc::default(),
             retention_ms: self.retention_ms,
+            keys: self.keys,
         }
     }
 
@@ -1120,7 +1133,7 @@ impl PostgresQueue {
     }
 
     async fn do_put_endpoint(&self, endpoint: &Endpoint) -> Result<()> {
-        let config = codec::endpoint_to_json(endpoint)?;
+        let config = codec::endpoint_to_json(endpoint, self.keys.as_deref())?;
         let sql = self.sql("do_put_endpoint", || {
             format!(
                 "INSERT INTO {} (id, config, disabled) VALUES ($1, $2::text::jsonb, $3)
@@ -1155,10 +1168,9 @@ impl PostgresQueue {
             None => Ok(None),
             Some(row) => {
                 let config: String = get(&row, 0)?;
-                let mut endpoint = codec::endpoint_from_json(&config, get(&row, 1)?)?;
-                // The row's id is authoritative.
-                endpoint.id = id.to_owned();
-                Ok(Some(endpoint))
+                // The row's id is authoritative (and the one sealed data is bound to).
+                codec::endpoint_from_json(&config, id, get(&row, 1)?, self.keys.as_deref())
+                    .map(Some)
             }
         }
     }
@@ -1178,9 +1190,8 @@ impl PostgresQueue {
         rows.iter()
             .map(|row| {
                 let config: String = get(row, 1)?;
-                let mut endpoint = codec::endpoint_from_json(&config, get(row, 2)?)?;
-                endpoint.id = get(row, 0)?;
-                Ok(endpoint)
+                let id: String = get(row, 0)?;
+                codec::endpoint_from_json(&config, &id, get(row, 2)?, self.keys.as_deref())
             })
             .collect()
     }

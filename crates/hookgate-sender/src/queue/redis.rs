@@ -52,6 +52,8 @@ use super::{
 use crate::{Endpoint, Message};
 
 use super::codec;
+use crate::seal::Keyring;
+use std::sync::Arc;
 
 /// How long to wait for the server when connecting.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -335,6 +337,8 @@ pub struct RedisQueue {
     prefix: String,
     /// How long delivered keys are kept, milliseconds.
     retention_ms: i64,
+    /// Seals endpoint credentials at rest ([`crate::seal`]).
+    keys: Option<Arc<Keyring>>,
 }
 
 impl std::fmt::Debug for RedisQueue {
@@ -531,7 +535,16 @@ impl RedisQueue {
             conn,
             prefix: "hookgate:q:".to_owned(),
             retention_ms: delay_ms(DEFAULT_DELIVERED_RETENTION),
+            keys: None,
         })
+    }
+
+    /// Seal endpoint credentials under `keys` ([`crate::seal`]): new
+    /// writes use its newest key, reads accept any of its keys.
+    #[must_use]
+    pub fn with_keyring(mut self, keys: Keyring) -> Self {
+        self.keys = Some(Arc::new(keys));
+        self
     }
 
     /// Start every key with `prefix` instead of `hookgate:q:` (tenants,
@@ -864,8 +877,12 @@ impl RedisQueue {
         let Some(config) = config else {
             return Ok(None);
         };
-        let mut endpoint = codec::endpoint_from_json(&config, disabled.as_deref() == Some("1"))?;
-        endpoint.id = id.to_owned();
+        let endpoint = codec::endpoint_from_json(
+            &config,
+            id,
+            disabled.as_deref() == Some("1"),
+            self.keys.as_deref(),
+        )?;
         Ok(Some(endpoint))
     }
 }
@@ -947,7 +964,7 @@ fn glob_escape(s: &str) -> String {
 impl Queue for RedisQueue {
     fn put_endpoint<'a>(&'a self, endpoint: &'a Endpoint) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            let config = codec::endpoint_to_json(endpoint)?;
+            let config = codec::endpoint_to_json(endpoint, self.keys.as_deref())?;
             let key = self.key(format!("ep:{}", endpoint.id).as_bytes());
             let mut conn = self.conn.clone();
             // `disabled` is written only for a new endpoint (HSETNX).
