@@ -379,6 +379,36 @@ impl Endpoint {
         self
     }
 
+    /// [`EndpointError::PlainHttp`] for the first `http://` URL, unless
+    /// this endpoint allows plain HTTP. Workers check it before each
+    /// delivery (their SSRF policy may allow plain HTTP for all endpoints);
+    /// tools that register endpoints check it up front.
+    ///
+    /// ```
+    /// use hookgate_core::Scheme;
+    /// use hookgate_sender::{Endpoint, EndpointError};
+    /// let ep = Endpoint::new("e", "http://127.0.0.1:8080/h", Scheme::GitHub, "s")?;
+    /// assert!(matches!(ep.check_https(), Err(EndpointError::PlainHttp { index: 1 })));
+    /// assert!(ep.allowing_http(true).check_https().is_ok());
+    /// # Ok::<(), hookgate_sender::EndpointError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`EndpointError::PlainHttp`].
+    pub fn check_https(&self) -> Result<(), EndpointError> {
+        if self.allow_http {
+            return Ok(());
+        }
+        match self
+            .urls
+            .iter()
+            .position(|u| parse_url(u).is_ok_and(|p| p.scheme() == "http"))
+        {
+            Some(i) => Err(EndpointError::PlainHttp { index: i + 1 }),
+            None => Ok(()),
+        }
+    }
+
     /// Present `identity` to the receiver (mTLS).
     #[must_use]
     pub fn with_client_identity(mut self, identity: ClientIdentity) -> Self {

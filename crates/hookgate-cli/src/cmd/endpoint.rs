@@ -7,6 +7,10 @@
 //! create nothing (a namespace that does not exist is an error). `remove`
 //! deletes the record; queued messages stay and are dead-lettered
 //! (replayable) when a worker next takes them.
+//!
+//! With `HOOKGATE_ENCRYPTION_KEY` (or `_FILE`) set, secrets, header values,
+//! full URLs and client keys are stored encrypted; `rekey` re-encrypts
+//! everything under the newest key. `http://` URLs need `--allow-http`.
 
 use std::{process::ExitCode, time::Duration};
 
@@ -72,6 +76,13 @@ enum Command {
         /// Endpoint id.
         id: String,
     },
+    /// Re-encrypt every endpoint under the newest key of
+    /// HOOKGATE_ENCRYPTION_KEY (sealing those stored unencrypted), so that
+    /// older keys can be dropped from the list afterwards.
+    #[command(after_help = "Key rotation:
+  HOOKGATE_ENCRYPTION_KEY=new:BASE64,old:BASE64 hookgate endpoint rekey --store ...
+  # then drop old: from the list everywhere")]
+    Rekey,
 }
 
 #[derive(Debug, clap::Args)]
@@ -92,6 +103,23 @@ struct AddArgs {
     /// Replace a stored endpoint of this id with this configuration.
     #[arg(long)]
     update: bool,
+    /// Allow plain `http://` URLs for this endpoint (refused by default:
+    /// payload, signature and headers would cross the network in clear).
+    #[arg(long)]
+    allow_http: bool,
+    /// Rotation: the first --secret becomes the current one and every other
+    /// --secret keeps signing for this long (Standard Webhooks and Stripe
+    /// send a signature by each; single-signature schemes keep the old one
+    /// until it expires, then switch). Give the receiver the new secret first.
+    #[arg(long, value_name = "DURATION", value_parser = super::parse_duration)]
+    secret_expires: Option<Duration>,
+    /// Client certificate chain (PEM) presented to the receiver (mTLS);
+    /// stored encrypted with the secrets. Needs --client-key.
+    #[arg(long, value_name = "FILE", requires = "client_key")]
+    client_cert: Option<std::path::PathBuf>,
+    /// Private key (PEM) of --client-cert.
+    #[arg(long, value_name = "FILE", requires = "client_cert")]
+    client_key: Option<std::path::PathBuf>,
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -113,6 +141,13 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         match args.command {
             Command::Add(add) => {
                 let endpoint = build(&add)?;
+                if super::queue::keyring()?.is_none() {
+                    eprintln!(
+                        "hookgate endpoint: warning: no encryption key (HOOKGATE_ENCRYPTION_KEY \
+                         or HOOKGATE_ENCRYPTION_KEY_FILE): the endpoint's secrets and header \
+                         values are stored UNENCRYPTED"
+                    );
+                }
                 let id = endpoint.id.clone();
                 let sender = Sender::new(queue);
                 let result = if add.update {
@@ -195,6 +230,23 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                 println!("{id} disabled");
                 Ok(ExitCode::SUCCESS)
             }
+            Command::Rekey => {
+                let Some(keys) = super::queue::keyring()? else {
+                    anyhow::bail!(
+                        "rekey needs the keys: set HOOKGATE_ENCRYPTION_KEY (newest first) or \
+                         HOOKGATE_ENCRYPTION_KEY_FILE"
+                    );
+                };
+                let report = hookgate_sender::seal::rekey(&*queue)
+                    .await
+                    .context("cannot re-encrypt the endpoints (nothing was written)")?;
+                println!(
+                    "{} endpoint(s) re-encrypted under key {}",
+                    report.rewritten,
+                    keys.primary_id()
+                );
+                Ok(ExitCode::SUCCESS)
+            }
         }
     })
 }
@@ -213,10 +265,32 @@ fn build(add: &AddArgs) -> anyhow::Result<Endpoint> {
         oldest.clone(),
     )
     .context("invalid endpoint")?;
-    for secret in newer.iter().rev() {
-        endpoint = endpoint
-            .with_secret(secret.clone())
-            .context("invalid --secret")?;
+    match add.secret_expires {
+        // Rotation: the older secrets sign until the expiry, the first is current.
+        Some(grace) => {
+            for secret in newer.iter().skip(1).rev() {
+                endpoint = endpoint
+                    .with_secret(secret.clone())
+                    .context("invalid --secret")?;
+            }
+            let Some(newest) = newer.first() else {
+                anyhow::bail!(
+                    "--secret-expires needs two --secret: the new one first, then the old"
+                );
+            };
+            let expires_at_ms = hookgate_sender::now_ms()
+                .saturating_add(i64::try_from(grace.as_millis()).unwrap_or(i64::MAX));
+            endpoint = endpoint
+                .rotate_secret(newest.clone(), expires_at_ms)
+                .context("invalid --secret")?;
+        }
+        None => {
+            for secret in newer.iter().rev() {
+                endpoint = endpoint
+                    .with_secret(secret.clone())
+                    .context("invalid --secret")?;
+            }
+        }
     }
     for url in &add.urls[1..] {
         endpoint = endpoint.with_url(url.clone()).context("invalid --url")?;
@@ -231,6 +305,18 @@ fn build(add: &AddArgs) -> anyhow::Result<Endpoint> {
         endpoint = endpoint
             .with_header(name.trim(), value.trim())
             .context("invalid --header")?;
+    }
+    endpoint = endpoint.allowing_http(add.allow_http);
+    if let Err(e) = endpoint.check_https() {
+        return Err(anyhow::Error::new(e));
+    }
+    if let (Some(cert), Some(key)) = (&add.client_cert, &add.client_key) {
+        let read = |path: &std::path::Path| {
+            std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+        };
+        let identity = hookgate_sender::ClientIdentity::from_pem(read(cert)?, read(key)?)
+            .context("invalid --client-cert / --client-key")?;
+        endpoint = endpoint.with_client_identity(identity);
     }
     if let Some(timeout) = add.timeout {
         endpoint = endpoint
@@ -251,6 +337,12 @@ fn endpoint_json(e: &Endpoint) -> serde_json::Value {
         "timeout_ms": u64::try_from(e.timeout.as_millis()).unwrap_or(u64::MAX),
         "connect_timeout_ms": u64::try_from(e.connect_timeout.as_millis()).unwrap_or(u64::MAX),
         "disabled": e.disabled,
+        "allow_http": e.allow_http,
+        "client_certificate": e.client_identity.is_some(),
+        "previous_secrets": e.previous_secrets.iter().map(|p| serde_json::json!({
+            "secret": "***",
+            "expires_at_ms": p.expires_at_ms,
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -266,6 +358,21 @@ fn print_endpoint(e: &Endpoint, json: bool) {
         }
         println!("scheme:   {}", e.scheme.name());
         println!("secrets:  {} (masked)", e.secrets.len());
+        for p in &e.previous_secrets {
+            println!(
+                "previous: *** (signs until {})",
+                humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH
+                        + Duration::from_millis(u64::try_from(p.expires_at_ms).unwrap_or(0))
+                )
+            );
+        }
+        if e.client_identity.is_some() {
+            println!("mtls:     client certificate (masked)");
+        }
+        if e.allow_http {
+            println!("http:     plain http:// allowed");
+        }
         for h in &headers {
             println!("header:   {h}");
         }

@@ -58,6 +58,10 @@ pub(crate) struct Args {
     /// Allow loopback and private addresses (the SSRF guard refuses them by default).
     #[arg(long)]
     allow_private: bool,
+    /// Deliver to plain `http://` URLs of every endpoint (refused by
+    /// default unless the endpoint was added with `--allow-http`).
+    #[arg(long)]
+    allow_http: bool,
     /// Allow this network (CIDR) whatever its range; repeatable.
     #[arg(long = "allow", value_name = "CIDR")]
     allow: Vec<String>,
@@ -117,7 +121,11 @@ async fn work(args: Args) -> anyhow::Result<ExitCode> {
     let worker = Worker::builder(queue.clone())
         .with_concurrency(args.concurrency)
         .with_retry_policy(policy.clone())
-        .with_ssrf_policy(super::send::ssrf_policy(args.allow_private, &args.allow)?)
+        .with_ssrf_policy(super::send::ssrf_policy(
+            args.allow_private,
+            args.allow_http,
+            &args.allow,
+        )?)
         .with_on_attempt(|r| {
             eprintln!(
                 "{} {} {}",
