@@ -35,6 +35,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod audit;
 pub mod bulk;
 pub mod decide;
 pub mod delivery;

@@ -427,11 +427,13 @@ pub(crate) struct Sealed {
 }
 
 /// What [`rekey`] did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RekeyReport {
     /// Endpoints rewritten (under the queue's newest key).
     pub rewritten: u64,
+    /// Their ids.
+    pub endpoints: Vec<String>,
 }
 
 /// Rewrite every endpoint of `queue` under its newest key (sealing those
@@ -451,6 +453,7 @@ pub async fn rekey(queue: &dyn Queue) -> Result<RekeyReport, QueueError> {
     for endpoint in &endpoints {
         queue.put_endpoint(endpoint).await?;
         report.rewritten += 1;
+        report.endpoints.push(endpoint.id.clone());
     }
     Ok(report)
 }

@@ -965,7 +965,16 @@ impl Shared {
                         )
                         .await
                     {
-                        Ok(()) => tracing::warn!("receiver answered 410 Gone; endpoint disabled"),
+                        Ok(()) => {
+                            tracing::warn!("receiver answered 410 Gone; endpoint disabled");
+                            let change = crate::audit::Change::Disabled {
+                                reason: "receiver answered 410 Gone".into(),
+                            };
+                            let audit = self.queue.append_audit(&key.endpoint, "worker", &change);
+                            if let Err(e) = self.bounded("audit", audit).await {
+                                tracing::warn!(error = %e, "recording the disable in the audit trail failed");
+                            }
+                        }
                         Err(e) => tracing::warn!(error = %e, "disabling endpoint failed"),
                     }
                     self.forget_endpoint(&key.endpoint);

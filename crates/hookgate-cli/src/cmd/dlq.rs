@@ -671,6 +671,13 @@ impl Replayer {
                 self.store
                     .set_endpoint_disabled(&key.endpoint, false)
                     .await?;
+                hookgate_sender::audit::record(
+                    &*self.store,
+                    &key.endpoint,
+                    &super::endpoint::actor(),
+                    &[hookgate_sender::audit::Change::Enabled],
+                )
+                .await?;
                 if !self.json {
                     println!("endpoint {} enabled (--enable)", key.endpoint);
                 }

@@ -11,6 +11,8 @@
 //! With `HOOKGATE_ENCRYPTION_KEY` (or `_FILE`) set, secrets, header values,
 //! full URLs and client keys are stored encrypted; `rekey` re-encrypts
 //! everything under the newest key. `http://` URLs need `--allow-http`.
+//! Every change is appended to the endpoint's audit trail with the OS user
+//! as actor; `history` shows it.
 
 use std::{process::ExitCode, time::Duration};
 
@@ -75,6 +77,21 @@ enum Command {
     Disable {
         /// Endpoint id.
         id: String,
+        /// Why (kept in the audit trail).
+        #[arg(long, value_name = "TEXT", default_value = "disabled by an operator")]
+        reason: String,
+    },
+    /// The endpoint's audit trail: who changed what, and when (never
+    /// secret or header values). Kept after the endpoint is removed.
+    History {
+        /// Endpoint id.
+        id: String,
+        /// One JSON object per line instead of text.
+        #[arg(long)]
+        json: bool,
+        /// The last N entries.
+        #[arg(long, value_name = "N", default_value_t = 100)]
+        limit: usize,
     },
     /// Re-encrypt every endpoint under the newest key of
     /// HOOKGATE_ENCRYPTION_KEY (sealing those stored unencrypted), so that
@@ -133,7 +150,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     runtime.block_on(async move {
         let (ns, ca) = (args.namespace.as_deref(), args.store_ca.as_deref());
         // Looking (`show`) creates nothing; a namespace that does not exist is an error.
-        let queue = if matches!(args.command, Command::Show { .. } | Command::List { .. }) {
+        let queue = if matches!(
+            args.command,
+            Command::Show { .. } | Command::List { .. } | Command::History { .. }
+        ) {
             super::queue::open_read_only(&store, ns, ca).await?
         } else {
             super::queue::open(&store, ns, ca).await?.0
@@ -149,7 +169,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                     );
                 }
                 let id = endpoint.id.clone();
-                let sender = Sender::new(queue);
+                let sender = Sender::new(queue).with_actor(actor());
                 let result = if add.update {
                     sender.update_endpoint(endpoint).await
                 } else {
@@ -196,7 +216,11 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             Command::Remove { id } => {
-                if queue.remove_endpoint(&id).await? {
+                if Sender::new(queue)
+                    .with_actor(actor())
+                    .remove_endpoint(&id)
+                    .await?
+                {
                     println!("{id} removed");
                     Ok(ExitCode::SUCCESS)
                 } else {
@@ -214,20 +238,54 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::from(1))
                 }
             },
-            Command::Enable { id } | Command::Disable { id }
+            Command::Enable { id } | Command::Disable { id, .. }
                 if queue.get_endpoint(&id).await?.is_none() =>
             {
                 eprintln!("hookgate endpoint: no endpoint {id}");
                 Ok(ExitCode::from(1))
             }
             Command::Enable { id } => {
-                queue.set_endpoint_disabled(&id, false).await?;
+                Sender::new(queue)
+                    .with_actor(actor())
+                    .set_endpoint_disabled(&id, false, "")
+                    .await?;
                 println!("{id} enabled");
                 Ok(ExitCode::SUCCESS)
             }
-            Command::Disable { id } => {
-                queue.set_endpoint_disabled(&id, true).await?;
+            Command::Disable { id, reason } => {
+                Sender::new(queue)
+                    .with_actor(actor())
+                    .set_endpoint_disabled(&id, true, &reason)
+                    .await?;
                 println!("{id} disabled");
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::History { id, json, limit } => {
+                let entries = queue.endpoint_history(&id, limit).await?;
+                if entries.is_empty() {
+                    eprintln!("hookgate endpoint: no audit entries for {id}");
+                    return Ok(ExitCode::from(1));
+                }
+                for e in &entries {
+                    let at = humantime::format_rfc3339_millis(
+                        std::time::UNIX_EPOCH
+                            + Duration::from_millis(u64::try_from(e.at_ms).unwrap_or(0)),
+                    );
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::json!({
+                                "endpoint": e.endpoint,
+                                "at": at.to_string(),
+                                "at_ms": e.at_ms,
+                                "actor": e.actor,
+                                "change": e.change,
+                            })
+                        );
+                    } else {
+                        println!("{at}  {:<16} {}", e.actor, e.change);
+                    }
+                }
                 Ok(ExitCode::SUCCESS)
             }
             Command::Rekey => {
@@ -240,6 +298,19 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                 let report = hookgate_sender::seal::rekey(&*queue)
                     .await
                     .context("cannot re-encrypt the endpoints (nothing was written)")?;
+                let change = hookgate_sender::audit::Change::Rekeyed {
+                    key_id: keys.primary_id().to_owned(),
+                };
+                for id in &report.endpoints {
+                    hookgate_sender::audit::record(
+                        &*queue,
+                        id,
+                        &actor(),
+                        std::slice::from_ref(&change),
+                    )
+                    .await
+                    .context("re-encrypted, but the audit entry was not stored")?;
+                }
                 println!(
                     "{} endpoint(s) re-encrypted under key {}",
                     report.rewritten,
@@ -379,4 +450,14 @@ fn print_endpoint(e: &Endpoint, json: bool) {
         println!("timeout:  {}", humantime::format_duration(e.timeout));
         println!("disabled: {}", e.disabled);
     }
+}
+
+/// Who the audit trail names for changes made by this command: the OS user
+/// (`USER`, `LOGNAME` or `USERNAME`), as `hookgate-cli:<user>`.
+pub(crate) fn actor() -> String {
+    let user = ["USER", "LOGNAME", "USERNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
+        .unwrap_or_else(|| "unknown".to_owned());
+    format!("hookgate-cli:{user}")
 }

@@ -71,6 +71,10 @@ pub(crate) struct Args {
     /// Do not run the maintenance tasks (rescuer, pruner) in this process.
     #[arg(long)]
     no_maintenance: bool,
+    /// How long the pruner keeps endpoint audit trail entries (`hookgate
+    /// endpoint history`).
+    #[arg(long, value_name = "DURATION", default_value = "365days", value_parser = super::parse_duration)]
+    audit_retention: Duration,
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -140,7 +144,9 @@ async fn work(args: Args) -> anyhow::Result<ExitCode> {
     let maintenance = (!args.no_maintenance).then(|| {
         Runner::new(lock)
             .with_task(Arc::new(Rescuer::new(queue.clone(), policy)))
-            .with_task(Arc::new(Pruner::new(queue.clone())))
+            .with_task(Arc::new(
+                Pruner::new(queue.clone()).with_audit_retention(args.audit_retention),
+            ))
             .with_interval(Duration::from_secs(30))
             .spawn()
     });

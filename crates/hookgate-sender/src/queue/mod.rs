@@ -681,6 +681,42 @@ pub trait Queue: Send + Sync + 'static {
     /// **without** counting another attempt (their lease already counted
     /// one), so the rescuer can run them through the retry policy.
     fn rescue(&self, max: usize, lease: Duration) -> BoxFuture<'_, Result<Vec<Leased>>>;
+
+    /// Append one entry to `endpoint`'s audit trail ([`crate::audit`]),
+    /// stamped with the store's clock. Entries are never changed; they
+    /// outlive the endpoint's removal and go only through
+    /// [`prune_audit`](Self::prune_audit). The default (for queues without
+    /// an audit trail) is a `Config` error.
+    fn append_audit<'a>(
+        &'a self,
+        endpoint: &'a str,
+        actor: &'a str,
+        change: &'a crate::audit::Change,
+    ) -> BoxFuture<'a, Result<()>> {
+        let _ = (endpoint, actor, change);
+        Box::pin(std::future::ready(Err(no_audit())))
+    }
+
+    /// The last `limit` entries of `endpoint`'s audit trail, oldest first.
+    fn endpoint_history<'a>(
+        &'a self,
+        endpoint: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<crate::audit::AuditEntry>>> {
+        let _ = (endpoint, limit);
+        Box::pin(std::future::ready(Err(no_audit())))
+    }
+
+    /// Maintenance (the pruner): delete up to `max` audit entries recorded
+    /// longer ago than `retention` (store clock). Returns how many.
+    fn prune_audit(&self, retention: Duration, max: usize) -> BoxFuture<'_, Result<u64>> {
+        let _ = (retention, max);
+        Box::pin(std::future::ready(Ok(0)))
+    }
+}
+
+fn no_audit() -> QueueError {
+    QueueError::new(QueueErrorKind::Config, "this queue keeps no audit trail")
 }
 
 // `Arc<dyn Queue>` is how workers and senders share one queue.
@@ -763,6 +799,24 @@ impl<T: Queue + ?Sized> Queue for std::sync::Arc<T> {
     }
     fn rescue(&self, max: usize, lease: Duration) -> BoxFuture<'_, Result<Vec<Leased>>> {
         (**self).rescue(max, lease)
+    }
+    fn append_audit<'a>(
+        &'a self,
+        endpoint: &'a str,
+        actor: &'a str,
+        change: &'a crate::audit::Change,
+    ) -> BoxFuture<'a, Result<()>> {
+        (**self).append_audit(endpoint, actor, change)
+    }
+    fn endpoint_history<'a>(
+        &'a self,
+        endpoint: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<crate::audit::AuditEntry>>> {
+        (**self).endpoint_history(endpoint, limit)
+    }
+    fn prune_audit(&self, retention: Duration, max: usize) -> BoxFuture<'_, Result<u64>> {
+        (**self).prune_audit(retention, max)
     }
 }
 

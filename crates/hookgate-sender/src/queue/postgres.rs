@@ -124,6 +124,8 @@ struct Names {
     endpoints: String,
     deliveries: String,
     attempts: String,
+    /// The endpoints' audit trail.
+    audit: String,
 }
 
 impl Names {
@@ -136,6 +138,7 @@ impl Names {
             endpoints: t("endpoints"),
             deliveries: t("deliveries"),
             attempts: t("attempts"),
+            audit: t("endpoint_audit"),
         }
     }
 }
@@ -380,6 +383,15 @@ impl PostgresQueue {
                 WHERE state = 'dead';
             CREATE INDEX IF NOT EXISTS "{p}deliveries_held" ON {deliveries} (endpoint)
                 WHERE state = 'held';
+            CREATE TABLE IF NOT EXISTS {audit} (
+                seq bigserial PRIMARY KEY,
+                endpoint text COLLATE "C" NOT NULL,
+                at_ms bigint NOT NULL,
+                actor text NOT NULL,
+                change jsonb NOT NULL
+            );
+            CREATE INDEX IF NOT EXISTS "{p}endpoint_audit_endpoint" ON {audit} (endpoint, seq);
+            CREATE INDEX IF NOT EXISTS "{p}endpoint_audit_at" ON {audit} (at_ms);
             CREATE TABLE IF NOT EXISTS {attempts} (
                 endpoint text COLLATE "C" NOT NULL,
                 message_id text COLLATE "C" NOT NULL,
@@ -408,6 +420,7 @@ impl PostgresQueue {
             endpoints = n.endpoints,
             deliveries = n.deliveries,
             attempts = n.attempts,
+            audit = n.audit,
             old_dead = old_dead,
             old_dead_lit = old_dead.replace('\'', "''"),
         );
@@ -1208,6 +1221,88 @@ impl PostgresQueue {
         Ok(n > 0)
     }
 
+    async fn do_append_audit(
+        &self,
+        endpoint: &str,
+        actor: &str,
+        change: &crate::audit::Change,
+    ) -> Result<()> {
+        let json = serde_json::to_string(change).map_err(|e| {
+            QueueError::new(QueueErrorKind::Backend, "cannot encode audit entry").with_source(e)
+        })?;
+        let sql = self.sql("do_append_audit", || {
+            format!(
+                "INSERT INTO {} (endpoint, at_ms, actor, change) VALUES ($1, {NOW_MS}, $2, $3::text::jsonb)",
+                self.names.audit
+            )
+        });
+        let client = self.client().await?;
+        client
+            .execute(
+                &prepare(&client, &sql).await?,
+                &[&endpoint, &crate::audit::bounded_actor(actor), &json],
+            )
+            .await
+            .map_err(|e| pg_error("append_audit", e))?;
+        Ok(())
+    }
+
+    async fn do_endpoint_history(
+        &self,
+        endpoint: &str,
+        limit: usize,
+    ) -> Result<Vec<crate::audit::AuditEntry>> {
+        let sql = self.sql("do_endpoint_history", || {
+            format!(
+                "SELECT at_ms, actor, change::text FROM
+                   (SELECT seq, at_ms, actor, change FROM {} WHERE endpoint = $1
+                     ORDER BY seq DESC LIMIT $2) AS last
+                  ORDER BY seq",
+                self.names.audit
+            )
+        });
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &prepare(&client, &sql).await?,
+                &[&endpoint, &to_i64(limit as u64)],
+            )
+            .await
+            .map_err(|e| pg_error("endpoint_history", e))?;
+        rows.iter()
+            .map(|row| {
+                let change: String = get(row, 2)?;
+                Ok(crate::audit::AuditEntry {
+                    endpoint: endpoint.to_owned(),
+                    at_ms: get(row, 0)?,
+                    actor: get(row, 1)?,
+                    change: serde_json::from_str(&change).map_err(|e| {
+                        QueueError::new(QueueErrorKind::Backend, "stored audit entry: not valid")
+                            .with_source(e)
+                    })?,
+                })
+            })
+            .collect()
+    }
+
+    async fn do_prune_audit(&self, retention: Duration, max: usize) -> Result<u64> {
+        let sql = self.sql("do_prune_audit", || {
+            format!(
+                "DELETE FROM {a} WHERE seq IN
+                   (SELECT seq FROM {a} WHERE at_ms <= {NOW_MS} - $1 ORDER BY seq LIMIT $2)",
+                a = self.names.audit
+            )
+        });
+        let client = self.client().await?;
+        client
+            .execute(
+                &prepare(&client, &sql).await?,
+                &[&millis(retention), &to_i64(max as u64)],
+            )
+            .await
+            .map_err(|e| pg_error("prune_audit", e))
+    }
+
     async fn do_set_endpoint_disabled(&self, id: &str, disabled: bool) -> Result<()> {
         let sql = self.sql("do_set_endpoint_disabled", || {
             format!(
@@ -1358,6 +1453,27 @@ impl Queue for PostgresQueue {
 
     fn rescue(&self, max: usize, lease: Duration) -> BoxFuture<'_, Result<Vec<Leased>>> {
         Box::pin(self.do_rescue(max, lease))
+    }
+
+    fn append_audit<'a>(
+        &'a self,
+        endpoint: &'a str,
+        actor: &'a str,
+        change: &'a crate::audit::Change,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.do_append_audit(endpoint, actor, change))
+    }
+
+    fn endpoint_history<'a>(
+        &'a self,
+        endpoint: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<crate::audit::AuditEntry>>> {
+        Box::pin(self.do_endpoint_history(endpoint, limit))
+    }
+
+    fn prune_audit(&self, retention: Duration, max: usize) -> BoxFuture<'_, Result<u64>> {
+        Box::pin(self.do_prune_audit(retention, max))
     }
 }
 

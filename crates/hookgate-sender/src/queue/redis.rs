@@ -887,6 +887,23 @@ impl RedisQueue {
     }
 }
 
+/// Lua: KEYS[1] the endpoint's audit list, KEYS[2] the set of audit lists,
+/// ARGV[1] the entry's JSON (actor and change). Appends `<ms>|<json>` at
+/// the store's time.
+const APPEND_AUDIT: &str = "local t = redis.call('TIME')
+local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('RPUSH', KEYS[1], ms .. '|' .. ARGV[1])
+redis.call('SADD', KEYS[2], KEYS[1])
+return ms
+";
+
+/// An audit list item's JSON after the `<ms>|` prefix.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct AuditItem {
+    actor: String,
+    change: crate::audit::Change,
+}
+
 /// Lua: KEYS[1] the lock, ARGV[1] token, ARGV[2] ttl ms. Renew if held by
 /// the token, else take it if free.
 const LEAD: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -935,6 +952,116 @@ impl crate::maintenance::LeaderLock for RedisLeaderLock {
 }
 
 impl RedisQueue {
+    async fn do_append_audit(
+        &self,
+        endpoint: &str,
+        actor: &str,
+        change: &crate::audit::Change,
+    ) -> Result<()> {
+        static SCRIPT: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
+        let script = SCRIPT.get_or_init(|| Script::new(APPEND_AUDIT));
+        let json = serde_json::to_string(&AuditItem {
+            actor: crate::audit::bounded_actor(actor).to_owned(),
+            change: change.clone(),
+        })
+        .map_err(|e| {
+            QueueError::new(QueueErrorKind::Backend, "cannot encode audit entry").with_source(e)
+        })?;
+        let mut conn = self.conn.clone();
+        script
+            .key(self.key(format!("audit:{endpoint}").as_bytes()))
+            .key(self.key(b"audit-lists"))
+            .arg(json)
+            .invoke_async::<i64>(&mut conn)
+            .await
+            .map_err(|e| redis_error("append_audit", e))?;
+        Ok(())
+    }
+
+    async fn do_endpoint_history(
+        &self,
+        endpoint: &str,
+        limit: usize,
+    ) -> Result<Vec<crate::audit::AuditEntry>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        let items: Vec<String> = redis::cmd("LRANGE")
+            .arg(self.key(format!("audit:{endpoint}").as_bytes()))
+            .arg(-i64::try_from(limit).unwrap_or(i64::MAX))
+            .arg(-1)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| redis_error("endpoint_history", e))?;
+        items
+            .iter()
+            .map(|item| {
+                let bad =
+                    || QueueError::new(QueueErrorKind::Backend, "stored audit entry: not valid");
+                let (ms, json) = item.split_once('|').ok_or_else(bad)?;
+                let parsed: AuditItem =
+                    serde_json::from_str(json).map_err(|e| bad().with_source(e))?;
+                Ok(crate::audit::AuditEntry {
+                    endpoint: endpoint.to_owned(),
+                    at_ms: ms.parse().map_err(|_| bad())?,
+                    actor: parsed.actor,
+                    change: parsed.change,
+                })
+            })
+            .collect()
+    }
+
+    async fn do_prune_audit(&self, retention: Duration, max: usize) -> Result<u64> {
+        let mut conn = self.conn.clone();
+        let (secs, micros): (i64, i64) = redis::cmd("TIME")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| redis_error("prune_audit", e))?;
+        let cutoff = (secs * 1000 + micros / 1000).saturating_sub(delay_ms(retention));
+        let index = self.key(b"audit-lists");
+        let lists: Vec<Vec<u8>> = redis::cmd("SMEMBERS")
+            .arg(&index)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| redis_error("prune_audit", e))?;
+        let mut pruned: u64 = 0;
+        for list in lists {
+            let budget = max.saturating_sub(usize::try_from(pruned).unwrap_or(usize::MAX));
+            if budget == 0 {
+                break;
+            }
+            // Items are appended in time order: the old ones are a prefix.
+            let head: Vec<String> = redis::cmd("LRANGE")
+                .arg(&list)
+                .arg(0)
+                .arg(i64::try_from(budget).unwrap_or(i64::MAX) - 1)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| redis_error("prune_audit", e))?;
+            let old = head
+                .iter()
+                .take_while(|item| {
+                    item.split_once('|')
+                        .and_then(|(ms, _)| ms.parse::<i64>().ok())
+                        .is_some_and(|ms| ms <= cutoff)
+                })
+                .count();
+            if old > 0 {
+                // Appends go to the tail, so trimming the head is safe.
+                redis::cmd("LTRIM")
+                    .arg(&list)
+                    .arg(old)
+                    .arg(-1)
+                    .query_async::<()>(&mut conn)
+                    .await
+                    .map_err(|e| redis_error("prune_audit", e))?;
+                pruned += old as u64;
+            }
+        }
+        Ok(pruned)
+    }
+
     /// A maintenance leader lock for the processes sharing this queue,
     /// held for `ttl` after each renewal (use more than the runner's
     /// interval plus jitter).
@@ -1217,6 +1344,27 @@ impl Queue for RedisQueue {
                 .map_err(|e| redis_error("rescue", e))?;
             rows.into_iter().map(leased_from_fields).collect()
         })
+    }
+
+    fn append_audit<'a>(
+        &'a self,
+        endpoint: &'a str,
+        actor: &'a str,
+        change: &'a crate::audit::Change,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.do_append_audit(endpoint, actor, change))
+    }
+
+    fn endpoint_history<'a>(
+        &'a self,
+        endpoint: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<crate::audit::AuditEntry>>> {
+        Box::pin(self.do_endpoint_history(endpoint, limit))
+    }
+
+    fn prune_audit(&self, retention: Duration, max: usize) -> BoxFuture<'_, Result<u64>> {
+        Box::pin(self.do_prune_audit(retention, max))
     }
 
     fn stats(&self) -> BoxFuture<'_, Result<QueueStats>> {
