@@ -24,8 +24,9 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// [`Endpoint::new`] refuses an id that is a URL with userinfo, query or
 /// fragment.
 ///
-/// The queues store the record itself (secrets included) as statement
-/// parameters or values. tokio-postgres logs every statement's parameters at
+/// The Postgres and Redis queues store the record with its credentials
+/// sealed under the operator's keys when they have a keyring
+/// ([`crate::seal`]), in clear otherwise, as statement parameters or values. tokio-postgres logs every statement's parameters at
 /// `DEBUG` under the `tracing` target `tokio_postgres::query`: keep that
 /// target at `INFO` or off wherever logs are kept (`hookgate` does).
 #[derive(Clone)]

@@ -18,7 +18,11 @@
 //! table prefix (default `hookgate_`):
 //!
 //! - `endpoints (id, config jsonb, disabled)`. **`config` holds the endpoint's
-//!   secret strings**: grant access to this table as you would to the secrets.
+//!   secret strings** unless the queue has a keyring
+//!   ([`with_keyring`](PostgresQueue::with_keyring), [`crate::seal`]), which
+//!   seals them: grant access to this table as you would to the secrets.
+//! - `endpoint_audit (seq, endpoint, at_ms, actor, change jsonb)`: the audit
+//!   trail of endpoint changes ([`crate::audit`]), no secret values.
 //! - `deliveries (endpoint, message_id, event_type, payload, created_at_ms,
 //!   state, attempts, next_attempt_at, lease_token, lease_until, reason,
 //!   reason_detail, finished_at)`, primary key `(endpoint, message_id)`. One

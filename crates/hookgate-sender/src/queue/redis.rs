@@ -30,7 +30,11 @@
 //! - `dlq` and `dlq:e:<endpoint>` (sorted sets): dead letters scored by the
 //!   time they died, for paging (all, and per endpoint);
 //! - `ep:<id>` (hash): an endpoint's configuration, **secret strings
-//!   included** (`config`), and its `disabled` flag.
+//!   included** (`config`) unless the queue has a keyring
+//!   ([`with_keyring`](RedisQueue::with_keyring), [`crate::seal`]), and its
+//!   `disabled` flag;
+//! - `audit:<id>` (list) and `audit-lists` (set): the endpoint's audit trail
+//!   ([`crate::audit`]), items `<ms>|<json>` appended at the store's time.
 //!
 //! # Atomicity and time
 //!
