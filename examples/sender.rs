@@ -35,7 +35,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let (done_tx, mut done) = tokio::sync::mpsc::unbounded_channel();
     let worker = Worker::builder(queue)
-        .with_ssrf_policy(hookgate::sender::ssrf::SsrfPolicy::new().allow("127.0.0.0/8".parse()?))
+        .with_ssrf_policy(
+            hookgate::sender::ssrf::SsrfPolicy::new()
+                .allow("127.0.0.0/8".parse()?)
+                .allow_plain_http(),
+        )
         .with_on_attempt(move |r| {
             println!("attempt {} of {}: {:?}", r.number, r.key.message_id, r.next);
             let _ = done_tx.send(r.next.clone());

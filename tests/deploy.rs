@@ -341,7 +341,7 @@ async fn rules_and_dashboard_use_only_metrics_a_real_run_emits() {
         }
     }
     let worker = Worker::builder(queue.clone())
-        .with_ssrf_policy(SsrfPolicy::new().allow_private())
+        .with_ssrf_policy(SsrfPolicy::new().allow_private().allow_plain_http())
         .with_retry_policy(
             RetryPolicy::new()
                 .with_base_delay(Duration::from_millis(10))

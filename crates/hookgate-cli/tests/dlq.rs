@@ -25,6 +25,7 @@ async fn send_failing(store: &str, ns: &str, url: &str, endpoint: &str, id: &str
             "--endpoint",
             endpoint,
             "--allow-private",
+            "--allow-http",
             "--max-attempts",
             "2",
             "--base-delay",
@@ -104,7 +105,12 @@ async fn story(store: &str, ns: &str, queue: Arc<dyn Queue>) {
 
     // The receiver recovers: replay one, then all of endpoint `ep`.
     receiver.set_fallback(200);
-    let out = dlq(&["replay", "m1", "--allow-private"], store, ns).await;
+    let out = dlq(
+        &["replay", "m1", "--allow-private", "--allow-http"],
+        store,
+        ns,
+    )
+    .await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(
         stdout(&out).contains("m1 (ep): delivered"),
@@ -118,6 +124,7 @@ async fn story(store: &str, ns: &str, queue: Arc<dyn Queue>) {
             "--endpoint",
             "ep",
             "--allow-private",
+            "--allow-http",
             "--json",
         ],
         store,
@@ -144,7 +151,12 @@ async fn story(store: &str, ns: &str, queue: Arc<dyn Queue>) {
 
     // A replay that fails again keeps the dead letter, history appended.
     receiver.set_fallback(503);
-    let out = dlq(&["replay", "m4", "--allow-private"], store, ns).await;
+    let out = dlq(
+        &["replay", "m4", "--allow-private", "--allow-http"],
+        store,
+        ns,
+    )
+    .await;
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stdout(&out).contains("m4 (other): failed: exhausted (last: HTTP 503"),
@@ -209,6 +221,7 @@ async fn story(store: &str, ns: &str, queue: Arc<dyn Queue>) {
             "--endpoint",
             "ep",
             "--allow-private",
+            "--allow-http",
             "--store",
             store,
             "--namespace",
@@ -240,6 +253,7 @@ async fn story(store: &str, ns: &str, queue: Arc<dyn Queue>) {
             "--endpoint",
             "ep",
             "--allow-private",
+            "--allow-http",
             "--store",
             store,
             "--namespace",

@@ -65,6 +65,7 @@ async fn send_with_credentials(store: &str, ns: &str) -> String {
             "--base-delay",
             "10ms",
             "--allow-private",
+            "--allow-http",
             "--store",
             store,
             "--namespace",

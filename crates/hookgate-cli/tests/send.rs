@@ -11,7 +11,15 @@ async fn loopback_without_allow_private_is_refused_and_nothing_is_sent() {
     let receiver = Receiver::start(&[], 200).await;
     let url = receiver.url();
     let out = hookgate(
-        &["send", &url, "--secret", SECRET, "--data", r#"{"a":1}"#],
+        &[
+            "send",
+            &url,
+            "--allow-http",
+            "--secret",
+            SECRET,
+            "--data",
+            r#"{"a":1}"#,
+        ],
         None,
     )
     .await;
@@ -23,6 +31,30 @@ async fn loopback_without_allow_private_is_refused_and_nothing_is_sent() {
     );
     assert!(err.contains("--allow-private"), "{err}");
     assert!(stdout(&out).contains("attempt 1: error: refused"));
+    assert_eq!(receiver.count(), 0);
+}
+
+#[tokio::test]
+async fn plain_http_without_allow_http_is_refused_and_nothing_is_sent() {
+    let receiver = Receiver::start(&[], 200).await;
+    let url = receiver.url();
+    let out = hookgate(
+        &[
+            "send",
+            &url,
+            "--allow-private",
+            "--secret",
+            SECRET,
+            "--data",
+            "{}",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("URL 1 is plain http://"), "{err}");
+    assert!(err.contains("--allow-http"), "{err}");
     assert_eq!(receiver.count(), 0);
 }
 
@@ -41,6 +73,7 @@ async fn delivers_signed_with_allow_private() {
             "--id",
             "msg_cli_1",
             "--allow-private",
+            "--allow-http",
         ],
         None,
     )
@@ -72,6 +105,7 @@ async fn allow_list_opens_loopback_too() {
             "{}",
             "--allow",
             "127.0.0.0/8",
+            "--allow-http",
         ],
         None,
     )
@@ -93,6 +127,7 @@ async fn retries_are_printed_until_delivered() {
             "--data",
             "{}",
             "--allow-private",
+            "--allow-http",
             "--base-delay",
             "10ms",
             "--max-delay",
@@ -128,6 +163,7 @@ async fn exhausted_exits_1() {
             "--data",
             "{}",
             "--allow-private",
+            "--allow-http",
             "--max-attempts",
             "2",
             "--base-delay",
@@ -158,6 +194,7 @@ async fn permanent_400_is_not_retried() {
             "--data",
             "{}",
             "--allow-private",
+            "--allow-http",
         ],
         None,
     )
@@ -183,6 +220,7 @@ async fn data_from_file_and_stdin() {
             "--data",
             &at,
             "--allow-private",
+            "--allow-http",
         ],
         None,
     )
@@ -198,6 +236,7 @@ async fn data_from_file_and_stdin() {
             "--data",
             "-",
             "--allow-private",
+            "--allow-http",
         ],
         Some(br#"{"from":"stdin"}"#),
     )
@@ -348,6 +387,7 @@ async fn retry_after_beyond_max_delay_ends_as_a_dead_letter() {
             "--endpoint",
             "ep",
             "--allow-private",
+            "--allow-http",
             "--max-delay",
             "2s",
             "--store",
@@ -396,6 +436,7 @@ async fn interrupted_send_is_dead_lettered_as_interrupted() {
         "--endpoint",
         "ep",
         "--allow-private",
+        "--allow-http",
         "--max-delay",
         "60s",
         "--store",

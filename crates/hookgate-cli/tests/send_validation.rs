@@ -15,6 +15,7 @@ async fn send(url: &str, extra: &[&str]) -> std::process::Output {
         "--data",
         "{}",
         "--allow-private",
+        "--allow-http",
         "--max-attempts",
         "2",
     ];

@@ -189,6 +189,7 @@ async fn two_workers_deliver_every_enqueued_message_once_across_a_sigterm() {
             "shop",
             "--url",
             &url,
+            "--allow-http",
             "--scheme",
             "standard",
             "--secret",
@@ -247,6 +248,7 @@ async fn two_workers_deliver_every_enqueued_message_once_across_a_sigterm() {
             "--namespace",
             ns.as_str(),
             "--allow-private",
+            "--allow-http",
             "--concurrency",
             "8",
             "--shutdown-grace",
@@ -489,6 +491,7 @@ fn worker_metrics_count_its_traffic_and_ready_follows_its_redis() {
         "shop",
         "--url",
         &format!("http://{addr}/h"),
+        "--allow-http",
         "--scheme",
         "standard",
         "--secret",
@@ -515,6 +518,7 @@ fn worker_metrics_count_its_traffic_and_ready_follows_its_redis() {
         "--store",
         &store,
         "--allow-private",
+        "--allow-http",
         "--admin-listen",
         "127.0.0.1:0",
     ]);
@@ -592,7 +596,16 @@ fn a_replayed_dead_letter_is_delivered_by_a_running_worker() {
         let closed = free_port();
         let add = |url: &str, extra: &[&str]| {
             let mut args = vec![
-                "endpoint", "add", "shop", "--url", url, "--scheme", "standard", "--secret", SECRET,
+                "endpoint",
+                "add",
+                "shop",
+                "--url",
+                url,
+                "--allow-http",
+                "--scheme",
+                "standard",
+                "--secret",
+                SECRET,
             ];
             args.extend_from_slice(extra);
             with(&args)
@@ -605,7 +618,13 @@ fn a_replayed_dead_letter_is_delivered_by_a_running_worker() {
                 .status
                 .success()
         );
-        let mut worker_args = vec!["worker", "--allow-private", "--max-attempts", "1"];
+        let mut worker_args = vec![
+            "worker",
+            "--allow-private",
+            "--allow-http",
+            "--max-attempts",
+            "1",
+        ];
         worker_args.extend_from_slice(&base);
         let (mut worker, _err) = Proc::spawn(&worker_args);
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -433,8 +433,10 @@ impl Scheme {
     }
 
     /// Whether the scheme's header carries several signatures (so a signer
-    /// with several secrets can sign with all of them).
-    pub(crate) fn multi_signature(self) -> bool {
+    /// with several secrets can sign with all of them): Standard Webhooks,
+    /// Stripe, and custom schemes with a signature separator.
+    #[must_use]
+    pub fn multi_signature(self) -> bool {
         match self {
             Self::StandardWebhooks | Self::Stripe => true,
             Self::Custom(c) => c.separator.is_some(),

@@ -192,7 +192,11 @@ async fn run(o: Opts) {
     let start = Instant::now();
     let worker = Worker::builder(queue.clone())
         .with_concurrency(o.concurrency)
-        .with_ssrf_policy(SsrfPolicy::default().allow("127.0.0.0/8".parse().unwrap()))
+        .with_ssrf_policy(
+            SsrfPolicy::default()
+                .allow("127.0.0.0/8".parse().unwrap())
+                .allow_plain_http(),
+        )
         .with_poll_interval(Duration::from_millis(5))
         .with_on_attempt(move |_| {
             if d.fetch_add(1, Ordering::Relaxed) + 1 == total {
@@ -291,7 +295,11 @@ async fn run_rate(o: Opts) {
     let d = delivered.clone();
     let worker = Worker::builder(queue.clone())
         .with_concurrency(o.concurrency)
-        .with_ssrf_policy(SsrfPolicy::default().allow("127.0.0.0/8".parse().unwrap()))
+        .with_ssrf_policy(
+            SsrfPolicy::default()
+                .allow("127.0.0.0/8".parse().unwrap())
+                .allow_plain_http(),
+        )
         .with_poll_interval(Duration::from_millis(5))
         .with_on_attempt(move |_| {
             d.fetch_add(1, Ordering::Relaxed);

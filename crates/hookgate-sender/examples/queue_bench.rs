@@ -150,7 +150,7 @@ fn worker(
         .with_lease(Duration::from_secs(30))
         .with_max_request_timeout(Duration::from_secs(5))
         .with_poll_interval(poll)
-        .with_ssrf_policy(SsrfPolicy::new().allow_private())
+        .with_ssrf_policy(SsrfPolicy::new().allow_private().allow_plain_http())
         .with_on_attempt(move |r| {
             if r.recorded && matches!(r.next, Next::Delivered) {
                 delivered.fetch_add(1, Ordering::Relaxed);

@@ -7,9 +7,11 @@
 //! never contain secrets or URL credentials, and its URL is masked
 //! ([`redact::url`](crate::redact::url)).
 //!
-//! reqwest sets the connect timeout per HTTP client, so a [`DeliveryClient`]
-//! keeps one client (and connection pool) per distinct connect timeout, at
-//! most 8, dropping the least recently used beyond that.
+//! reqwest sets the connect timeout and the TLS client identity per HTTP
+//! client, so a [`DeliveryClient`] keeps one client (and connection pool)
+//! per distinct connect timeout and [mTLS identity](crate::ClientIdentity),
+//! at most 8, dropping the least recently used beyond that. An endpoint with
+//! a client identity presents it to receivers that ask for one.
 
 use std::{
     net::SocketAddr,
@@ -28,7 +30,7 @@ use crate::{
     redact::url as redact_url,
     retry::parse_retry_after,
     ssrf::{GuardedResolver, Resolver, SsrfError, SsrfPolicy, SystemResolver},
-    Endpoint, EndpointError, Message,
+    ClientIdentity, Endpoint, EndpointError, Message,
 };
 
 /// How much of a response body is read (and discarded) so the connection can be reused.
@@ -70,24 +72,26 @@ pub(crate) struct Prepared {
     has_content_type: bool,
 }
 
+/// A signer with the secrets that sign at `now_ms` (rotation: previous
+/// secrets until they expire, see [`Endpoint::signing_secrets`]).
+fn signer_at(endpoint: &Endpoint, now_ms: i64) -> Result<Signer, EndpointError> {
+    let invalid = |source| EndpointError::InvalidSecret {
+        scheme: endpoint.scheme.name(),
+        source,
+    };
+    let secrets = endpoint
+        .signing_secrets(now_ms)
+        .into_iter()
+        .map(|s| endpoint.scheme.secret(s))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(invalid)?;
+    Signer::with_secrets(endpoint.scheme, secrets).map_err(invalid)
+}
+
 impl Prepared {
     pub(crate) fn new(endpoint: Endpoint) -> Result<Self, EndpointError> {
         endpoint.validate()?;
-        let secrets = endpoint
-            .secrets
-            .iter()
-            .map(|s| endpoint.scheme.secret(s))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|source| EndpointError::InvalidSecret {
-                scheme: endpoint.scheme.name(),
-                source,
-            })?;
-        let signer = Signer::with_secrets(endpoint.scheme, secrets).map_err(|source| {
-            EndpointError::InvalidSecret {
-                scheme: endpoint.scheme.name(),
-                source,
-            }
-        })?;
+        let signer = signer_at(&endpoint, now_ms())?;
         // Only the first URL is used until failover lands.
         let url = parse_url(&endpoint.urls[0])?;
         let mut headers = HeaderMap::new();
@@ -122,10 +126,22 @@ struct ClientInner {
     resolver: GuardedResolver,
     classifier: Classifier,
     max_timeout: Duration,
-    /// One HTTP client per connect timeout (reqwest sets it per client),
-    /// least recently used first, at most [`MAX_CLIENTS`].
-    clients: Mutex<Vec<(Duration, reqwest::Client)>>,
+    /// One HTTP client per connect timeout and client identity (reqwest
+    /// sets both per client), least recently used first, at most [`MAX_CLIENTS`].
+    clients: Mutex<Vec<(ClientKey, reqwest::Client)>>,
+    /// Extra trusted root certificates (beside the built-in web roots).
+    roots: Vec<reqwest::Certificate>,
 }
+
+/// What an HTTP client is built for: its connect timeout and the endpoint's
+/// mTLS identity.
+type ClientKey = (Duration, Option<ClientIdentity>);
+
+/// A PEM bundle without a usable certificate.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid root certificate (expected PEM)")]
+#[non_exhaustive]
+pub struct InvalidCertificate;
 
 impl Default for DeliveryClient {
     fn default() -> Self {
@@ -158,6 +174,7 @@ impl DeliveryClient {
                 classifier,
                 max_timeout: Duration::MAX,
                 clients: Mutex::new(Vec::new()),
+                roots: Vec::new(),
             }),
         }
     }
@@ -173,8 +190,34 @@ impl DeliveryClient {
                 classifier: inner.classifier.clone(),
                 max_timeout: max,
                 clients: Mutex::new(Vec::new()),
+                roots: inner.roots.clone(),
             }),
         }
+    }
+
+    /// Also trust the root certificates in the PEM bundle `pem` for
+    /// receivers' TLS (a private CA; the built-in web roots stay trusted).
+    ///
+    /// # Errors
+    /// [`InvalidCertificate`] when `pem` holds no parsable certificate.
+    pub fn with_root_certificates(self, pem: &[u8]) -> Result<Self, InvalidCertificate> {
+        let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|_| InvalidCertificate)?;
+        if certs.is_empty() {
+            return Err(InvalidCertificate);
+        }
+        let inner = &*self.inner;
+        let mut roots = inner.roots.clone();
+        roots.extend(certs);
+        Ok(Self {
+            inner: Arc::new(ClientInner {
+                policy: inner.policy.clone(),
+                resolver: inner.resolver.clone(),
+                classifier: inner.classifier.clone(),
+                max_timeout: inner.max_timeout,
+                clients: Mutex::new(Vec::new()),
+                roots,
+            }),
+        })
     }
 
     /// The SSRF policy in force.
@@ -210,31 +253,45 @@ impl DeliveryClient {
         }
     }
 
-    fn client(&self, connect_timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
+    fn client(
+        &self,
+        connect_timeout: Duration,
+        identity: Option<&ClientIdentity>,
+    ) -> Result<reqwest::Client, String> {
         let mut clients = self
             .inner
             .clients
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(i) = clients.iter().position(|(t, _)| *t == connect_timeout) {
+        if let Some(i) = clients
+            .iter()
+            .position(|((t, id), _)| *t == connect_timeout && id.as_ref() == identity)
+        {
             // Most recently used last.
             let entry = clients.remove(i);
             let client = entry.1.clone();
             clients.push(entry);
             return Ok(client);
         }
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             // A proxy would resolve the host itself, past the guard.
             .no_proxy()
             .dns_resolver(Arc::new(self.inner.resolver.clone()))
             .connect_timeout(connect_timeout)
-            .user_agent(concat!("hookgate/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+            .user_agent(concat!("hookgate/", env!("CARGO_PKG_VERSION")));
+        for root in &self.inner.roots {
+            builder = builder.add_root_certificate(root.clone());
+        }
+        if let Some(identity) = identity {
+            // mTLS: presented when the receiver asks for a client certificate.
+            builder = builder.identity(identity.to_reqwest().map_err(|e| e.to_string())?);
+        }
+        let client = builder.build().map_err(|e| error_chain(&e))?;
         if clients.len() >= MAX_CLIENTS {
             clients.remove(0);
         }
-        clients.push((connect_timeout, client.clone()));
+        clients.push(((connect_timeout, identity.cloned()), client.clone()));
         Ok(client)
     }
 
@@ -259,8 +316,8 @@ impl DeliveryClient {
                 .map_err(|f| format!("refused: {f}"))?;
         }
         let client = self
-            .client(timeout)
-            .map_err(|e| format!("http client: {}", error_chain(&e)))?;
+            .client(timeout, None)
+            .map_err(|e| format!("http client: {e}"))?;
         let response = client
             .get(parsed)
             .timeout(timeout.min(self.inner.max_timeout))
@@ -293,6 +350,22 @@ impl DeliveryClient {
             reason: Some(reason),
         };
 
+        // HTTPS by default: plain HTTP only where the endpoint or the
+        // client's policy allows it.
+        if p.url.scheme() == "http"
+            && !p.endpoint.allow_http
+            && !self.inner.policy.plain_http_allowed()
+        {
+            let index = p
+                .endpoint
+                .urls
+                .iter()
+                .position(|u| u == p.url.as_str())
+                .unwrap_or(0);
+            let msg = format!("refused: {}", EndpointError::PlainHttp { index: index + 1 });
+            return fail(Class::Permanent, msg.clone(), msg);
+        }
+
         // Literal IPs skip the resolver: check them here.
         let literal = p.url.host_str().and_then(|h| {
             h.trim_start_matches('[')
@@ -307,10 +380,13 @@ impl DeliveryClient {
             }
         }
 
-        let client = match self.client(p.endpoint.connect_timeout) {
+        let client = match self.client(
+            p.endpoint.connect_timeout,
+            p.endpoint.client_identity.as_ref(),
+        ) {
             Ok(c) => c,
             Err(e) => {
-                let msg = format!("http client: {}", error_chain(&e));
+                let msg = format!("http client: {e}");
                 return fail(Class::Retry, msg.clone(), msg);
             }
         };
@@ -329,7 +405,24 @@ impl DeliveryClient {
             return fail(Class::Permanent, msg.clone(), msg);
         }
         let timestamp = at_ms.div_euclid(1000);
-        for (name, value) in p.signer.sign(&message.id, timestamp, &message.payload) {
+        // A prepared endpoint may be cached past a rotation's expiry: while
+        // previous secrets exist, pick the signing secrets at this instant.
+        let rotated;
+        let signer = if p.endpoint.previous_secrets.is_empty() {
+            &p.signer
+        } else {
+            match signer_at(&p.endpoint, at_ms) {
+                Ok(s) => {
+                    rotated = s;
+                    &rotated
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    return fail(Class::Permanent, msg.clone(), msg);
+                }
+            }
+        };
+        for (name, value) in signer.sign(&message.id, timestamp, &message.payload) {
             match (
                 HeaderName::from_bytes(name.as_bytes()),
                 HeaderValue::from_str(&value),
@@ -485,7 +578,7 @@ mod tests {
     fn client_cache_is_bounded() {
         let client = DeliveryClient::default();
         for ms in 1..=200 {
-            client.client(Duration::from_millis(ms)).unwrap();
+            client.client(Duration::from_millis(ms), None).unwrap();
         }
         let cached = client
             .inner
@@ -501,18 +594,18 @@ mod tests {
     fn client_cache_keeps_the_recently_used() {
         let client = DeliveryClient::default();
         let first = Duration::from_millis(1);
-        client.client(first).unwrap();
+        client.client(first, None).unwrap();
         for ms in 2..=20 {
             // Using `first` again keeps it from being evicted.
-            client.client(first).unwrap();
-            client.client(Duration::from_millis(ms)).unwrap();
+            client.client(first, None).unwrap();
+            client.client(Duration::from_millis(ms), None).unwrap();
         }
         let clients = client
             .inner
             .clients
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let timeouts: Vec<u128> = clients.iter().map(|(t, _)| t.as_millis()).collect();
+        let timeouts: Vec<u128> = clients.iter().map(|((t, _), _)| t.as_millis()).collect();
         assert_eq!(timeouts.len(), MAX_CLIENTS);
         assert!(timeouts.contains(&1), "{timeouts:?}");
         assert_eq!(timeouts.last(), Some(&20));

@@ -26,8 +26,9 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// [`Endpoint::new`] refuses an id that is a URL with userinfo, query or
 /// fragment.
 ///
-/// The queues store the record itself (secrets included) as statement
-/// parameters or values. tokio-postgres logs every statement's parameters at
+/// The Postgres and Redis queues store the record with its credentials
+/// sealed under the operator's keys when they have a keyring
+/// ([`crate::seal`]), in clear otherwise, as statement parameters or values. tokio-postgres logs every statement's parameters at
 /// `DEBUG` under the `tracing` target `tokio_postgres::query`: keep that
 /// target at `INFO` or off wherever logs are kept (`hookgate` does).
 #[derive(Clone)]
@@ -67,6 +68,92 @@ pub struct Endpoint {
     /// When continuous failure disables the endpoint (default: failing for
     /// 5 days with at least 10 failed attempts); `None` never.
     pub auto_disable: Option<AutoDisable>,
+    /// Deliver to `http://` URLs. Off by default: plain HTTP exposes the
+    /// payload, the signature and any credential header on the way, so an
+    /// endpoint with an `http://` URL is refused ([`EndpointError::PlainHttp`])
+    /// unless this is set (or the worker allows plain HTTP for every endpoint).
+    pub allow_http: bool,
+    /// Client certificate and key presented to the receiver (mTLS).
+    pub client_identity: Option<ClientIdentity>,
+    /// Secrets being rotated out, each signing until its expiry (see
+    /// [`Endpoint::rotate_secret`] and [`Endpoint::signing_secrets`]).
+    pub previous_secrets: Vec<PreviousSecret>,
+}
+
+/// A client certificate chain and its private key, PEM, presented to the
+/// receiver when it asks for client authentication (mTLS). Stored sealed
+/// like the secrets; `Debug` shows neither.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClientIdentity {
+    /// The certificate chain, PEM (leaf first).
+    pub cert_pem: String,
+    /// The private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key_pem: String,
+}
+
+impl ClientIdentity {
+    /// An identity from PEM text, checked to parse (a certificate and a key).
+    ///
+    /// # Errors
+    /// [`EndpointError::InvalidClientIdentity`] when the PEM does not hold
+    /// a certificate and a private key that fit together.
+    pub fn from_pem(
+        cert_pem: impl Into<String>,
+        key_pem: impl Into<String>,
+    ) -> Result<Self, EndpointError> {
+        let identity = Self {
+            cert_pem: cert_pem.into(),
+            key_pem: key_pem.into(),
+        };
+        identity.to_reqwest()?;
+        Ok(identity)
+    }
+
+    pub(crate) fn to_reqwest(&self) -> Result<reqwest::Identity, EndpointError> {
+        let mut pem = String::with_capacity(self.key_pem.len() + self.cert_pem.len() + 1);
+        pem.push_str(&self.key_pem);
+        pem.push('\n');
+        pem.push_str(&self.cert_pem);
+        reqwest::Identity::from_pem(pem.as_bytes())
+            .map_err(|_| EndpointError::InvalidClientIdentity)
+    }
+}
+
+impl std::fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientIdentity(<redacted>)")
+    }
+}
+
+/// A secret being rotated out: it keeps signing until `expires_at_ms`.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PreviousSecret {
+    /// The secret, as the scheme's provider writes it.
+    pub secret: String,
+    /// When it stops signing, Unix milliseconds.
+    pub expires_at_ms: i64,
+}
+
+impl PreviousSecret {
+    /// `secret`, signing until `expires_at_ms` (Unix milliseconds).
+    #[must_use]
+    pub fn new(secret: impl Into<String>, expires_at_ms: i64) -> Self {
+        Self {
+            secret: secret.into(),
+            expires_at_ms,
+        }
+    }
+}
+
+impl std::fmt::Debug for PreviousSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreviousSecret")
+            .field("secret", &Redacted)
+            .field("expires_at_ms", &self.expires_at_ms)
+            .finish()
+    }
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -106,6 +193,9 @@ impl std::fmt::Debug for Endpoint {
             )
             .field("tier", &self.tier)
             .field("auto_disable", &self.auto_disable)
+            .field("allow_http", &self.allow_http)
+            .field("client_identity", &self.client_identity)
+            .field("previous_secrets", &self.previous_secrets)
             .finish()
     }
 }
@@ -152,6 +242,21 @@ pub enum EndpointError {
     /// [`Endpoint::id_from_url`]). The id is not repeated.
     #[error("endpoint id is a URL with credentials, query or fragment; use Endpoint::id_from_url")]
     CredentialsInId,
+    /// A URL is plain `http://` and plain HTTP is not allowed (the
+    /// endpoint's [`allow_http`](Endpoint::allow_http), or the worker's).
+    /// The URL is not repeated (it may hold credentials); the index is.
+    #[error(
+        "URL {index} is plain http://, which exposes payloads, signatures and credential headers \
+         in transit; use https:// or allow plain HTTP explicitly (Endpoint::allowing_http, \
+         `--allow-http`)"
+    )]
+    PlainHttp {
+        /// 1-based position of the URL.
+        index: usize,
+    },
+    /// The client certificate or key is not PEM, or they do not fit together.
+    #[error("invalid client certificate or key (expected PEM certificate chain and private key)")]
+    InvalidClientIdentity,
 }
 
 impl Endpoint {
@@ -200,6 +305,9 @@ impl Endpoint {
             health_url: None,
             tier: None,
             auto_disable: Some(AutoDisable::default()),
+            allow_http: false,
+            client_identity: None,
+            previous_secrets: Vec::new(),
         })
     }
 
@@ -367,6 +475,127 @@ impl Endpoint {
         self
     }
 
+    /// Allow (or refuse) plain `http://` URLs for this endpoint (default:
+    /// refused, [`EndpointError::PlainHttp`]). For loopback tests, local
+    /// development and receivers on a trusted network only.
+    #[must_use]
+    pub fn allowing_http(mut self, allow: bool) -> Self {
+        self.allow_http = allow;
+        self
+    }
+
+    /// [`EndpointError::PlainHttp`] for the first `http://` URL, unless
+    /// this endpoint allows plain HTTP. Workers check it before each
+    /// delivery (their SSRF policy may allow plain HTTP for all endpoints);
+    /// tools that register endpoints check it up front.
+    ///
+    /// ```
+    /// use hookgate_core::Scheme;
+    /// use hookgate_sender::{Endpoint, EndpointError};
+    /// let ep = Endpoint::new("e", "http://127.0.0.1:8080/h", Scheme::GitHub, "s")?;
+    /// assert!(matches!(ep.check_https(), Err(EndpointError::PlainHttp { index: 1 })));
+    /// assert!(ep.allowing_http(true).check_https().is_ok());
+    /// # Ok::<(), hookgate_sender::EndpointError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`EndpointError::PlainHttp`].
+    pub fn check_https(&self) -> Result<(), EndpointError> {
+        if self.allow_http {
+            return Ok(());
+        }
+        match self
+            .urls
+            .iter()
+            .position(|u| parse_url(u).is_ok_and(|p| p.scheme() == "http"))
+        {
+            Some(i) => Err(EndpointError::PlainHttp { index: i + 1 }),
+            None => Ok(()),
+        }
+    }
+
+    /// Present `identity` to the receiver (mTLS).
+    #[must_use]
+    pub fn with_client_identity(mut self, identity: ClientIdentity) -> Self {
+        self.client_identity = Some(identity);
+        self
+    }
+
+    /// Rotate to `new`: every current secret keeps signing until
+    /// `expires_at_ms` (Unix milliseconds) as a [`PreviousSecret`], and
+    /// `new` becomes the only current one. Previous secrets that already
+    /// expire earlier keep their expiry.
+    ///
+    /// Rotate the **receiver first** (give it the new secret beside the
+    /// old), then the sender. Schemes that send several signatures
+    /// (Standard Webhooks, Stripe) sign with the new secret and every
+    /// unexpired previous one, so a receiver holding either verifies during
+    /// the grace period. Schemes with one signature (GitHub, Slack,
+    /// Shopify) keep signing with the previous secret until it expires and
+    /// switch to the new one at that instant; see
+    /// [`signing_secrets`](Self::signing_secrets).
+    ///
+    /// ```
+    /// use hookgate_core::Scheme;
+    /// use hookgate_sender::Endpoint;
+    /// let ep = Endpoint::new("e", "https://example.com/", Scheme::GitHub, "old")?
+    ///     .rotate_secret("new", 2_000)?;
+    /// assert_eq!(ep.signing_secrets(1_999), ["old"]); // one signature: switch at expiry
+    /// assert_eq!(ep.signing_secrets(2_000), ["new"]);
+    /// # Ok::<(), hookgate_sender::EndpointError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// `new` does not parse for the endpoint's scheme.
+    pub fn rotate_secret(
+        mut self,
+        new: impl Into<String>,
+        expires_at_ms: i64,
+    ) -> Result<Self, EndpointError> {
+        let new = new.into();
+        check_secret(self.scheme, &new)?;
+        let current = std::mem::replace(&mut self.secrets, vec![new]);
+        let mut previous: Vec<PreviousSecret> = current
+            .into_iter()
+            .map(|secret| PreviousSecret::new(secret, expires_at_ms))
+            .collect();
+        previous.extend(
+            self.previous_secrets
+                .drain(..)
+                .map(|p| PreviousSecret::new(p.secret, p.expires_at_ms.min(expires_at_ms))),
+        );
+        self.previous_secrets = previous;
+        Ok(self)
+    }
+
+    /// The secrets that sign at `now_ms` (Unix milliseconds), in order.
+    ///
+    /// - Schemes with several signatures per request (Standard Webhooks,
+    ///   Stripe): every current secret, then every previous secret not yet
+    ///   expired.
+    /// - Schemes with one signature: the previous secret that expires last,
+    ///   while one is unexpired (the receiver may not have the new one
+    ///   yet); after that, the first current secret.
+    #[must_use]
+    pub fn signing_secrets(&self, now_ms: i64) -> Vec<&str> {
+        let live = self
+            .previous_secrets
+            .iter()
+            .filter(|p| p.expires_at_ms > now_ms);
+        if self.scheme.multi_signature() {
+            self.secrets
+                .iter()
+                .map(String::as_str)
+                .chain(live.map(|p| p.secret.as_str()))
+                .collect()
+        } else {
+            match live.max_by_key(|p| p.expires_at_ms) {
+                Some(p) => vec![p.secret.as_str()],
+                None => self.secrets.iter().take(1).map(String::as_str).collect(),
+            }
+        }
+    }
+
     /// Check every setting (for endpoints built field by field or loaded from a store).
     ///
     /// # Errors
@@ -383,6 +612,12 @@ impl Endpoint {
         }
         for secret in &self.secrets {
             check_secret(self.scheme, secret)?;
+        }
+        for previous in &self.previous_secrets {
+            check_secret(self.scheme, &previous.secret)?;
+        }
+        if let Some(identity) = &self.client_identity {
+            identity.to_reqwest()?;
         }
         for (name, value) in &self.headers {
             check_header(name, value)?;

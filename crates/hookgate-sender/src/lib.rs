@@ -36,6 +36,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod audit;
 pub mod breaker;
 pub mod bulk;
 pub mod decide;
@@ -49,6 +50,7 @@ pub mod outcome;
 pub mod queue;
 pub mod redact;
 pub mod retry;
+pub mod seal;
 mod sender;
 pub mod shard;
 pub mod ssrf;
@@ -59,7 +61,10 @@ pub mod testing;
 pub mod tier;
 pub mod worker;
 
-pub use endpoint::{Endpoint, EndpointError, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT};
+pub use endpoint::{
+    ClientIdentity, Endpoint, EndpointError, PreviousSecret, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_TIMEOUT,
+};
 pub use message::{
     new_message_id, now_ms, validate_message_id, Message, MessageError, MAX_MESSAGE_ID_LEN,
 };

@@ -6,6 +6,7 @@ use std::{
 };
 
 use crate::{
+    audit::Change,
     queue::{DeliveryKey, Queue, QueueError},
     Endpoint, EndpointError, Message, MessageError,
 };
@@ -38,6 +39,8 @@ pub enum SendError {
 /// crash after it returns loses nothing.
 pub struct Sender {
     queue: Arc<dyn Queue>,
+    /// Who the audit trail names for changes made through this sender.
+    actor: String,
     /// Endpoint ids known to exist (saves a lookup per enqueue).
     known: Mutex<HashSet<String>>,
 }
@@ -54,8 +57,75 @@ impl Sender {
     pub fn new(queue: Arc<dyn Queue>) -> Self {
         Self {
             queue,
+            actor: "sender".to_owned(),
             known: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// Name `actor` (a user, a service, `hookgate-cli:alice`) in the audit
+    /// trail entries of the changes made through this sender (default
+    /// `sender`; cut to [`MAX_ACTOR_LEN`](crate::audit::MAX_ACTOR_LEN) bytes).
+    #[must_use]
+    pub fn with_actor(mut self, actor: impl Into<String>) -> Self {
+        self.actor = actor.into();
+        self
+    }
+
+    async fn audit(&self, id: &str, changes: &[Change]) -> Result<(), SendError> {
+        crate::audit::record(&*self.queue, id, &self.actor, changes)
+            .await
+            .map_err(|e| {
+                SendError::Queue(
+                    QueueError::new(
+                        e.kind(),
+                        format!("the change was stored but its audit entry was not: {e}"),
+                    )
+                    .with_source(e),
+                )
+            })
+    }
+
+    /// Enable (`disabled = false`) or disable an endpoint, recording it and
+    /// `reason` in the audit trail.
+    ///
+    /// # Errors
+    /// [`SendError::UnknownEndpoint`], or the queue failed.
+    pub async fn set_endpoint_disabled(
+        &self,
+        id: &str,
+        disabled: bool,
+        reason: &str,
+    ) -> Result<(), SendError> {
+        if self.queue.get_endpoint(id).await?.is_none() {
+            return Err(SendError::UnknownEndpoint(id.to_owned()));
+        }
+        self.queue.set_endpoint_disabled(id, disabled).await?;
+        let change = if disabled {
+            Change::Disabled {
+                reason: reason.to_owned(),
+            }
+        } else {
+            Change::Enabled
+        };
+        self.audit(id, &[change]).await
+    }
+
+    /// Remove an endpoint's record (its deliveries stay, see
+    /// [`Queue::remove_endpoint`]), recording it in the audit trail.
+    /// Returns `false` if there was none.
+    ///
+    /// # Errors
+    /// The queue failed.
+    pub async fn remove_endpoint(&self, id: &str) -> Result<bool, SendError> {
+        let removed = self.queue.remove_endpoint(id).await?;
+        self.known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(id);
+        if removed {
+            self.audit(id, &[Change::Removed]).await?;
+        }
+        Ok(removed)
     }
 
     /// The queue.
@@ -64,7 +134,8 @@ impl Sender {
         &self.queue
     }
 
-    /// Validate and register an endpoint. Endpoints are managed records:
+    /// Validate and register an endpoint (recorded in the audit trail as
+    /// created, when it is new). Endpoints are managed records:
     /// registering an id that is already stored with the same configuration
     /// changes nothing (its `disabled` flag included, so a restart does not
     /// undo a 410), and one stored with another configuration is refused and
@@ -80,21 +151,29 @@ impl Sender {
         match self.queue.get_endpoint(&endpoint.id).await? {
             Some(stored) if same_config(&stored, &endpoint) => {}
             Some(_) => return Err(SendError::EndpointConflict(endpoint.id)),
-            None => self.queue.put_endpoint(&endpoint).await?,
+            None => {
+                self.queue.put_endpoint(&endpoint).await?;
+                self.audit(&endpoint.id, &Change::between(None, &endpoint))
+                    .await?;
+            }
         }
         self.remember(endpoint.id);
         Ok(())
     }
 
     /// Validate and store an endpoint's configuration, replacing what is
-    /// stored under its id. The stored `disabled` flag is kept: only
+    /// stored under its id; what changed goes to the audit trail
+    /// ([`Change::between`]). The stored `disabled` flag is kept: only
     /// [`Queue::set_endpoint_disabled`] changes it.
     ///
     /// # Errors
     /// Invalid settings, or the queue failed.
     pub async fn update_endpoint(&self, endpoint: Endpoint) -> Result<(), SendError> {
         endpoint.validate()?;
+        let before = self.queue.get_endpoint(&endpoint.id).await?;
         self.queue.put_endpoint(&endpoint).await?;
+        self.audit(&endpoint.id, &Change::between(before.as_ref(), &endpoint))
+            .await?;
         self.remember(endpoint.id);
         Ok(())
     }
@@ -105,7 +184,8 @@ impl Sender {
     /// # Errors
     /// No such endpoint, or the queue failed.
     pub async fn enable_endpoint(&self, id: &str) -> Result<u64, SendError> {
-        self.queue.set_endpoint_disabled(id, false).await?;
+        // Recorded in the audit trail (with this sender's actor).
+        self.set_endpoint_disabled(id, false, "").await?;
         // A fresh start: the failure streak that disabled it is forgotten
         // (else one more failure would disable it again).
         if let Ok(records) = self.queue.endpoint_state(id).await {
@@ -179,4 +259,7 @@ fn same_config(a: &Endpoint, b: &Endpoint) -> bool {
         && a.health_url == b.health_url
         && a.tier == b.tier
         && a.auto_disable == b.auto_disable
+        && a.allow_http == b.allow_http
+        && a.client_identity == b.client_identity
+        && a.previous_secrets == b.previous_secrets
 }

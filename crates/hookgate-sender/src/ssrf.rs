@@ -81,6 +81,7 @@ pub struct SsrfPolicy {
     allow_private: bool,
     allowed: Vec<IpNet>,
     disabled: bool,
+    plain_http: bool,
 }
 
 /// A destination the policy refuses.
@@ -158,6 +159,23 @@ impl SsrfPolicy {
     pub fn allow(mut self, net: IpNet) -> Self {
         self.allowed.push(net);
         self
+    }
+
+    /// Deliver to plain `http://` URLs of every endpoint, not only those
+    /// that allow it themselves ([`Endpoint::allow_http`](crate::Endpoint::allow_http)).
+    /// Off by default: the worker refuses `http://` deliveries with
+    /// [`EndpointError::PlainHttp`](crate::EndpointError::PlainHttp).
+    /// For loopback tests and demos.
+    #[must_use]
+    pub fn allow_plain_http(mut self) -> Self {
+        self.plain_http = true;
+        self
+    }
+
+    /// Whether plain `http://` is allowed for every endpoint.
+    #[must_use]
+    pub fn plain_http_allowed(&self) -> bool {
+        self.plain_http
     }
 
     /// Turn the guard off entirely. Only for programs whose URLs never come

@@ -778,6 +778,95 @@ pub async fn replay_and_purge<Q: Queue>(q: Q) {
     assert!(q.get_dead(&k).await.unwrap().unwrap().attempts.is_empty());
 }
 
+/// The audit trail: a sequence of changes made through a [`Sender`](crate::Sender)
+/// gives the expected entries, oldest first, with the actor and no secret
+/// or header value; it outlives the endpoint's removal, is limited on
+/// reading, and is pruned by age.
+pub async fn audit_trail<Q: Queue>(q: Q) {
+    use crate::audit::Change;
+    let q: std::sync::Arc<dyn Queue> = std::sync::Arc::new(q);
+    let sender = crate::Sender::new(q.clone()).with_actor("alice");
+    let ep = Endpoint::new(
+        "orders",
+        "https://u:pw_S3CRET@example.com/h",
+        Scheme::StandardWebhooks,
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    )
+    .unwrap();
+    sender.add_endpoint(ep.clone()).await.unwrap();
+    sender.add_endpoint(ep.clone()).await.unwrap(); // same config: no entry
+    let changed = ep
+        .clone()
+        .with_header("Authorization", "Bearer hdr_S3CRET")
+        .unwrap()
+        .rotate_secret("whsec_c2VjcmV0LWF0LXJlc3QtUzNDUkVULXZhbHVl", i64::MAX)
+        .unwrap();
+    sender.update_endpoint(changed).await.unwrap();
+    let bob = crate::Sender::new(q.clone()).with_actor("bob");
+    bob.set_endpoint_disabled("orders", true, "maintenance window")
+        .await
+        .unwrap();
+    bob.set_endpoint_disabled("orders", false, "")
+        .await
+        .unwrap();
+    assert!(bob.remove_endpoint("orders").await.unwrap());
+    assert!(!bob.remove_endpoint("orders").await.unwrap());
+
+    let history = q.endpoint_history("orders", 100).await.unwrap();
+    let got: Vec<(&str, String)> = history
+        .iter()
+        .map(|e| (e.actor.as_str(), e.change.to_string()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                "alice",
+                "created (standard, https://***@example.com/h)".to_owned()
+            ),
+            (
+                "alice",
+                "secrets rotated (1 current, 1 previous)".to_owned()
+            ),
+            ("alice", "headers changed: Authorization".to_owned()),
+            ("bob", "disabled: maintenance window".to_owned()),
+            ("bob", "enabled".to_owned()),
+            ("bob", "removed".to_owned()),
+        ]
+    );
+    assert!(history.windows(2).all(|w| w[0].at_ms <= w[1].at_ms));
+    assert!(history
+        .iter()
+        .all(|e| e.endpoint == "orders" && e.at_ms > 0));
+    let dump = format!("{history:?}");
+    for secret in ["pw_S3CRET", "hdr_S3CRET", "MfKQ9r8G", "c2VjcmV0"] {
+        assert!(!dump.contains(secret), "{secret} in {dump}");
+    }
+    // The last N, oldest first; other endpoints have their own trail.
+    let last = q.endpoint_history("orders", 2).await.unwrap();
+    assert_eq!(last.len(), 2);
+    assert_eq!(last[1].change, Change::Removed);
+    assert!(q.endpoint_history("other", 10).await.unwrap().is_empty());
+    q.append_audit("other", "carol", &Change::Enabled)
+        .await
+        .unwrap();
+    // Pruning: nothing is a day old; everything is older than zero.
+    assert_eq!(
+        q.prune_audit(Duration::from_secs(86_400), 100)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(q.prune_audit(Duration::ZERO, 4).await.unwrap(), 4);
+    assert_eq!(
+        q.endpoint_history("orders", 100).await.unwrap().len()
+            + q.endpoint_history("other", 100).await.unwrap().len(),
+        3
+    );
+    assert_eq!(q.prune_audit(Duration::ZERO, 100).await.unwrap(), 3);
+    assert!(q.endpoint_history("orders", 100).await.unwrap().is_empty());
+}
+
 /// Endpoints: put/get (all fields), disable/enable, replace, unknown ids.
 pub async fn endpoints<Q: Queue>(q: Q) {
     let ep = Endpoint::new(
@@ -1054,7 +1143,8 @@ macro_rules! queue_conformance_tests {
                 dead_letter_without_attempt, enqueue_dead_key_is_noop,
                 lease_one_takes_a_named_delivery, rescue_takes_expired_leases,
                 prune_removes_old_dead_letters, list_dead_pages, replay_and_purge, endpoints,
-                endpoint_state_compare_and_set);
+                endpoint_state_compare_and_set,
+                audit_trail);
             $crate::queue_conformance_tests!(@pairs $fresh;
                 scheduled: Scheduled, leased: Leased, leased_expired: LeasedExpired,
                 leased_stale: LeasedStale, held: Held, delivered: Delivered, dead: Dead);

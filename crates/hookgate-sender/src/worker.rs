@@ -1514,15 +1514,22 @@ impl Shared {
             .await
         {
             Ok(()) => {
+                let text = if why == "gone" {
+                    "receiver answered 410 Gone"
+                } else {
+                    "failing continuously"
+                };
                 tracing::warn!(
                     reason = why,
-                    "endpoint disabled ({}); its messages are held until it is enabled",
-                    if why == "gone" {
-                        "receiver answered 410 Gone"
-                    } else {
-                        "failing continuously"
-                    }
+                    "endpoint disabled ({text}); its messages are held until it is enabled"
                 );
+                let change = crate::audit::Change::Disabled {
+                    reason: text.into(),
+                };
+                let audit = self.queue.append_audit(endpoint, "worker", &change);
+                if let Err(e) = self.bounded("audit", audit).await {
+                    tracing::warn!(error = %e, "recording the disable in the audit trail failed");
+                }
                 metrics::counter!("hookgate_sender_endpoints_disabled_total", "endpoint" => endpoint.to_owned(), "reason" => why)
                     .increment(1);
             }

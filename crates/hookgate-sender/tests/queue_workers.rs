@@ -92,7 +92,7 @@ async fn two_workers_deliver_each_once(queue: Arc<dyn Queue>) {
             .with_lease(Duration::from_secs(30))
             .with_max_request_timeout(Duration::from_secs(5))
             .with_poll_interval(Duration::from_millis(20))
-            .with_ssrf_policy(SsrfPolicy::new().allow_private())
+            .with_ssrf_policy(SsrfPolicy::new().allow_private().allow_plain_http())
             .with_on_attempt(move |r| {
                 if r.recorded && matches!(r.next, Next::Delivered) {
                     n.fetch_add(1, Ordering::Relaxed);
@@ -180,7 +180,7 @@ async fn aborted_worker_loses_nothing(queue: Arc<dyn Queue>) {
             .with_lease(Duration::from_secs(3))
             .with_max_request_timeout(Duration::from_secs(2))
             .with_poll_interval(Duration::from_millis(20))
-            .with_ssrf_policy(SsrfPolicy::new().allow_private())
+            .with_ssrf_policy(SsrfPolicy::new().allow_private().allow_plain_http())
             .with_on_attempt(move |r| {
                 if let Some(reports) = &reports {
                     reports.lock().unwrap().push((r.next.clone(), r.recorded));

@@ -78,6 +78,8 @@ fn endpoint(url: &str) -> Endpoint {
         .unwrap()
         .with_timeout(Duration::from_millis(500))
         .unwrap()
+        // These tests are about the address guard; the receivers are plain HTTP.
+        .allowing_http(true)
 }
 
 fn url_for(ip: IpAddr, port: u16) -> String {
@@ -267,4 +269,27 @@ async fn worker_dead_letters_refused_destinations_without_sending() {
         "permanent: refused: destination 127.0.0.1 is refused by the SSRF guard (loopback)"
     );
     assert_eq!(receiver.count(), 0);
+}
+
+#[tokio::test]
+async fn plain_http_is_refused_unless_the_endpoint_or_the_policy_allows_it() {
+    let receiver = Receiver::start([]).await;
+    let msg = Message::new("t", "{}");
+    let loopback = SsrfPolicy::default().allow("127.0.0.0/8".parse().unwrap());
+    let strict_http = DeliveryClient::new(loopback.clone(), Classifier::default());
+    let refused = endpoint(&receiver.url()).allowing_http(false);
+    let r = strict_http.attempt(&refused, &msg).await;
+    assert_eq!(r.class, Class::Permanent);
+    let err = r.attempt.error.unwrap();
+    assert!(err.starts_with("refused: URL 1 is plain http://"), "{err}");
+    assert!(err.contains("allow plain HTTP explicitly"), "{err}");
+    assert_eq!(receiver.count(), 0);
+    // Allowed by the endpoint.
+    let r = strict_http.attempt(&endpoint(&receiver.url()), &msg).await;
+    assert_eq!(r.class, Class::Delivered, "{:?}", r.attempt.error);
+    // Allowed by the client's policy, for every endpoint.
+    let open = DeliveryClient::new(loopback.allow_plain_http(), Classifier::default());
+    let r = open.attempt(&refused, &msg).await;
+    assert_eq!(r.class, Class::Delivered, "{:?}", r.attempt.error);
+    assert_eq!(receiver.count(), 2);
 }

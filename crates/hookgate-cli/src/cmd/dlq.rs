@@ -140,6 +140,10 @@ struct DeliveryArgs {
     /// Allow loopback and private addresses (the SSRF guard refuses them by default).
     #[arg(long)]
     allow_private: bool,
+    /// Deliver to plain `http://` URLs of every endpoint (refused by
+    /// default unless the endpoint was added with `--allow-http`).
+    #[arg(long)]
+    allow_http: bool,
     /// Allow this network (CIDR) whatever its range; repeatable.
     #[arg(long = "allow", value_name = "CIDR")]
     allow: Vec<String>,
@@ -532,7 +536,7 @@ async fn replay(
         delivery.base_delay,
         delivery.max_delay,
     )?;
-    let ssrf = ssrf_policy(delivery.allow_private, &delivery.allow)?;
+    let ssrf = ssrf_policy(delivery.allow_private, delivery.allow_http, &delivery.allow)?;
     if delivery.concurrency == 0 {
         anyhow::bail!("--concurrency must be at least 1");
     }
@@ -667,6 +671,13 @@ impl Replayer {
                 self.store
                     .set_endpoint_disabled(&key.endpoint, false)
                     .await?;
+                hookgate_sender::audit::record(
+                    &*self.store,
+                    &key.endpoint,
+                    &super::endpoint::actor(),
+                    &[hookgate_sender::audit::Change::Enabled],
+                )
+                .await?;
                 if !self.json {
                     println!("endpoint {} enabled (--enable)", key.endpoint);
                 }

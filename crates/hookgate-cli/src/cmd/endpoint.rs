@@ -7,6 +7,12 @@
 //! create nothing (a namespace that does not exist is an error). `remove`
 //! deletes the record; queued messages stay and are dead-lettered
 //! (replayable) when a worker next takes them.
+//!
+//! With `HOOKGATE_ENCRYPTION_KEY` (or `_FILE`) set, secrets, header values,
+//! full URLs and client keys are stored encrypted; `rekey` re-encrypts
+//! everything under the newest key. `http://` URLs need `--allow-http`.
+//! Every change is appended to the endpoint's audit trail with the OS user
+//! as actor; `history` shows it.
 
 use std::{process::ExitCode, time::Duration};
 
@@ -44,7 +50,7 @@ enum Command {
     #[command(after_help = "Examples:
   hookgate endpoint add shop --url https://shop.example.com/hooks --scheme standard --secret whsec_... --store postgres://postgres@127.0.0.1/test
   hookgate endpoint add shop --url https://a.example.com/h --url https://b.example.com/h --scheme stripe --secret whsec_new --secret whsec_old --update")]
-    Add(AddArgs),
+    Add(Box<AddArgs>),
     /// List the endpoints (secrets and header values masked).
     List {
         /// One JSON object per line instead of a table.
@@ -74,7 +80,29 @@ enum Command {
     Disable {
         /// Endpoint id.
         id: String,
+        /// Why (kept in the audit trail).
+        #[arg(long, value_name = "TEXT", default_value = "disabled by an operator")]
+        reason: String,
     },
+    /// The endpoint's audit trail: who changed what, and when (never
+    /// secret or header values). Kept after the endpoint is removed.
+    History {
+        /// Endpoint id.
+        id: String,
+        /// One JSON object per line instead of text.
+        #[arg(long)]
+        json: bool,
+        /// The last N entries.
+        #[arg(long, value_name = "N", default_value_t = 100)]
+        limit: usize,
+    },
+    /// Re-encrypt every endpoint under the newest key of
+    /// HOOKGATE_ENCRYPTION_KEY (sealing those stored unencrypted), so that
+    /// older keys can be dropped from the list afterwards.
+    #[command(after_help = "Key rotation:
+  HOOKGATE_ENCRYPTION_KEY=new:BASE64,old:BASE64 hookgate endpoint rekey --store ...
+  # then drop old: from the list everywhere")]
+    Rekey,
 }
 
 #[derive(Debug, clap::Args)]
@@ -116,6 +144,23 @@ struct AddArgs {
     /// Disable the endpoint after failing continuously this long (default 5 days; `0s` never).
     #[arg(long, value_name = "DURATION", value_parser = super::parse_duration)]
     disable_after: Option<Duration>,
+    /// Allow plain `http://` URLs for this endpoint (refused by default:
+    /// payload, signature and headers would cross the network in clear).
+    #[arg(long)]
+    allow_http: bool,
+    /// Rotation: the first --secret becomes the current one and every other
+    /// --secret keeps signing for this long (Standard Webhooks and Stripe
+    /// send a signature by each; single-signature schemes keep the old one
+    /// until it expires, then switch). Give the receiver the new secret first.
+    #[arg(long, value_name = "DURATION", value_parser = super::parse_duration)]
+    secret_expires: Option<Duration>,
+    /// Client certificate chain (PEM) presented to the receiver (mTLS);
+    /// stored encrypted with the secrets. Needs --client-key.
+    #[arg(long, value_name = "FILE", requires = "client_key")]
+    client_cert: Option<std::path::PathBuf>,
+    /// Private key (PEM) of --client-cert.
+    #[arg(long, value_name = "FILE", requires = "client_cert")]
+    client_key: Option<std::path::PathBuf>,
 }
 
 fn parse_tier(s: &str) -> Result<hookgate_sender::tier::Tier, String> {
@@ -139,7 +184,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     runtime.block_on(async move {
         let (ns, ca) = (args.namespace.as_deref(), args.store_ca.as_deref());
         // Looking (`show`) creates nothing; a namespace that does not exist is an error.
-        let queue = if matches!(args.command, Command::Show { .. } | Command::List { .. }) {
+        let queue = if matches!(
+            args.command,
+            Command::Show { .. } | Command::List { .. } | Command::History { .. }
+        ) {
             super::queue::open_read_only(&store, ns, ca).await?
         } else {
             super::queue::open(&store, ns, ca).await?.0
@@ -147,8 +195,15 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         match args.command {
             Command::Add(add) => {
                 let endpoint = build(&add)?;
+                if super::queue::keyring()?.is_none() {
+                    eprintln!(
+                        "hookgate endpoint: warning: no encryption key (HOOKGATE_ENCRYPTION_KEY \
+                         or HOOKGATE_ENCRYPTION_KEY_FILE): the endpoint's secrets and header \
+                         values are stored UNENCRYPTED"
+                    );
+                }
                 let id = endpoint.id.clone();
-                let sender = Sender::new(queue);
+                let sender = Sender::new(queue).with_actor(actor());
                 let result = if add.update {
                     sender.update_endpoint(endpoint).await
                 } else {
@@ -195,7 +250,11 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             Command::Remove { id } => {
-                if queue.remove_endpoint(&id).await? {
+                if Sender::new(queue)
+                    .with_actor(actor())
+                    .remove_endpoint(&id)
+                    .await?
+                {
                     println!("{id} removed");
                     Ok(ExitCode::SUCCESS)
                 } else {
@@ -225,7 +284,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::from(1))
                 }
             },
-            Command::Enable { id } | Command::Disable { id }
+            Command::Enable { id } | Command::Disable { id, .. }
                 if queue.get_endpoint(&id).await?.is_none() =>
             {
                 eprintln!("hookgate endpoint: no endpoint {id}");
@@ -233,13 +292,77 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             Command::Enable { id } => {
                 // Also releases the messages held while it was disabled.
-                let released = Sender::new(queue).enable_endpoint(&id).await?;
+                let released = Sender::new(queue)
+                    .with_actor(actor())
+                    .enable_endpoint(&id)
+                    .await?;
                 println!("{id} enabled ({released} held messages released)");
                 Ok(ExitCode::SUCCESS)
             }
-            Command::Disable { id } => {
-                queue.set_endpoint_disabled(&id, true).await?;
+            Command::Disable { id, reason } => {
+                Sender::new(queue)
+                    .with_actor(actor())
+                    .set_endpoint_disabled(&id, true, &reason)
+                    .await?;
                 println!("{id} disabled");
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::History { id, json, limit } => {
+                let entries = queue.endpoint_history(&id, limit).await?;
+                if entries.is_empty() {
+                    eprintln!("hookgate endpoint: no audit entries for {id}");
+                    return Ok(ExitCode::from(1));
+                }
+                for e in &entries {
+                    let at = humantime::format_rfc3339_millis(
+                        std::time::UNIX_EPOCH
+                            + Duration::from_millis(u64::try_from(e.at_ms).unwrap_or(0)),
+                    );
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::json!({
+                                "endpoint": e.endpoint,
+                                "at": at.to_string(),
+                                "at_ms": e.at_ms,
+                                "actor": e.actor,
+                                "change": e.change,
+                            })
+                        );
+                    } else {
+                        println!("{at}  {:<16} {}", e.actor, e.change);
+                    }
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Rekey => {
+                let Some(keys) = super::queue::keyring()? else {
+                    anyhow::bail!(
+                        "rekey needs the keys: set HOOKGATE_ENCRYPTION_KEY (newest first) or \
+                         HOOKGATE_ENCRYPTION_KEY_FILE"
+                    );
+                };
+                let report = hookgate_sender::seal::rekey(&*queue)
+                    .await
+                    .context("cannot re-encrypt the endpoints (nothing was written)")?;
+                let change = hookgate_sender::audit::Change::Rekeyed {
+                    key_id: keys.primary_id().to_owned(),
+                };
+                for id in &report.endpoints {
+                    hookgate_sender::audit::record(
+                        &*queue,
+                        id,
+                        &actor(),
+                        std::slice::from_ref(&change),
+                    )
+                    .await
+                    .context("re-encrypted, but the audit entry was not stored")?;
+                }
+                println!(
+                    "{} endpoint(s) re-encrypted under key {}",
+                    report.rewritten,
+                    keys.primary_id()
+                );
                 Ok(ExitCode::SUCCESS)
             }
         }
@@ -260,10 +383,32 @@ fn build(add: &AddArgs) -> anyhow::Result<Endpoint> {
         oldest.clone(),
     )
     .context("invalid endpoint")?;
-    for secret in newer.iter().rev() {
-        endpoint = endpoint
-            .with_secret(secret.clone())
-            .context("invalid --secret")?;
+    match add.secret_expires {
+        // Rotation: the older secrets sign until the expiry, the first is current.
+        Some(grace) => {
+            for secret in newer.iter().skip(1).rev() {
+                endpoint = endpoint
+                    .with_secret(secret.clone())
+                    .context("invalid --secret")?;
+            }
+            let Some(newest) = newer.first() else {
+                anyhow::bail!(
+                    "--secret-expires needs two --secret: the new one first, then the old"
+                );
+            };
+            let expires_at_ms = hookgate_sender::now_ms()
+                .saturating_add(i64::try_from(grace.as_millis()).unwrap_or(i64::MAX));
+            endpoint = endpoint
+                .rotate_secret(newest.clone(), expires_at_ms)
+                .context("invalid --secret")?;
+        }
+        None => {
+            for secret in newer.iter().rev() {
+                endpoint = endpoint
+                    .with_secret(secret.clone())
+                    .context("invalid --secret")?;
+            }
+        }
     }
     for url in &add.urls[1..] {
         endpoint = endpoint.with_url(url.clone()).context("invalid --url")?;
@@ -278,6 +423,18 @@ fn build(add: &AddArgs) -> anyhow::Result<Endpoint> {
         endpoint = endpoint
             .with_header(name.trim(), value.trim())
             .context("invalid --header")?;
+    }
+    endpoint = endpoint.allowing_http(add.allow_http);
+    if let Err(e) = endpoint.check_https() {
+        return Err(anyhow::Error::new(e));
+    }
+    if let (Some(cert), Some(key)) = (&add.client_cert, &add.client_key) {
+        let read = |path: &std::path::Path| {
+            std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+        };
+        let identity = hookgate_sender::ClientIdentity::from_pem(read(cert)?, read(key)?)
+            .context("invalid --client-cert / --client-key")?;
+        endpoint = endpoint.with_client_identity(identity);
     }
     if let Some(timeout) = add.timeout {
         endpoint = endpoint
@@ -404,6 +561,12 @@ fn endpoint_json(e: &Endpoint) -> serde_json::Value {
         "timeout_ms": u64::try_from(e.timeout.as_millis()).unwrap_or(u64::MAX),
         "connect_timeout_ms": u64::try_from(e.connect_timeout.as_millis()).unwrap_or(u64::MAX),
         "disabled": e.disabled,
+        "allow_http": e.allow_http,
+        "client_certificate": e.client_identity.is_some(),
+        "previous_secrets": e.previous_secrets.iter().map(|p| serde_json::json!({
+            "secret": "***",
+            "expires_at_ms": p.expires_at_ms,
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -419,10 +582,35 @@ fn print_endpoint(e: &Endpoint, json: bool) {
         }
         println!("scheme:   {}", e.scheme.name());
         println!("secrets:  {} (masked)", e.secrets.len());
+        for p in &e.previous_secrets {
+            println!(
+                "previous: *** (signs until {})",
+                humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH
+                        + Duration::from_millis(u64::try_from(p.expires_at_ms).unwrap_or(0))
+                )
+            );
+        }
+        if e.client_identity.is_some() {
+            println!("mtls:     client certificate (masked)");
+        }
+        if e.allow_http {
+            println!("http:     plain http:// allowed");
+        }
         for h in &headers {
             println!("header:   {h}");
         }
         println!("timeout:  {}", humantime::format_duration(e.timeout));
         println!("disabled: {}", e.disabled);
     }
+}
+
+/// Who the audit trail names for changes made by this command: the OS user
+/// (`USER`, `LOGNAME` or `USERNAME`), as `hookgate-cli:<user>`.
+pub(crate) fn actor() -> String {
+    let user = ["USER", "LOGNAME", "USERNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
+        .unwrap_or_else(|| "unknown".to_owned());
+    format!("hookgate-cli:{user}")
 }

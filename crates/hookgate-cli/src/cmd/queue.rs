@@ -2,7 +2,8 @@
 //! same way for every command (`worker`, `endpoint`, `enqueue`, `send`,
 //! `dlq`): TLS through `hookgate-backend`, the namespace as the Postgres
 //! schema or the Redis key prefix `<NS>:q:`, and the store's leader lock for
-//! maintenance.
+//! maintenance, and the encryption keys of `HOOKGATE_ENCRYPTION_KEY` /
+//! `HOOKGATE_ENCRYPTION_KEY_FILE` that seal endpoint credentials at rest.
 
 use std::{sync::Arc, time::Duration};
 
@@ -44,6 +45,9 @@ async fn open_impl(
         let mut queue = hookgate_sender::queue::PostgresQueue::connect(store)
             .await
             .context("cannot open the Postgres queue")?;
+        if let Some(keys) = keyring()? {
+            queue = queue.with_keyring(keys);
+        }
         if let Some(ns) = namespace {
             queue = queue.with_schema(ns).context("invalid --namespace")?;
         }
@@ -66,6 +70,9 @@ async fn open_impl(
         let mut queue = hookgate_sender::queue::RedisQueue::connect_with_ca(store, store_ca)
             .await
             .context("cannot open the Redis queue")?;
+        if let Some(keys) = keyring()? {
+            queue = queue.with_keyring(keys);
+        }
         if let Some(ns) = namespace {
             queue = queue
                 .with_prefix(&format!("{ns}:q:"))
@@ -81,4 +88,11 @@ async fn open_impl(
     }
     let _ = (namespace, store_ca, read_only);
     anyhow::bail!("unsupported --store (expected postgres://.., redis://.. or rediss://..)")
+}
+
+/// The encryption keys from `HOOKGATE_ENCRYPTION_KEY` /
+/// `HOOKGATE_ENCRYPTION_KEY_FILE`, when set.
+pub(crate) fn keyring() -> anyhow::Result<Option<hookgate_sender::seal::Keyring>> {
+    hookgate_sender::seal::Keyring::from_env()
+        .context("invalid encryption key (HOOKGATE_ENCRYPTION_KEY or HOOKGATE_ENCRYPTION_KEY_FILE)")
 }

@@ -85,6 +85,10 @@ pub(crate) struct Args {
     /// Allow loopback and private addresses (the SSRF guard refuses them by default).
     #[arg(long)]
     allow_private: bool,
+    /// Allow a plain `http://` URL (refused by default: payload, signature
+    /// and headers would cross the network in clear).
+    #[arg(long)]
+    allow_http: bool,
     /// Allow this network (CIDR, e.g. `10.1.0.0/16`) whatever its range; repeatable.
     #[arg(long = "allow", value_name = "CIDR")]
     allow: Vec<String>,
@@ -95,11 +99,18 @@ pub(crate) struct Args {
     failover: Vec<String>,
 }
 
-/// SSRF policy from `--allow-private` / `--allow`.
-pub(crate) fn ssrf_policy(allow_private: bool, allow: &[String]) -> anyhow::Result<SsrfPolicy> {
+/// SSRF policy from `--allow-private` / `--allow-http` / `--allow`.
+pub(crate) fn ssrf_policy(
+    allow_private: bool,
+    allow_http: bool,
+    allow: &[String],
+) -> anyhow::Result<SsrfPolicy> {
     let mut policy = SsrfPolicy::default();
     if allow_private {
         policy = policy.allow_private();
+    }
+    if allow_http {
+        policy = policy.allow_plain_http();
     }
     for cidr in allow {
         let net = match cidr.parse() {
@@ -198,9 +209,17 @@ pub(crate) fn describe(r: &AttemptReport) -> String {
 
 /// Hint for a delivery the SSRF guard refused.
 pub(crate) fn ssrf_hint(reason: &DeadReason) -> Option<&'static str> {
-    matches!(reason, DeadReason::Refused { .. }).then_some(
-        "the SSRF guard refuses loopback and private addresses; pass --allow-private (or --allow CIDR) to send there",
-    )
+    match reason {
+        DeadReason::Refused { detail } | DeadReason::Permanent { detail }
+            if detail.contains("plain http://") =>
+        {
+            Some("plain http:// is refused by default; use https://, or pass --allow-http (or add the endpoint with --allow-http)")
+        }
+        DeadReason::Refused { .. } => Some(
+            "the SSRF guard refuses loopback and private addresses; pass --allow-private (or --allow CIDR) to send there",
+        ),
+        _ => None,
+    }
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -214,7 +233,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 async fn send(args: Args) -> anyhow::Result<ExitCode> {
     let policy = retry_policy(args.max_attempts, args.base_delay, args.max_delay)?;
-    let ssrf = ssrf_policy(args.allow_private, &args.allow)?;
+    let ssrf = ssrf_policy(args.allow_private, args.allow_http, &args.allow)?;
     let body = read_data(&args.data)?;
     // Never the URL itself: its userinfo and query must stay in the endpoint record.
     let endpoint_id = match &args.endpoint {
@@ -234,6 +253,11 @@ async fn send(args: Args) -> anyhow::Result<ExitCode> {
     .context("invalid --timeout")?
     .with_connect_timeout(args.connect_timeout)
     .context("invalid --connect-timeout")?;
+    // HTTPS by default: refused here, before anything is stored or sent.
+    endpoint = endpoint.allowing_http(args.allow_http);
+    if let Err(e) = endpoint.check_https() {
+        return Err(anyhow::Error::new(e));
+    }
     // `with_secret` puts each in front: the first given ends up first.
     for s in secrets {
         endpoint = endpoint.with_secret(s).context("invalid --secret")?;
@@ -482,10 +506,10 @@ mod tests {
 
     #[test]
     fn parses_allow_list() {
-        let p = ssrf_policy(false, &["127.0.0.1".into(), "10.0.0.0/8".into()]).unwrap();
+        let p = ssrf_policy(false, false, &["127.0.0.1".into(), "10.0.0.0/8".into()]).unwrap();
         assert!(p.check("127.0.0.1".parse().unwrap()).is_ok());
         assert!(p.check("10.1.2.3".parse().unwrap()).is_ok());
         assert!(p.check("192.168.0.1".parse().unwrap()).is_err());
-        assert!(ssrf_policy(false, &["nope".into()]).is_err());
+        assert!(ssrf_policy(false, false, &["nope".into()]).is_err());
     }
 }

@@ -58,6 +58,10 @@ pub(crate) struct Args {
     /// Allow loopback and private addresses (the SSRF guard refuses them by default).
     #[arg(long)]
     allow_private: bool,
+    /// Deliver to plain `http://` URLs of every endpoint (refused by
+    /// default unless the endpoint was added with `--allow-http`).
+    #[arg(long)]
+    allow_http: bool,
     /// Allow this network (CIDR) whatever its range; repeatable.
     #[arg(long = "allow", value_name = "CIDR")]
     allow: Vec<String>,
@@ -67,6 +71,10 @@ pub(crate) struct Args {
     /// Do not run the maintenance tasks (rescuer, pruner) in this process.
     #[arg(long)]
     no_maintenance: bool,
+    /// How long the pruner keeps endpoint audit trail entries (`hookgate
+    /// endpoint history`).
+    #[arg(long, value_name = "DURATION", default_value = "365days", value_parser = super::parse_duration)]
+    audit_retention: Duration,
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -117,7 +125,11 @@ async fn work(args: Args) -> anyhow::Result<ExitCode> {
     let worker = Worker::builder(queue.clone())
         .with_concurrency(args.concurrency)
         .with_retry_policy(policy.clone())
-        .with_ssrf_policy(super::send::ssrf_policy(args.allow_private, &args.allow)?)
+        .with_ssrf_policy(super::send::ssrf_policy(
+            args.allow_private,
+            args.allow_http,
+            &args.allow,
+        )?)
         .with_on_attempt(|r| {
             eprintln!(
                 "{} {} {}",
@@ -132,7 +144,9 @@ async fn work(args: Args) -> anyhow::Result<ExitCode> {
     let maintenance = (!args.no_maintenance).then(|| {
         Runner::new(lock)
             .with_task(Arc::new(Rescuer::new(queue.clone(), policy)))
-            .with_task(Arc::new(Pruner::new(queue.clone())))
+            .with_task(Arc::new(
+                Pruner::new(queue.clone()).with_audit_retention(args.audit_retention),
+            ))
             .with_interval(Duration::from_secs(30))
             .spawn()
     });

@@ -97,6 +97,7 @@ pub const DEFAULT_BATCH: usize = 500;
 pub struct Pruner {
     queue: Arc<dyn Queue>,
     dead_retention: Option<Duration>,
+    audit_retention: Option<Duration>,
     batch: usize,
 }
 
@@ -104,6 +105,7 @@ impl fmt::Debug for Pruner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pruner")
             .field("dead_retention", &self.dead_retention)
+            .field("audit_retention", &self.audit_retention)
             .field("batch", &self.batch)
             .finish_non_exhaustive()
     }
@@ -116,6 +118,7 @@ impl Pruner {
         Self {
             queue,
             dead_retention: None,
+            audit_retention: None,
             batch: DEFAULT_BATCH,
         }
     }
@@ -124,6 +127,14 @@ impl Pruner {
     #[must_use]
     pub fn with_dead_retention(mut self, retention: Duration) -> Self {
         self.dead_retention = Some(retention);
+        self
+    }
+
+    /// Delete endpoint audit trail entries ([`crate::audit`]) recorded
+    /// longer ago than `retention` (kept until set otherwise).
+    #[must_use]
+    pub fn with_audit_retention(mut self, retention: Duration) -> Self {
+        self.audit_retention = Some(retention);
         self
     }
 
@@ -143,9 +154,13 @@ impl Task for Pruner {
     fn run_once(&self) -> BoxFuture<'_, Result<Report, QueueError>> {
         Box::pin(async move {
             let n = self.queue.prune(self.dead_retention, self.batch).await?;
+            let audit = match self.audit_retention {
+                Some(retention) => self.queue.prune_audit(retention, self.batch).await?,
+                None => 0,
+            };
             Ok(Report {
-                acted: n,
-                more: n >= self.batch as u64,
+                acted: n + audit,
+                more: n >= self.batch as u64 || audit >= self.batch as u64,
             })
         })
     }

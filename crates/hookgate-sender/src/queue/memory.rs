@@ -50,6 +50,8 @@ pub struct MemoryQueue {
     tokens: AtomicU64,
     clock: Clock,
     retention: Duration,
+    /// The audit trail, oldest first.
+    audit: Mutex<Vec<crate::audit::AuditEntry>>,
 }
 
 impl std::fmt::Debug for MemoryQueue {
@@ -67,6 +69,7 @@ impl Default for MemoryQueue {
             tokens: AtomicU64::new(0),
             clock: Arc::new(now_ms),
             retention: DEFAULT_DELIVERED_RETENTION,
+            audit: Mutex::default(),
         }
     }
 }
@@ -583,6 +586,55 @@ impl Queue for MemoryQueue {
         }
         map.insert(name.to_owned(), (expected + 1, value.to_owned()));
         ready(Ok(true))
+    }
+
+    fn append_audit<'a>(
+        &'a self,
+        endpoint: &'a str,
+        actor: &'a str,
+        change: &'a crate::audit::Change,
+    ) -> BoxFuture<'a, Result<()>> {
+        let entry = crate::audit::AuditEntry {
+            endpoint: endpoint.to_owned(),
+            at_ms: self.now(),
+            actor: crate::audit::bounded_actor(actor).to_owned(),
+            change: change.clone(),
+        };
+        self.audit
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(entry);
+        ready(Ok(()))
+    }
+
+    fn endpoint_history<'a>(
+        &'a self,
+        endpoint: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<crate::audit::AuditEntry>>> {
+        let audit = self
+            .audit
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mine: Vec<_> = audit.iter().filter(|e| e.endpoint == endpoint).collect();
+        let skip = mine.len().saturating_sub(limit);
+        ready(Ok(mine.into_iter().skip(skip).cloned().collect()))
+    }
+
+    fn prune_audit(&self, retention: Duration, max: usize) -> BoxFuture<'_, Result<u64>> {
+        let cutoff = self.now().saturating_sub(delay_ms(retention));
+        let mut audit = self
+            .audit
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Oldest first: the old ones are a prefix.
+        let n = audit
+            .iter()
+            .take(max)
+            .take_while(|e| e.at_ms <= cutoff)
+            .count();
+        audit.drain(..n);
+        ready(Ok(n as u64))
     }
 
     fn stats(&self) -> BoxFuture<'_, Result<QueueStats>> {

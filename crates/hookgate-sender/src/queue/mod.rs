@@ -57,7 +57,10 @@ pub use redis::RedisQueue;
 /// Open the queue a store URL names: `memory` / `memory://` (a fresh, empty
 /// [`MemoryQueue`]), `postgres://` / `postgresql://` (feature `postgres`,
 /// `PostgresQueue`) or `redis://` / `rediss://` (feature `redis`,
-/// `RedisQueue`), each with its default namespace.
+/// `RedisQueue`), each with its default namespace. Postgres and Redis
+/// queues seal endpoint credentials under the keys in
+/// `HOOKGATE_ENCRYPTION_KEY` / `HOOKGATE_ENCRYPTION_KEY_FILE` when set
+/// ([`crate::seal`]).
 ///
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -103,6 +106,9 @@ pub async fn open_namespaced(
 #[cfg(feature = "postgres")]
 async fn open_postgres(url: &str, namespace: Option<&str>) -> Result<std::sync::Arc<dyn Queue>> {
     let mut queue = PostgresQueue::connect(url).await?;
+    if let Some(keys) = env_keyring()? {
+        queue = queue.with_keyring(keys);
+    }
     if let Some(ns) = namespace {
         queue = queue.with_schema(ns)?;
     }
@@ -121,6 +127,9 @@ async fn open_postgres(_url: &str, _namespace: Option<&str>) -> Result<std::sync
 #[cfg(feature = "redis")]
 async fn open_redis(url: &str, namespace: Option<&str>) -> Result<std::sync::Arc<dyn Queue>> {
     let mut queue = RedisQueue::connect(url).await?;
+    if let Some(keys) = env_keyring()? {
+        queue = queue.with_keyring(keys);
+    }
     if let Some(ns) = namespace {
         queue = queue.with_prefix(&format!("{ns}:q:"))?;
     }
@@ -134,6 +143,15 @@ async fn open_redis(_url: &str, _namespace: Option<&str>) -> Result<std::sync::A
         QueueErrorKind::Config,
         "redis:// needs hookgate-sender's `redis` feature",
     ))
+}
+
+/// The keyring from the environment ([`crate::seal::Keyring::from_env`]),
+/// as a `Config` error when it does not parse.
+#[cfg(any(feature = "postgres", feature = "redis"))]
+fn env_keyring() -> Result<Option<crate::seal::Keyring>> {
+    crate::seal::Keyring::from_env().map_err(|e| {
+        QueueError::new(QueueErrorKind::Config, format!("encryption key: {e}")).with_source(e)
+    })
 }
 
 /// A boxed future, as the queue methods return (keeps [`Queue`] usable as `dyn Queue`).
@@ -523,6 +541,9 @@ pub enum QueueErrorKind {
     NotFound,
     /// The store URL or a setting is invalid (e.g. an unsupported URL scheme).
     Config,
+    /// A sealed endpoint record cannot be opened: its key is not configured
+    /// or does not decrypt it (see [`crate::seal::SealError`], the source).
+    Encryption,
 }
 
 /// A queue operation failed. Boxes the backend's error as its source.
@@ -710,6 +731,41 @@ pub trait Queue: Send + Sync + 'static {
             ))
         })
     }
+    /// Append one entry to `endpoint`'s audit trail ([`crate::audit`]),
+    /// stamped with the store's clock. Entries are never changed; they
+    /// outlive the endpoint's removal and go only through
+    /// [`prune_audit`](Self::prune_audit). The default (for queues without
+    /// an audit trail) is a `Config` error.
+    fn append_audit<'a>(
+        &'a self,
+        endpoint: &'a str,
+        actor: &'a str,
+        change: &'a crate::audit::Change,
+    ) -> BoxFuture<'a, Result<()>> {
+        let _ = (endpoint, actor, change);
+        Box::pin(std::future::ready(Err(no_audit())))
+    }
+
+    /// The last `limit` entries of `endpoint`'s audit trail, oldest first.
+    fn endpoint_history<'a>(
+        &'a self,
+        endpoint: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<crate::audit::AuditEntry>>> {
+        let _ = (endpoint, limit);
+        Box::pin(std::future::ready(Err(no_audit())))
+    }
+
+    /// Maintenance (the pruner): delete up to `max` audit entries recorded
+    /// longer ago than `retention` (store clock). Returns how many.
+    fn prune_audit(&self, retention: Duration, max: usize) -> BoxFuture<'_, Result<u64>> {
+        let _ = (retention, max);
+        Box::pin(std::future::ready(Ok(0)))
+    }
+}
+
+fn no_audit() -> QueueError {
+    QueueError::new(QueueErrorKind::Config, "this queue keeps no audit trail")
 }
 
 // `Arc<dyn Queue>` is how workers and senders share one queue.
@@ -804,6 +860,25 @@ impl<T: Queue + ?Sized> Queue for std::sync::Arc<T> {
         value: &'a str,
     ) -> BoxFuture<'a, Result<bool>> {
         (**self).swap_endpoint_state(endpoint, name, expected, value)
+    }
+
+    fn append_audit<'a>(
+        &'a self,
+        endpoint: &'a str,
+        actor: &'a str,
+        change: &'a crate::audit::Change,
+    ) -> BoxFuture<'a, Result<()>> {
+        (**self).append_audit(endpoint, actor, change)
+    }
+    fn endpoint_history<'a>(
+        &'a self,
+        endpoint: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<crate::audit::AuditEntry>>> {
+        (**self).endpoint_history(endpoint, limit)
+    }
+    fn prune_audit(&self, retention: Duration, max: usize) -> BoxFuture<'_, Result<u64>> {
+        (**self).prune_audit(retention, max)
     }
 }
 

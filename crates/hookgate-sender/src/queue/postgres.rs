@@ -18,7 +18,11 @@
 //! table prefix (default `hookgate_`):
 //!
 //! - `endpoints (id, config jsonb, disabled)`. **`config` holds the endpoint's
-//!   secret strings**: grant access to this table as you would to the secrets.
+//!   secret strings** unless the queue has a keyring
+//!   ([`with_keyring`](PostgresQueue::with_keyring), [`crate::seal`]), which
+//!   seals them: grant access to this table as you would to the secrets.
+//! - `endpoint_audit (seq, endpoint, at_ms, actor, change jsonb)`: the audit
+//!   trail of endpoint changes ([`crate::audit`]), no secret values.
 //! - `deliveries (endpoint, message_id, event_type, payload, created_at_ms,
 //!   state, attempts, next_attempt_at, lease_token, lease_until, reason,
 //!   reason_detail, finished_at)`, primary key `(endpoint, message_id)`. One
@@ -75,6 +79,7 @@ use super::{
 use crate::{Endpoint, Message};
 
 use super::codec;
+use crate::seal::Keyring;
 
 /// The database clock, in Unix milliseconds (`now()`: the start of the
 /// statement's transaction; stable, so indexes apply).
@@ -98,6 +103,8 @@ pub struct PostgresQueue {
     migrated: Arc<Migrated>,
     /// How long delivered keys are kept, milliseconds.
     retention_ms: i64,
+    /// Seals endpoint credentials at rest ([`crate::seal`]).
+    keys: Option<Arc<Keyring>>,
 }
 
 /// Whether this handle has run the migration (and a lock to run it once).
@@ -128,6 +135,8 @@ struct Names {
     deliveries: String,
     attempts: String,
     state: String,
+    /// The endpoints' audit trail.
+    audit: String,
 }
 
 impl Names {
@@ -141,6 +150,7 @@ impl Names {
             deliveries: t("deliveries"),
             attempts: t("attempts"),
             state: t("endpoint_state"),
+            audit: t("endpoint_audit"),
         }
     }
 }
@@ -239,7 +249,16 @@ impl PostgresQueue {
             names: Arc::new(Names::new("public", "hookgate_")),
             migrated: Arc::default(),
             retention_ms: millis(DEFAULT_DELIVERED_RETENTION),
+            keys: None,
         })
+    }
+
+    /// Seal endpoint credentials under `keys` ([`crate::seal`]): new
+    /// writes use its newest key, reads accept any of its keys.
+    #[must_use]
+    pub fn with_keyring(mut self, keys: Keyring) -> Self {
+        self.keys = Some(Arc::new(keys));
+        self
     }
 
     /// Use schema `name` (created if missing) instead of `public`.
@@ -280,6 +299,7 @@ impl PostgresQueue {
             names: Arc::new(Names::new(schema, prefix)),
             migrated: Arc::default(),
             retention_ms: self.retention_ms,
+            keys: self.keys,
         }
     }
 
@@ -375,6 +395,15 @@ impl PostgresQueue {
                 WHERE state = 'dead';
             CREATE INDEX IF NOT EXISTS "{p}deliveries_held" ON {deliveries} (endpoint)
                 WHERE state = 'held';
+            CREATE TABLE IF NOT EXISTS {audit} (
+                seq bigserial PRIMARY KEY,
+                endpoint text COLLATE "C" NOT NULL,
+                at_ms bigint NOT NULL,
+                actor text NOT NULL,
+                change jsonb NOT NULL
+            );
+            CREATE INDEX IF NOT EXISTS "{p}endpoint_audit_endpoint" ON {audit} (endpoint, seq);
+            CREATE INDEX IF NOT EXISTS "{p}endpoint_audit_at" ON {audit} (at_ms);
             CREATE TABLE IF NOT EXISTS {attempts} (
                 endpoint text COLLATE "C" NOT NULL,
                 message_id text COLLATE "C" NOT NULL,
@@ -411,6 +440,7 @@ impl PostgresQueue {
             deliveries = n.deliveries,
             attempts = n.attempts,
             state = n.state,
+            audit = n.audit,
             old_dead = old_dead,
             old_dead_lit = old_dead.replace('\'', "''"),
         );
@@ -1136,7 +1166,7 @@ impl PostgresQueue {
     }
 
     async fn do_put_endpoint(&self, endpoint: &Endpoint) -> Result<()> {
-        let config = codec::endpoint_to_json(endpoint)?;
+        let config = codec::endpoint_to_json(endpoint, self.keys.as_deref())?;
         let sql = self.sql("do_put_endpoint", || {
             format!(
                 "INSERT INTO {} (id, config, disabled) VALUES ($1, $2::text::jsonb, $3)
@@ -1171,10 +1201,9 @@ impl PostgresQueue {
             None => Ok(None),
             Some(row) => {
                 let config: String = get(&row, 0)?;
-                let mut endpoint = codec::endpoint_from_json(&config, get(&row, 1)?)?;
-                // The row's id is authoritative.
-                endpoint.id = id.to_owned();
-                Ok(Some(endpoint))
+                // The row's id is authoritative (and the one sealed data is bound to).
+                codec::endpoint_from_json(&config, id, get(&row, 1)?, self.keys.as_deref())
+                    .map(Some)
             }
         }
     }
@@ -1194,9 +1223,8 @@ impl PostgresQueue {
         rows.iter()
             .map(|row| {
                 let config: String = get(row, 1)?;
-                let mut endpoint = codec::endpoint_from_json(&config, get(row, 2)?)?;
-                endpoint.id = get(row, 0)?;
-                Ok(endpoint)
+                let id: String = get(row, 0)?;
+                codec::endpoint_from_json(&config, &id, get(row, 2)?, self.keys.as_deref())
             })
             .collect()
     }
@@ -1277,6 +1305,88 @@ impl PostgresQueue {
             .await
             .map_err(|e| pg_error("remove_endpoint", e))?;
         Ok(n > 0)
+    }
+
+    async fn do_append_audit(
+        &self,
+        endpoint: &str,
+        actor: &str,
+        change: &crate::audit::Change,
+    ) -> Result<()> {
+        let json = serde_json::to_string(change).map_err(|e| {
+            QueueError::new(QueueErrorKind::Backend, "cannot encode audit entry").with_source(e)
+        })?;
+        let sql = self.sql("do_append_audit", || {
+            format!(
+                "INSERT INTO {} (endpoint, at_ms, actor, change) VALUES ($1, {NOW_MS}, $2, $3::text::jsonb)",
+                self.names.audit
+            )
+        });
+        let client = self.client().await?;
+        client
+            .execute(
+                &prepare(&client, &sql).await?,
+                &[&endpoint, &crate::audit::bounded_actor(actor), &json],
+            )
+            .await
+            .map_err(|e| pg_error("append_audit", e))?;
+        Ok(())
+    }
+
+    async fn do_endpoint_history(
+        &self,
+        endpoint: &str,
+        limit: usize,
+    ) -> Result<Vec<crate::audit::AuditEntry>> {
+        let sql = self.sql("do_endpoint_history", || {
+            format!(
+                "SELECT at_ms, actor, change::text FROM
+                   (SELECT seq, at_ms, actor, change FROM {} WHERE endpoint = $1
+                     ORDER BY seq DESC LIMIT $2) AS last
+                  ORDER BY seq",
+                self.names.audit
+            )
+        });
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &prepare(&client, &sql).await?,
+                &[&endpoint, &to_i64(limit as u64)],
+            )
+            .await
+            .map_err(|e| pg_error("endpoint_history", e))?;
+        rows.iter()
+            .map(|row| {
+                let change: String = get(row, 2)?;
+                Ok(crate::audit::AuditEntry {
+                    endpoint: endpoint.to_owned(),
+                    at_ms: get(row, 0)?,
+                    actor: get(row, 1)?,
+                    change: serde_json::from_str(&change).map_err(|e| {
+                        QueueError::new(QueueErrorKind::Backend, "stored audit entry: not valid")
+                            .with_source(e)
+                    })?,
+                })
+            })
+            .collect()
+    }
+
+    async fn do_prune_audit(&self, retention: Duration, max: usize) -> Result<u64> {
+        let sql = self.sql("do_prune_audit", || {
+            format!(
+                "DELETE FROM {a} WHERE seq IN
+                   (SELECT seq FROM {a} WHERE at_ms <= {NOW_MS} - $1 ORDER BY seq LIMIT $2)",
+                a = self.names.audit
+            )
+        });
+        let client = self.client().await?;
+        client
+            .execute(
+                &prepare(&client, &sql).await?,
+                &[&millis(retention), &to_i64(max as u64)],
+            )
+            .await
+            .map_err(|e| pg_error("prune_audit", e))
     }
 
     async fn do_set_endpoint_disabled(&self, id: &str, disabled: bool) -> Result<()> {
@@ -1443,6 +1553,27 @@ impl Queue for PostgresQueue {
 
     fn rescue(&self, max: usize, lease: Duration) -> BoxFuture<'_, Result<Vec<Leased>>> {
         Box::pin(self.do_rescue(max, lease))
+    }
+
+    fn append_audit<'a>(
+        &'a self,
+        endpoint: &'a str,
+        actor: &'a str,
+        change: &'a crate::audit::Change,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.do_append_audit(endpoint, actor, change))
+    }
+
+    fn endpoint_history<'a>(
+        &'a self,
+        endpoint: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<crate::audit::AuditEntry>>> {
+        Box::pin(self.do_endpoint_history(endpoint, limit))
+    }
+
+    fn prune_audit(&self, retention: Duration, max: usize) -> BoxFuture<'_, Result<u64>> {
+        Box::pin(self.do_prune_audit(retention, max))
     }
 }
 

@@ -30,13 +30,17 @@
 //! - `dlq` and `dlq:e:<endpoint>` (sorted sets): dead letters scored by the
 //!   time they died, for paging (all, and per endpoint);
 //! - `ep:<id>` (hash): an endpoint's configuration, **secret strings
-//!   included** (`config`), and its `disabled` flag.
+//!   included** (`config`) unless the queue has a keyring
+//!   ([`with_keyring`](RedisQueue::with_keyring), [`crate::seal`]), and its
+//!   `disabled` flag;
 //! - `st:{<id>}` (hash): the endpoint's shared resilience state (circuit
 //!   breakers per URL, rate limiter, failure streak): field `<name>` holds
 //!   the value and `<name>#v` its version. Its one script (compare-and-set)
 //!   declares the key in `KEYS`, and the `{<id>}` hash tag keeps one
 //!   endpoint's state in one slot, so a Redis Cluster can shard it by
 //!   endpoint.
+//! - `audit:<id>` (list) and `audit-lists` (set): the endpoint's audit trail
+//!   ([`crate::audit`]), items `<ms>|<json>` appended at the store's time.
 //!
 //! # Atomicity and time
 //!
@@ -58,6 +62,8 @@ use super::{
 use crate::{Endpoint, Message};
 
 use super::codec;
+use crate::seal::Keyring;
+use std::sync::Arc;
 
 /// How long to wait for the server when connecting.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -351,6 +357,8 @@ pub struct RedisQueue {
     prefix: String,
     /// How long delivered keys are kept, milliseconds.
     retention_ms: i64,
+    /// Seals endpoint credentials at rest ([`crate::seal`]).
+    keys: Option<Arc<Keyring>>,
 }
 
 impl std::fmt::Debug for RedisQueue {
@@ -547,7 +555,16 @@ impl RedisQueue {
             conn,
             prefix: "hookgate:q:".to_owned(),
             retention_ms: delay_ms(DEFAULT_DELIVERED_RETENTION),
+            keys: None,
         })
+    }
+
+    /// Seal endpoint credentials under `keys` ([`crate::seal`]): new
+    /// writes use its newest key, reads accept any of its keys.
+    #[must_use]
+    pub fn with_keyring(mut self, keys: Keyring) -> Self {
+        self.keys = Some(Arc::new(keys));
+        self
     }
 
     /// Start every key with `prefix` instead of `hookgate:q:` (tenants,
@@ -885,10 +902,31 @@ impl RedisQueue {
         let Some(config) = config else {
             return Ok(None);
         };
-        let mut endpoint = codec::endpoint_from_json(&config, disabled.as_deref() == Some("1"))?;
-        endpoint.id = id.to_owned();
+        let endpoint = codec::endpoint_from_json(
+            &config,
+            id,
+            disabled.as_deref() == Some("1"),
+            self.keys.as_deref(),
+        )?;
         Ok(Some(endpoint))
     }
+}
+
+/// Lua: KEYS[1] the endpoint's audit list, KEYS[2] the set of audit lists,
+/// ARGV[1] the entry's JSON (actor and change). Appends `<ms>|<json>` at
+/// the store's time.
+const APPEND_AUDIT: &str = "local t = redis.call('TIME')
+local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('RPUSH', KEYS[1], ms .. '|' .. ARGV[1])
+redis.call('SADD', KEYS[2], KEYS[1])
+return ms
+";
+
+/// An audit list item's JSON after the `<ms>|` prefix.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct AuditItem {
+    actor: String,
+    change: crate::audit::Change,
 }
 
 /// Lua: KEYS[1] the lock, ARGV[1] token, ARGV[2] ttl ms. Renew if held by
@@ -939,6 +977,116 @@ impl crate::maintenance::LeaderLock for RedisLeaderLock {
 }
 
 impl RedisQueue {
+    async fn do_append_audit(
+        &self,
+        endpoint: &str,
+        actor: &str,
+        change: &crate::audit::Change,
+    ) -> Result<()> {
+        static SCRIPT: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
+        let script = SCRIPT.get_or_init(|| Script::new(APPEND_AUDIT));
+        let json = serde_json::to_string(&AuditItem {
+            actor: crate::audit::bounded_actor(actor).to_owned(),
+            change: change.clone(),
+        })
+        .map_err(|e| {
+            QueueError::new(QueueErrorKind::Backend, "cannot encode audit entry").with_source(e)
+        })?;
+        let mut conn = self.conn.clone();
+        script
+            .key(self.key(format!("audit:{endpoint}").as_bytes()))
+            .key(self.key(b"audit-lists"))
+            .arg(json)
+            .invoke_async::<i64>(&mut conn)
+            .await
+            .map_err(|e| redis_error("append_audit", e))?;
+        Ok(())
+    }
+
+    async fn do_endpoint_history(
+        &self,
+        endpoint: &str,
+        limit: usize,
+    ) -> Result<Vec<crate::audit::AuditEntry>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        let items: Vec<String> = redis::cmd("LRANGE")
+            .arg(self.key(format!("audit:{endpoint}").as_bytes()))
+            .arg(-i64::try_from(limit).unwrap_or(i64::MAX))
+            .arg(-1)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| redis_error("endpoint_history", e))?;
+        items
+            .iter()
+            .map(|item| {
+                let bad =
+                    || QueueError::new(QueueErrorKind::Backend, "stored audit entry: not valid");
+                let (ms, json) = item.split_once('|').ok_or_else(bad)?;
+                let parsed: AuditItem =
+                    serde_json::from_str(json).map_err(|e| bad().with_source(e))?;
+                Ok(crate::audit::AuditEntry {
+                    endpoint: endpoint.to_owned(),
+                    at_ms: ms.parse().map_err(|_| bad())?,
+                    actor: parsed.actor,
+                    change: parsed.change,
+                })
+            })
+            .collect()
+    }
+
+    async fn do_prune_audit(&self, retention: Duration, max: usize) -> Result<u64> {
+        let mut conn = self.conn.clone();
+        let (secs, micros): (i64, i64) = redis::cmd("TIME")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| redis_error("prune_audit", e))?;
+        let cutoff = (secs * 1000 + micros / 1000).saturating_sub(delay_ms(retention));
+        let index = self.key(b"audit-lists");
+        let lists: Vec<Vec<u8>> = redis::cmd("SMEMBERS")
+            .arg(&index)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| redis_error("prune_audit", e))?;
+        let mut pruned: u64 = 0;
+        for list in lists {
+            let budget = max.saturating_sub(usize::try_from(pruned).unwrap_or(usize::MAX));
+            if budget == 0 {
+                break;
+            }
+            // Items are appended in time order: the old ones are a prefix.
+            let head: Vec<String> = redis::cmd("LRANGE")
+                .arg(&list)
+                .arg(0)
+                .arg(i64::try_from(budget).unwrap_or(i64::MAX) - 1)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| redis_error("prune_audit", e))?;
+            let old = head
+                .iter()
+                .take_while(|item| {
+                    item.split_once('|')
+                        .and_then(|(ms, _)| ms.parse::<i64>().ok())
+                        .is_some_and(|ms| ms <= cutoff)
+                })
+                .count();
+            if old > 0 {
+                // Appends go to the tail, so trimming the head is safe.
+                redis::cmd("LTRIM")
+                    .arg(&list)
+                    .arg(old)
+                    .arg(-1)
+                    .query_async::<()>(&mut conn)
+                    .await
+                    .map_err(|e| redis_error("prune_audit", e))?;
+                pruned += old as u64;
+            }
+        }
+        Ok(pruned)
+    }
+
     /// A maintenance leader lock for the processes sharing this queue,
     /// held for `ttl` after each renewal (use more than the runner's
     /// interval plus jitter).
@@ -968,7 +1116,7 @@ fn glob_escape(s: &str) -> String {
 impl Queue for RedisQueue {
     fn put_endpoint<'a>(&'a self, endpoint: &'a Endpoint) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            let config = codec::endpoint_to_json(endpoint)?;
+            let config = codec::endpoint_to_json(endpoint, self.keys.as_deref())?;
             let key = self.key(format!("ep:{}", endpoint.id).as_bytes());
             let mut conn = self.conn.clone();
             // `disabled` is written only for a new endpoint (HSETNX).
@@ -1273,6 +1421,27 @@ impl Queue for RedisQueue {
                 .map_err(|e| redis_error("swap_endpoint_state", e))?;
             Ok(done == 1)
         })
+    }
+
+    fn append_audit<'a>(
+        &'a self,
+        endpoint: &'a str,
+        actor: &'a str,
+        change: &'a crate::audit::Change,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.do_append_audit(endpoint, actor, change))
+    }
+
+    fn endpoint_history<'a>(
+        &'a self,
+        endpoint: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<crate::audit::AuditEntry>>> {
+        Box::pin(self.do_endpoint_history(endpoint, limit))
+    }
+
+    fn prune_audit(&self, retention: Duration, max: usize) -> BoxFuture<'_, Result<u64>> {
+        Box::pin(self.do_prune_audit(retention, max))
     }
 
     fn stats(&self) -> BoxFuture<'_, Result<QueueStats>> {

@@ -156,9 +156,12 @@ pub async fn serve(app: Router) -> SocketAddr {
     addr
 }
 
-/// Loopback only, through the allow-list.
+/// Loopback only, through the allow-list, over plain HTTP (the test
+/// receivers have no TLS; plain HTTP is refused unless allowed).
 pub fn loopback() -> SsrfPolicy {
-    SsrfPolicy::default().allow("127.0.0.0/8".parse().unwrap())
+    SsrfPolicy::default()
+        .allow("127.0.0.0/8".parse().unwrap())
+        .allow_plain_http()
 }
 
 /// A compressed retry schedule: windows 20, 40, 80, 160, 200 ms.

@@ -118,7 +118,11 @@ pub(super) async fn run(scheme: Scheme) -> anyhow::Result<ExitCode> {
         .with_poll_interval(Duration::from_millis(20))
         .with_endpoint_cache_ttl(Duration::from_millis(10))
         // The SSRF guard is on: loopback is refused unless allow-listed.
-        .with_ssrf_policy(SsrfPolicy::new().allow("127.0.0.1/32".parse()?))
+        .with_ssrf_policy(
+            SsrfPolicy::new()
+                .allow("127.0.0.1/32".parse()?)
+                .allow_plain_http(),
+        )
         .with_on_attempt(print_attempt)
         .build()?
         .spawn();
