@@ -123,7 +123,10 @@
 //! (`pg_stat_activity` showed most backends in `LWLock:WALWrite` /
 //! `IO:WALSync`; see "Soak" in BENCHMARKS.md for the figures).
 //! [`with_durable_claims`](PostgresStore::with_durable_claims) flushes
-//! claims too (the behaviour before this change).
+//! claims too (the behaviour before this change). This departs from the
+//! project's design notes, which describe the claim as a plain autocommit
+//! statement: it is still one atomic statement and one round trip, only its
+//! commit no longer waits for the disk.
 //!
 //! [`with_synchronous_commit_off`](PostgresStore::with_synchronous_commit_off)
 //! goes further and flushes nothing before answering: after a database crash
