@@ -87,6 +87,7 @@
 //! | `hookgate_sender_deferred_total` | counter | `endpoint`, `reason` (`busy`, `circuit_open`, `rate_limited`) | deliveries put off without spending an attempt |
 //! | `hookgate_sender_held_total` | counter | `endpoint` | deliveries held because their endpoint is disabled |
 //! | `hookgate_sender_breaker_transitions_total` | counter | `endpoint`, `url` (index), `to` (`open`, `half_open`, `closed`) | circuit-breaker transitions this worker made |
+//! | `hookgate_sender_endpoint_tier` | gauge | `endpoint`, `tier` (`critical`, `standard`, `best-effort`, `default`) | 1 for each endpoint this worker loaded: the tier its alerts follow |
 //! | `hookgate_sender_breaker_state` | gauge | `endpoint`, `url` | last state this worker set: 0 closed, 1 half-open, 2 open |
 //! | `hookgate_sender_throttled_total` | counter | `endpoint` | `429`/`503` answers of rate-limited endpoints |
 //! | `hookgate_sender_rate_limit` | gauge | `endpoint` | the adaptive rate (messages/s) after this worker's last change |
@@ -608,6 +609,13 @@ impl Ready {
         let retry = endpoint
             .tier
             .map_or_else(|| worker_retry.clone(), |t| t.preset().retry);
+        // An info series: the per-tier alert rules join on it by `endpoint`.
+        metrics::gauge!(
+            "hookgate_sender_endpoint_tier",
+            "endpoint" => endpoint.id.clone(),
+            "tier" => endpoint.tier.map_or("default", crate::tier::Tier::as_str)
+        )
+        .set(1.0);
         Ok(Self {
             endpoint,
             urls,

@@ -102,7 +102,7 @@ async fn endpoints_live_on_their_home_shard_and_deliver_once() {
                 Worker::builder(q.clone())
                     .with_concurrency(8)
                     .with_poll_interval(Duration::from_millis(20))
-                    .with_ssrf_policy(SsrfPolicy::new().allow_private())
+                    .with_ssrf_policy(SsrfPolicy::new().allow_private().allow_plain_http())
                     .build()
                     .unwrap()
                     .spawn()

@@ -13,7 +13,9 @@
 //!   that was already processed); 429 with `Retry-After: 1`; a slow answer;
 //!   the event is sent twice (to a second endpoint with the same URL); an
 //!   outage (503 until the end, so the event exhausts its attempts into the
-//!   dead-letter queue and is replayed from there).
+//!   dead-letter queue and is replayed from there); the event goes to an
+//!   endpoint whose primary URL is down (its circuit breaker opens and the
+//!   deliveries fail over to the backup URL).
 //! - a **sender**: queue (memory, or `--store`) and worker, SSRF guard on with
 //!   loopback allow-listed, retries with full jitter.
 //! - an **attacker** task sending forged signatures, stale captures (for
@@ -90,6 +92,9 @@ enum Fault {
     SentTwice,
     /// 503 until the outage ends: dead-lettered, then replayed.
     Outage,
+    /// Sent to an endpoint whose primary URL is down: its circuit breaker
+    /// opens and deliveries fail over to the backup URL.
+    PrimaryDown,
 }
 
 /// The fault plan: one fault (or none) per event, from the seed.
@@ -102,6 +107,7 @@ fn plan(events: u32, rng: &mut StdRng) -> Vec<Fault> {
             26..=31 => Fault::Slow,
             32..=37 => Fault::SentTwice,
             38..=39 => Fault::Outage,
+            40..=47 => Fault::PrimaryDown,
             _ => Fault::None,
         })
         .collect()
@@ -287,13 +293,22 @@ struct Tally {
     delivered: AtomicU32,
     delivered_twice_sent: AtomicU32,
     dead: AtomicU32,
+    /// Attempts to the failover endpoint's primary URL (which is down).
+    primary_refused: AtomicU32,
+    /// Deliveries through the failover endpoint's backup URL.
+    via_backup: AtomicU32,
     /// Finished deliveries (delivered or dead), for the progress bar.
     finished: AtomicU32,
+    /// The primary URL that is down.
+    primary: String,
 }
 
 impl Tally {
-    fn new(events: usize) -> Self {
+    fn new(events: usize, primary: String) -> Self {
         Self {
+            primary_refused: AtomicU32::new(0),
+            via_backup: AtomicU32::new(0),
+            primary,
             start: Instant::now(),
             enqueued_us: (0..events).map(|_| AtomicU64::new(0)).collect(),
             latencies_us: Mutex::new(Vec::with_capacity(events)),
@@ -312,10 +327,13 @@ impl Tally {
     }
 
     fn on_attempt(&self, r: &AttemptReport) {
-        if r.attempt.is_some() {
+        if let Some(a) = &r.attempt {
             self.attempts.fetch_add(1, Relaxed);
+            if a.url == self.primary {
+                self.primary_refused.fetch_add(1, Relaxed);
+            }
         }
-        let main = r.key.endpoint == MAIN;
+        let main = r.key.endpoint != MIRROR;
         match &r.next {
             Next::Delivered => {
                 self.finished.fetch_add(1, Relaxed);
@@ -324,6 +342,9 @@ impl Tally {
                     return;
                 }
                 self.delivered.fetch_add(1, Relaxed);
+                if r.key.endpoint == FAILOVER {
+                    self.via_backup.fetch_add(1, Relaxed);
+                }
                 let since = seq_of_message_id(&r.key.message_id)
                     .and_then(|s| self.enqueued_us.get(s))
                     .map_or(0, |t| t.load(Relaxed));
@@ -350,6 +371,8 @@ impl Tally {
 /// The endpoint every event goes to, and the one that sends some twice.
 const MAIN: &str = "shop";
 const MIRROR: &str = "shop-mirror";
+/// The endpoint whose primary URL is down.
+const FAILOVER: &str = "billing";
 
 /// What the attacker sent and what came back.
 #[derive(Debug, Default)]
@@ -662,14 +685,15 @@ async fn story(
         println!("!! --no-dedup: the receiver's store forgets every claim (test-only switch)");
     }
     println!(
-        "faults: handler 500 x{}, lost response x{}, 429 x{}, slow x{}, sent twice x{}, outage x{}; \
-         plus an attacker",
+        "faults: handler 500 x{}, lost response x{}, 429 x{}, slow x{}, sent twice x{}, outage x{}, \
+         primary URL down x{}; plus an attacker",
         count(&plan, |f| matches!(f, Fault::HandlerFails(_))),
         count(&plan, |f| *f == Fault::LostResponse),
         count(&plan, |f| *f == Fault::Throttled),
         count(&plan, |f| *f == Fault::Slow),
         count(&plan, |f| *f == Fault::SentTwice),
         count(&plan, |f| *f == Fault::Outage),
+        count(&plan, |f| *f == Fault::PrimaryDown),
     );
     let twice: Vec<usize> = (0..events)
         .filter(|s| plan[*s] == Fault::SentTwice)
@@ -724,7 +748,16 @@ async fn story(
             )?)
             .await?;
     }
-    let tally = Arc::new(Tally::new(events));
+    // A primary URL nothing listens on, and the receiver as the backup.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let primary = format!("http://{dead}/hooks");
+    sender
+        .add_endpoint(
+            Endpoint::new(FAILOVER, primary.clone(), scheme, SECRET)?
+                .with_url(format!("http://{addr}/hooks"))?,
+        )
+        .await?;
+    let tally = Arc::new(Tally::new(events, primary));
     let policy = RetryPolicy::new()
         .with_base_delay(Duration::from_millis(100))
         .with_multiplier(2)
@@ -734,7 +767,13 @@ async fn story(
         .with_concurrency(32)
         .with_retry_policy(policy)
         .with_poll_interval(Duration::from_millis(20))
-        .with_ssrf_policy(SsrfPolicy::new().allow("127.0.0.1/32".parse()?))
+        // The SSRF guard is on: loopback is refused unless allow-listed, and
+        // plain http:// unless allowed (the demo has no certificates).
+        .with_ssrf_policy(
+            SsrfPolicy::new()
+                .allow("127.0.0.1/32".parse()?)
+                .allow_plain_http(),
+        )
         .with_rng_seed(opts.seed)
         .with_on_attempt({
             let tally = tally.clone();
@@ -756,7 +795,12 @@ async fn story(
     for seq in 0..events {
         let m = Message::new("order.event", body_for(seq)).with_id(message_id(seq));
         tally.enqueued_us[seq].store(tally.now_us() + 1, Relaxed);
-        sender.enqueue(MAIN, m.clone()).await?;
+        let endpoint = if rx.plan[seq] == Fault::PrimaryDown {
+            FAILOVER
+        } else {
+            MAIN
+        };
+        sender.enqueue(endpoint, m.clone()).await?;
         if rx.plan[seq] == Fault::SentTwice {
             sender.enqueue(MIRROR, m).await?;
         }
@@ -910,6 +954,15 @@ async fn story(
             ),
         ),
         ("replayed from DLQ", replayed.to_string()),
+        (
+            "failover",
+            format!(
+                "{} delivered through the backup URL ({} attempts refused by the primary \
+                 before its circuit breaker opened)",
+                tally.via_backup.load(Relaxed),
+                tally.primary_refused.load(Relaxed)
+            ),
+        ),
         (
             "delivery latency",
             format!(
