@@ -72,17 +72,21 @@ impl Sender {
     }
 
     async fn audit(&self, id: &str, changes: &[Change]) -> Result<(), SendError> {
-        crate::audit::record(&*self.queue, id, &self.actor, changes)
-            .await
-            .map_err(|e| {
-                SendError::Queue(
-                    QueueError::new(
-                        e.kind(),
-                        format!("the change was stored but its audit entry was not: {e}"),
-                    )
-                    .with_source(e),
+        match crate::audit::record(&*self.queue, id, &self.actor, changes).await {
+            Ok(()) => Ok(()),
+            // A third-party queue without an audit trail: say so, go on.
+            Err(e) if e.kind() == crate::queue::QueueErrorKind::Unsupported => {
+                tracing::warn!(endpoint = %id, "endpoint change not audited: {e}");
+                Ok(())
+            }
+            Err(e) => Err(SendError::Queue(
+                QueueError::new(
+                    e.kind(),
+                    format!("the change was stored but its audit entry was not: {e}"),
                 )
-            })
+                .with_source(e),
+            )),
+        }
     }
 
     /// Enable (`disabled = false`) or disable an endpoint, recording it and

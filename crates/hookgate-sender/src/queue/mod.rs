@@ -544,6 +544,9 @@ pub enum QueueErrorKind {
     /// A sealed endpoint record cannot be opened: its key is not configured
     /// or does not decrypt it (see [`crate::seal::SealError`], the source).
     Encryption,
+    /// The queue does not implement this (optional) operation, e.g. a
+    /// third-party queue without an audit trail.
+    Unsupported,
 }
 
 /// A queue operation failed. Boxes the backend's error as its source.
@@ -735,7 +738,8 @@ pub trait Queue: Send + Sync + 'static {
     /// stamped with the store's clock. Entries are never changed; they
     /// outlive the endpoint's removal and go only through
     /// [`prune_audit`](Self::prune_audit). The default (for queues without
-    /// an audit trail) is a `Config` error.
+    /// an audit trail) is an [`Unsupported`](QueueErrorKind::Unsupported)
+    /// error, which [`Sender`](crate::Sender) logs as a warning and goes on.
     fn append_audit<'a>(
         &'a self,
         endpoint: &'a str,
@@ -765,7 +769,10 @@ pub trait Queue: Send + Sync + 'static {
 }
 
 fn no_audit() -> QueueError {
-    QueueError::new(QueueErrorKind::Config, "this queue keeps no audit trail")
+    QueueError::new(
+        QueueErrorKind::Unsupported,
+        "this queue keeps no audit trail",
+    )
 }
 
 // `Arc<dyn Queue>` is how workers and senders share one queue.
