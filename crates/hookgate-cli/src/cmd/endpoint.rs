@@ -75,6 +75,12 @@ enum Command {
         /// Endpoint id.
         id: String,
     },
+    /// Move the messages held for a disabled endpoint to the dead-letter
+    /// queue (replayable with `hookgate dlq replay`).
+    PurgeHeld {
+        /// Endpoint id.
+        id: String,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -225,7 +231,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::from(1))
                 }
             },
-            Command::Enable { id } | Command::Disable { id }
+            Command::Enable { id } | Command::Disable { id } | Command::PurgeHeld { id }
                 if queue.get_endpoint(&id).await?.is_none() =>
             {
                 eprintln!("hookgate endpoint: no endpoint {id}");
@@ -240,6 +246,11 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             Command::Disable { id } => {
                 queue.set_endpoint_disabled(&id, true).await?;
                 println!("{id} disabled");
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::PurgeHeld { id } => {
+                let n = Sender::new(queue).purge_held(&id).await?;
+                println!("{id}: {n} held messages moved to the dead-letter queue");
                 Ok(ExitCode::SUCCESS)
             }
         }
