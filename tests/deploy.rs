@@ -26,6 +26,7 @@ use axum::{
 };
 use hookgate::core::{unix_now, Scheme, Signer, Verifier};
 use hookgate::sender::{
+    breaker::BreakerConfig,
     limiter::RateLimit,
     maintenance::{NoLock, Pruner, Runner},
     retry::RetryPolicy,
@@ -359,7 +360,13 @@ async fn rules_and_dashboard_use_only_metrics_a_real_run_emits() {
         .unwrap();
         endpoint = match id {
             "ok" => endpoint.with_tier(Tier::Critical),
-            "flaky" => endpoint.with_health_url(format!("{base}/health")).unwrap(),
+            // Its breaker opens at its sixth and last failure: the breaker
+            // metrics are emitted and its health URL probed, and no delivery
+            // waits on it.
+            "flaky" => endpoint
+                .with_health_url(format!("{base}/health"))
+                .unwrap()
+                .with_breaker(BreakerConfig::default().with_failures(6)),
             "busy" => endpoint.with_rate_limit(RateLimit::per_second(20.0).unwrap()),
             _ => endpoint,
         };

@@ -158,5 +158,32 @@ async fn endpoint_add_stores_resilience_flags_and_show_prints_breakers() {
         "{}",
         stdout(&text)
     );
+    // Held messages of a disabled endpoint go to the DLQ on request.
+    let msg = hookgate_sender::Message::new("t", "{}").with_id("held1");
+    hookgate_sender::Queue::enqueue(&queue, "shop", &msg)
+        .await
+        .unwrap();
+    let leased = hookgate_sender::Queue::lease(&queue, 10, std::time::Duration::from_secs(30))
+        .await
+        .unwrap();
+    for l in leased {
+        hookgate_sender::Queue::settle(
+            &queue,
+            &l.job.key,
+            &l.token,
+            None,
+            hookgate_sender::queue::Transition::Hold,
+        )
+        .await
+        .unwrap();
+    }
+    let purged = run(vec!["endpoint", "purge-held", "shop"]).await;
+    assert!(purged.status.success(), "{}", stderr(&purged));
+    assert!(
+        stdout(&purged).contains("1 held messages moved"),
+        "{}",
+        stdout(&purged)
+    );
+    assert_eq!(hookgate_sender::Queue::stats(&queue).await.unwrap().dead, 1);
     queue.delete_all().await.unwrap();
 }

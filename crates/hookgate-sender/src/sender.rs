@@ -204,6 +204,17 @@ impl Sender {
         Ok(self.queue.release_held(id).await?)
     }
 
+    /// Dead-letter the messages held for a disabled endpoint (instead of
+    /// enabling it): each becomes a dead letter (`endpoint_disabled`) that
+    /// can be replayed later. Returns how many.
+    ///
+    /// # Errors
+    /// The queue failed (or cannot do it: a third-party queue without
+    /// [`Queue::dead_letter_held`]).
+    pub async fn purge_held(&self, id: &str) -> Result<u64, SendError> {
+        Ok(self.queue.dead_letter_held(id).await?)
+    }
+
     fn remember(&self, id: String) {
         self.known
             .lock()

@@ -5,6 +5,14 @@
 //! This is what `hookgate endpoint show` prints and what the worker's
 //! pure planning ([`decide::plan`](crate::decide::plan)) reads.
 //!
+//! # Clocks
+//! The store only compare-and-sets these values; the times inside them
+//! (breaker cool-downs, the limiter's refill, the failure streak) are the
+//! worker's clock ([`WorkerBuilder::with_clock`](crate::worker::WorkerBuilder::with_clock)).
+//! This departs from "time is the store's", which still holds for when
+//! deliveries are due: workers whose clocks disagree shift cool-downs and
+//! refills by their skew (keep them NTP-synchronised).
+//!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 //! use hookgate_core::Scheme;

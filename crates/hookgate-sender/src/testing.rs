@@ -369,6 +369,54 @@ pub async fn hold_until_released<Q: Queue>(q: Q) {
     assert_eq!(stats(&q).await.held, 1);
 }
 
+/// Held deliveries of one endpoint can be dead-lettered at once (a
+/// disabled endpoint purged): `endpoint_disabled`, listed, replayable;
+/// another endpoint's held deliveries stay held.
+pub async fn held_can_be_dead_lettered<Q: Queue>(q: Q) {
+    q.enqueue("ep", &message("m1")).await.unwrap();
+    q.enqueue("ep", &message("m2")).await.unwrap();
+    q.enqueue("ep-2", &message("m1")).await.unwrap();
+    for l in q.lease(10, LONG).await.unwrap() {
+        assert!(q
+            .settle(&l.job.key, &l.token, None, Transition::Hold)
+            .await
+            .unwrap());
+    }
+    assert_eq!(q.dead_letter_held("e").await.unwrap(), 0);
+    assert_eq!(q.dead_letter_held("ep").await.unwrap(), 2);
+    assert_eq!(q.dead_letter_held("ep").await.unwrap(), 0);
+    assert_eq!(state(&q, &key("ep", "m1")).await, Some(DeliveryState::Dead));
+    assert_eq!(
+        state(&q, &key("ep-2", "m1")).await,
+        Some(DeliveryState::Held)
+    );
+    let dead = q
+        .get_dead(&key("ep", "m2"))
+        .await
+        .unwrap()
+        .expect("dead letter");
+    assert_eq!(dead.reason, DeadReason::EndpointDisabled);
+    let filter = DlqFilter {
+        endpoint: Some("ep".into()),
+        ..DlqFilter::default()
+    };
+    let page = Page {
+        after: None,
+        limit: 10,
+    };
+    assert_eq!(q.list_dead(&filter, &page).await.unwrap().len(), 2);
+    assert!(q.replay_dead(&key("ep", "m1")).await.unwrap());
+    assert_eq!(
+        stats(&q).await,
+        QueueStats {
+            scheduled: 1,
+            held: 1,
+            dead: 1,
+            ..QueueStats::default()
+        }
+    );
+}
+
 /// Dead-lettering without an attempt (e.g. an unknown endpoint).
 pub async fn dead_letter_without_attempt<Q: Queue>(q: Q) {
     q.enqueue("ep", &message("m1")).await.unwrap();
@@ -1144,7 +1192,8 @@ macro_rules! queue_conformance_tests {
                 lease_one_takes_a_named_delivery, rescue_takes_expired_leases,
                 prune_removes_old_dead_letters, list_dead_pages, replay_and_purge, endpoints,
                 endpoint_state_compare_and_set,
-                audit_trail);
+                audit_trail,
+                held_can_be_dead_lettered);
             $crate::queue_conformance_tests!(@pairs $fresh;
                 scheduled: Scheduled, leased: Leased, leased_expired: LeasedExpired,
                 leased_stale: LeasedStale, held: Held, delivered: Delivered, dead: Dead);

@@ -103,6 +103,12 @@ enum Command {
   HOOKGATE_ENCRYPTION_KEY=new:BASE64,old:BASE64 hookgate endpoint rekey --store ...
   # then drop old: from the list everywhere")]
     Rekey,
+    /// Move the messages held for a disabled endpoint to the dead-letter
+    /// queue (replayable with `hookgate dlq replay`).
+    PurgeHeld {
+        /// Endpoint id.
+        id: String,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -284,7 +290,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::from(1))
                 }
             },
-            Command::Enable { id } | Command::Disable { id, .. }
+            Command::Enable { id } | Command::Disable { id, .. } | Command::PurgeHeld { id }
                 if queue.get_endpoint(&id).await?.is_none() =>
             {
                 eprintln!("hookgate endpoint: no endpoint {id}");
@@ -363,6 +369,11 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                     report.rewritten,
                     keys.primary_id()
                 );
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::PurgeHeld { id } => {
+                let n = Sender::new(queue).with_actor(actor()).purge_held(&id).await?;
+                println!("{id}: {n} held messages moved to the dead-letter queue");
                 Ok(ExitCode::SUCCESS)
             }
         }

@@ -401,6 +401,23 @@ impl Queue for MemoryQueue {
         ready(Ok(n))
     }
 
+    fn dead_letter_held<'a>(&'a self, endpoint: &'a str) -> BoxFuture<'a, Result<u64>> {
+        let now = self.now();
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let mut n = 0;
+        for (key, e) in &mut inner.entries {
+            if key.endpoint == endpoint && e.state == DeliveryState::Held {
+                e.state = DeliveryState::Dead;
+                e.reason = Some(DeadReason::EndpointDisabled);
+                e.finished_ms = now;
+                inner.dead.insert((now, key.clone()));
+                n += 1;
+            }
+        }
+        ready(Ok(n))
+    }
+
     fn state<'a>(&'a self, key: &'a DeliveryKey) -> BoxFuture<'a, Result<Option<DeliveryState>>> {
         ready(Ok(self.lock().entries.get(key).map(|e| e.state)))
     }

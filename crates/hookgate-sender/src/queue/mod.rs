@@ -699,6 +699,22 @@ pub trait Queue: Send + Sync + 'static {
     /// one), so the rescuer can run them through the retry policy.
     fn rescue(&self, max: usize, lease: Duration) -> BoxFuture<'_, Result<Vec<Leased>>>;
 
+    /// Move every [`DeliveryState::Held`] delivery of `endpoint` to the
+    /// dead-letter queue ([`DeadReason::EndpointDisabled`], history kept,
+    /// replayable): what an operator does with a disabled endpoint's
+    /// messages instead of re-enabling it. Returns how many.
+    ///
+    /// The default answers a `Config` error.
+    fn dead_letter_held<'a>(&'a self, endpoint: &'a str) -> BoxFuture<'a, Result<u64>> {
+        let _ = endpoint;
+        Box::pin(async {
+            Err(QueueError::new(
+                QueueErrorKind::Config,
+                "this queue cannot dead-letter held deliveries",
+            ))
+        })
+    }
+
     /// Every shared resilience record of `endpoint` (breakers, limiter,
     /// failure streak), in one read. Shared by every worker on the store.
     ///
@@ -855,6 +871,9 @@ impl<T: Queue + ?Sized> Queue for std::sync::Arc<T> {
     }
     fn rescue(&self, max: usize, lease: Duration) -> BoxFuture<'_, Result<Vec<Leased>>> {
         (**self).rescue(max, lease)
+    }
+    fn dead_letter_held<'a>(&'a self, endpoint: &'a str) -> BoxFuture<'a, Result<u64>> {
+        (**self).dead_letter_held(endpoint)
     }
     fn endpoint_state<'a>(&'a self, endpoint: &'a str) -> BoxFuture<'a, Result<Vec<StateRecord>>> {
         (**self).endpoint_state(endpoint)

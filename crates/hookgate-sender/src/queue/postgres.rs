@@ -791,6 +791,22 @@ impl PostgresQueue {
         }
     }
 
+    async fn do_dead_letter_held(&self, endpoint: &str) -> Result<u64> {
+        let sql = self.sql("do_dead_letter_held", || {
+            format!(
+                "UPDATE {} SET state = 'dead', reason = 'endpoint_disabled', reason_detail = NULL,
+                        finished_at = {NOW_MS}
+              WHERE endpoint = $1 AND state = 'held'",
+                self.names.deliveries
+            )
+        });
+        let client = self.client().await?;
+        client
+            .execute(&prepare(&client, &sql).await?, &[&endpoint])
+            .await
+            .map_err(|e| pg_error("dead_letter_held", e))
+    }
+
     async fn do_release_held(&self, endpoint: &str) -> Result<u64> {
         let sql = self.sql("do_release_held", || {
             format!(
@@ -1535,6 +1551,10 @@ impl Queue for PostgresQueue {
 
     fn prune(&self, dead_retention: Option<Duration>, max: usize) -> BoxFuture<'_, Result<u64>> {
         Box::pin(self.do_prune(dead_retention, max))
+    }
+
+    fn dead_letter_held<'a>(&'a self, endpoint: &'a str) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(self.do_dead_letter_held(endpoint))
     }
 
     fn endpoint_state<'a>(&'a self, endpoint: &'a str) -> BoxFuture<'a, Result<Vec<StateRecord>>> {

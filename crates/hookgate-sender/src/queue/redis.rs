@@ -201,6 +201,25 @@ end
 return #items
 ";
 
+/// Lua: dead-letter every held delivery of endpoint ARGV[2] (reason
+/// `endpoint_disabled`), as the DEAD transition files one.
+const DEAD_HELD: &str = "local P = ARGV[1]
+local items = redis.call('ZRANGEBYLEX', P .. 'held', '[' .. ARGV[2] .. '\\0', '(' .. ARGV[2] .. '\\1')
+local n = 0
+for _, m in ipairs(items) do
+  local d = P .. 'd:' .. m
+  redis.call('ZREM', P .. 'held', m)
+  if redis.call('HGET', d, 'state') == 'held' then
+    redis.call('HSET', d, 'state', 'dead', 'reason', 'endpoint_disabled', 'dead_at_ms', nows)
+    redis.call('HDEL', d, 'reason_detail')
+    redis.call('ZADD', P .. 'dlq', nows, m)
+    redis.call('ZADD', P .. 'dlq:e:' .. ARGV[2], nows, m)
+    n = n + 1
+  end
+end
+return n
+";
+
 const ADD_DEAD: &str = "local P, m = ARGV[1], ARGV[2]
 local d, h = P .. 'd:' .. m, P .. 'h:' .. m
 local st = redis.call('HGET', d, 'state')
@@ -1267,6 +1286,24 @@ impl Queue for RedisQueue {
                 .invoke_async(&mut conn)
                 .await
                 .map_err(|e| redis_error("release_held", e))?;
+            Ok(n)
+        })
+    }
+
+    fn dead_letter_held<'a>(&'a self, endpoint: &'a str) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            if endpoint.contains('\0') {
+                return Ok(0);
+            }
+            static SCRIPT: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
+            let mut conn = self.conn.clone();
+            let n: u64 = SCRIPT
+                .get_or_init(|| Script::new(&format!("{NOW}{DEAD_HELD}")))
+                .arg(&self.prefix)
+                .arg(endpoint)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| redis_error("dead_letter_held", e))?;
             Ok(n)
         })
     }
