@@ -32,6 +32,7 @@ async fn send_fails_over_to_the_backup_url() {
             "--base-delay",
             "10ms",
             "--allow-private",
+            "--allow-http",
         ],
         None,
     )

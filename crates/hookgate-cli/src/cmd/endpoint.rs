@@ -372,7 +372,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             Command::PurgeHeld { id } => {
-                let n = Sender::new(queue).with_actor(actor()).purge_held(&id).await?;
+                let n = Sender::new(queue)
+                    .with_actor(actor())
+                    .purge_held(&id)
+                    .await?;
                 println!("{id}: {n} held messages moved to the dead-letter queue");
                 Ok(ExitCode::SUCCESS)
             }

@@ -39,6 +39,7 @@ use axum::{body::Body, extract::Extension, http::StatusCode, routing::post, Rout
 use bytes::Bytes;
 use hookgate_core::{unix_now, Scheme, Signer, Verifier};
 use hookgate_sender::{
+    breaker::BreakerConfig,
     queue::{DlqFilter, Page},
     retry::RetryPolicy,
     ssrf::SsrfPolicy,
@@ -738,14 +739,19 @@ async fn story(
     // ------------------------------------------------------------------ sender
     let queue = stores.queue.clone();
     let sender = Sender::new(queue.clone());
+    // The shop's receiver fails single events on purpose (500s, 503s, lost
+    // responses) while it is up: a run of those must not open its circuit
+    // breaker, which would pause every delivery for the cool-down. The
+    // breaker story is the failover endpoint's, whose primary is down.
+    let tolerant = BreakerConfig::default()
+        .with_failures(0)
+        .with_failure_ratio(0, 20, Duration::from_secs(60));
     for id in [MAIN, MIRROR] {
         sender
-            .add_endpoint(Endpoint::new(
-                id,
-                format!("http://{addr}/hooks"),
-                scheme,
-                SECRET,
-            )?)
+            .add_endpoint(
+                Endpoint::new(id, format!("http://{addr}/hooks"), scheme, SECRET)?
+                    .with_breaker(tolerant),
+            )
             .await?;
     }
     // A primary URL nothing listens on, and the receiver as the backup.
