@@ -1447,6 +1447,17 @@ impl Shared {
                         .flatten();
                     if let Some((from, to)) = changed {
                         log_breaker(&key.endpoint, url, from, to);
+                        if from == Phase::Closed && to == Phase::Open {
+                            // A breaker-forced pause goes to the audit trail
+                            // (re-openings after a failed probe do not).
+                            let change = crate::audit::Change::Paused {
+                                reason: format!("circuit breaker of URL {} opened", url + 1),
+                            };
+                            let audit = self.queue.append_audit(&key.endpoint, "worker", &change);
+                            if let Err(e) = self.bounded("audit", audit).await {
+                                tracing::debug!(error = %e, "recording the pause in the audit trail failed");
+                            }
+                        }
                     }
                 }
                 (Effect::Throttled { retry_after }, Some(r)) => {

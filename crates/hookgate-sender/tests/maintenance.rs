@@ -13,10 +13,10 @@ use std::{
 };
 
 use hookgate_sender::{
-    maintenance::{NoLock, Pruner, Rescuer, Runner, Task},
+    maintenance::{Healer, NoLock, Pruner, Rescuer, Runner, Task},
     queue::{DeadReason, DeliveryKey, DeliveryState, Transition},
     retry::RetryPolicy,
-    MemoryQueue, Message, Queue,
+    Endpoint, MemoryQueue, Message, Queue,
 };
 
 #[cfg(any(feature = "redis", feature = "postgres"))]
@@ -190,4 +190,57 @@ async fn postgres_leader_lock_has_one_holder() {
         assert!(led, "b never led");
     };
     support::with_cleanup(check, support::pg::drop_schema(&q)).await;
+}
+
+/// The race the healer closes: a worker holds a delivery (it read the
+/// endpoint as disabled) right after an operator enabled the endpoint and
+/// released what was held. The healer releases it; held deliveries of a
+/// still-disabled endpoint stay held.
+#[tokio::test]
+async fn healer_releases_what_was_held_for_an_enabled_endpoint() {
+    let queue: Arc<dyn Queue> = Arc::new(MemoryQueue::new());
+    for id in ["ep", "off"] {
+        let ep = Endpoint::new(
+            id,
+            "https://example.com/hook",
+            hookgate_core::Scheme::GitHub,
+            "s",
+        )
+        .unwrap();
+        queue.put_endpoint(&ep).await.unwrap();
+        queue.set_endpoint_disabled(id, true).await.unwrap();
+        queue
+            .enqueue(id, &Message::new("t", "{}").with_id("m1"))
+            .await
+            .unwrap();
+    }
+    let healer = Healer::new(queue.clone());
+    // A worker leases both and holds them (the endpoints are disabled).
+    for leased in queue.lease(10, Duration::from_secs(10)).await.unwrap() {
+        assert!(queue
+            .settle(&leased.job.key, &leased.token, None, Transition::Hold)
+            .await
+            .unwrap());
+    }
+    assert_eq!(queue.stats().await.unwrap().held, 2);
+    assert_eq!(healer.run_once().await.unwrap().acted, 0, "both disabled");
+    // "ep" is enabled without its held delivery being released (the race).
+    queue.set_endpoint_disabled("ep", false).await.unwrap();
+    assert_eq!(healer.run_once().await.unwrap().acted, 1);
+    let ep_key = DeliveryKey {
+        endpoint: "ep".into(),
+        message_id: "m1".into(),
+    };
+    let off_key = DeliveryKey {
+        endpoint: "off".into(),
+        message_id: "m1".into(),
+    };
+    assert_eq!(
+        queue.state(&ep_key).await.unwrap(),
+        Some(DeliveryState::Scheduled)
+    );
+    assert_eq!(
+        queue.state(&off_key).await.unwrap(),
+        Some(DeliveryState::Held)
+    );
 }

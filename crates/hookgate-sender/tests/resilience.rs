@@ -186,6 +186,13 @@ async fn failover_and_back(queue: Arc<dyn Queue>, primary_listening: bool) {
     let health = EndpointHealth::load(&*queue, &endpoint).await.unwrap();
     assert_ne!(health.breakers[0].state.phase, Phase::Closed, "{health:?}");
     assert_eq!(health.breakers[1].state.phase, Phase::Closed);
+    // The pause is in the endpoint's audit trail, by the worker.
+    let history = queue.endpoint_history("ep", 100).await.unwrap();
+    assert!(
+        history.iter().any(|e| e.actor == "worker"
+            && matches!(&e.change, hookgate_sender::audit::Change::Paused { reason } if reason.contains("URL 1"))),
+        "{history:?}"
+    );
     {
         let h = handled.lock().unwrap();
         assert!(h.iter().all(|(tag, _)| *tag == "backup"), "{h:?}");

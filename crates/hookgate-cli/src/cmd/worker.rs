@@ -14,7 +14,7 @@ use std::{net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use hookgate_sender::{
-    maintenance::{Pruner, Rescuer, Runner},
+    maintenance::{Healer, Pruner, Rescuer, Runner},
     queue::Queue,
     Worker,
 };
@@ -144,6 +144,7 @@ async fn work(args: Args) -> anyhow::Result<ExitCode> {
     let maintenance = (!args.no_maintenance).then(|| {
         Runner::new(lock)
             .with_task(Arc::new(Rescuer::new(queue.clone(), policy)))
+            .with_task(Arc::new(Healer::new(queue.clone())))
             .with_task(Arc::new(
                 Pruner::new(queue.clone()).with_audit_retention(args.audit_retention),
             ))

@@ -242,6 +242,50 @@ impl Task for Rescuer {
     }
 }
 
+/// Releases the deliveries held for endpoints that are enabled.
+///
+/// [`Sender::enable_endpoint`](crate::Sender::enable_endpoint) releases what
+/// is held when it runs; a worker that was holding a delivery at that very
+/// moment (it read the endpoint as disabled just before) settles it as held
+/// afterwards, and without this task it would wait for the next enable. One
+/// run lists the endpoints and releases the held deliveries of every enabled
+/// one (a no-op for most).
+pub struct Healer {
+    queue: Arc<dyn Queue>,
+}
+
+impl fmt::Debug for Healer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Healer").finish_non_exhaustive()
+    }
+}
+
+impl Healer {
+    /// A healer for `queue`.
+    #[must_use]
+    pub fn new(queue: Arc<dyn Queue>) -> Self {
+        Self { queue }
+    }
+}
+
+impl Task for Healer {
+    fn name(&self) -> &'static str {
+        "healer"
+    }
+
+    fn run_once(&self) -> BoxFuture<'_, Result<Report, QueueError>> {
+        Box::pin(async move {
+            let mut acted = 0;
+            for endpoint in self.queue.list_endpoints().await? {
+                if !endpoint.disabled {
+                    acted += self.queue.release_held(&endpoint.id).await?;
+                }
+            }
+            Ok(Report { acted, more: false })
+        })
+    }
+}
+
 /// Runs [`Task`]s every interval while holding the [`LeaderLock`].
 #[must_use]
 pub struct Runner {
