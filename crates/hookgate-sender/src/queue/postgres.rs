@@ -625,8 +625,56 @@ impl PostgresQueue {
         if max == 0 {
             return Ok(Vec::new());
         }
+        let sql = self.lease_sql();
+        let client = self.client().await?;
+        let stmt = prepare(&client, &sql).await?;
+        let rows = client
+            .query(&stmt, &[&to_i64(max as u64), &millis(lease), &new_token()])
+            .await
+            .map_err(|e| pg_error("lease", e))?;
+        rows.iter().map(leased_from_row).collect()
+    }
+
+    /// The plan of the lease statement for `max` deliveries as the server
+    /// runs it now: `EXPLAIN (ANALYZE, BUFFERS)` inside a transaction that is
+    /// rolled back, so nothing is leased. For operators checking that
+    /// leasing stays an index scan as the table grows (BENCHMARKS.md shows
+    /// it at a million rows; `scripts/explain-queue.sh` reproduces it).
+    ///
+    /// # Errors
+    /// `Unavailable` or `Backend` from the database.
+    pub async fn explain_lease(&self, max: usize) -> Result<String> {
+        let sql = self.lease_sql();
+        let mut client = self.client().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| pg_error("explain lease", e))?;
+        let rows = tx
+            .query(
+                &format!("EXPLAIN (ANALYZE, BUFFERS) {sql}"),
+                &[
+                    &to_i64(max as u64),
+                    &millis(Duration::from_secs(30)),
+                    &new_token(),
+                ],
+            )
+            .await
+            .map_err(|e| pg_error("explain lease", e))?;
+        tx.rollback()
+            .await
+            .map_err(|e| pg_error("explain lease", e))?;
+        Ok(rows
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect::<Vec<_>>()
+            .join("\n"))
+    }
+
+    /// The lease statement: `$1` how many, `$2` the lease in ms, `$3` a token prefix.
+    fn lease_sql(&self) -> Arc<str> {
         let d = &self.names.deliveries;
-        let sql = self.sql("do_lease", || {
+        self.sql("do_lease", || {
             format!(
                 "UPDATE {d} AS q
                 SET state = 'leased',
@@ -645,14 +693,7 @@ impl PostgresQueue {
           RETURNING q.endpoint, q.message_id, q.event_type, q.payload, q.created_at_ms,
                     q.attempts, s.due, q.lease_token"
             )
-        });
-        let client = self.client().await?;
-        let stmt = prepare(&client, &sql).await?;
-        let rows = client
-            .query(&stmt, &[&to_i64(max as u64), &millis(lease), &new_token()])
-            .await
-            .map_err(|e| pg_error("lease", e))?;
-        rows.iter().map(leased_from_row).collect()
+        })
     }
 
     async fn do_lease_one(&self, key: &DeliveryKey, lease: Duration) -> Result<Option<Leased>> {
