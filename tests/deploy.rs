@@ -371,7 +371,10 @@ async fn rules_and_dashboard_use_only_metrics_a_real_run_emits() {
             _ => endpoint,
         };
         sender.add_endpoint(endpoint).await.unwrap();
-        for n in 0..3 {
+        // The 410 endpoint gets one message now; two more once it is
+        // disabled (below), which are then held.
+        let now = if id == "retired" { 1 } else { 3 };
+        for n in 0..now {
             sender
                 .enqueue(id, Message::new("test.event", format!("{{\"n\":{n}}}")))
                 .await
@@ -389,6 +392,7 @@ async fn rules_and_dashboard_use_only_metrics_a_real_run_emits() {
         .with_poll_interval(Duration::from_millis(10))
         .with_stats_interval(Duration::from_millis(20))
         .with_health_probe_interval(Some(Duration::from_millis(50)))
+        .with_endpoint_cache_ttl(Duration::from_millis(10))
         .build()
         .unwrap()
         .spawn();
@@ -397,6 +401,29 @@ async fn rules_and_dashboard_use_only_metrics_a_real_run_emits() {
         .with_interval(Duration::from_millis(50))
         .spawn();
 
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !queue
+        .get_endpoint("retired")
+        .await
+        .unwrap()
+        .unwrap()
+        .disabled
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "410 did not disable the endpoint"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for n in 1..3 {
+        sender
+            .enqueue(
+                "retired",
+                Message::new("test.event", format!("{{\"n\":{n}}}")),
+            )
+            .await
+            .unwrap();
+    }
     let wanted = {
         let mut names = metric_names(
             &std::fs::read_to_string(root().join("deploy/prometheus/hookgate.rules.yml")).unwrap(),
