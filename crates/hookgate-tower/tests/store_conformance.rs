@@ -709,17 +709,26 @@ mod postgres_store {
     }
 
     async fn setup() -> Option<(Fixture, Cleanup)> {
+        setup_with(false).await
+    }
+
+    /// Two stores in fresh tables; `durable`: claims flushed before they
+    /// answer ([`PostgresStore::with_durable_claims`]).
+    async fn setup_with(durable: bool) -> Option<(Fixture, Cleanup)> {
         let url = url();
         let run = format!("hookgate_test_{:016x}", rand::random::<u64>());
         let (ta, tb) = (format!("{run}_a"), format!("{run}_b"));
         let mut stores = Vec::new();
         for table in [&ta, &tb] {
-            let store = PostgresStore::new(&url)
+            let mut store = PostgresStore::new(&url)
                 .expect("url")
                 .with_table(table)
                 .expect("table name")
                 .with_pool_size(8)
                 .with_timeout(Duration::from_secs(10));
+            if durable {
+                store = store.with_durable_claims();
+            }
             match store.migrate().await {
                 Ok(()) => stores.push(store),
                 Err(e) if e.kind() == StoreErrorKind::Unavailable => {
@@ -1132,34 +1141,7 @@ mod postgres_store {
         use super::*;
 
         async fn setup_durable() -> Option<(Fixture, Cleanup)> {
-            let url = url();
-            let run = format!("hookgate_test_{:016x}", rand::random::<u64>());
-            let (ta, tb) = (format!("{run}_da"), format!("{run}_db"));
-            let mut stores = Vec::new();
-            for table in [&ta, &tb] {
-                let store = PostgresStore::new(&url)
-                    .expect("url")
-                    .with_table(table)
-                    .expect("table name")
-                    .with_pool_size(8)
-                    .with_timeout(Duration::from_secs(10))
-                    .with_durable_claims();
-                match store.migrate().await {
-                    Ok(()) => stores.push(store),
-                    Err(e) if e.kind() == StoreErrorKind::Unavailable => {
-                        unreachable_server(&format!("PostgreSQL at {url}"), &e);
-                        return None;
-                    }
-                    Err(e) => panic!("cannot set up PostgresStore: {e}"),
-                }
-            }
-            let b = stores.pop().expect("two stores");
-            let a = stores.pop().expect("two stores");
-            let fixture = Fixture {
-                store: Arc::new(a),
-                other: Arc::new(b),
-            };
-            Some((fixture, Box::pin(drop_tables(url, vec![ta, tb]))))
+            setup_with(true).await
         }
 
         conformance!(setup_durable);
