@@ -100,34 +100,6 @@ async fn dump(store: &str, ns: &str) -> String {
     out
 }
 
-async fn cleanup(store: &str, ns: &str) {
-    if store.starts_with("postgres") {
-        let (client, conn) = tokio_postgres::connect(store, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        client
-            .batch_execute(&format!("DROP SCHEMA IF EXISTS {ns} CASCADE"))
-            .await
-            .unwrap();
-    } else {
-        let client = redis::Client::open(store).unwrap();
-        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{ns}:q:*"))
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        for key in keys {
-            let _: () = redis::cmd("DEL")
-                .arg(key)
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-        }
-    }
-}
-
 fn assert_clean(what: &str, s: &str) {
     for needle in NEEDLES {
         assert!(!s.contains(needle), "{needle} in {what}:\n{s}");
@@ -274,7 +246,7 @@ async fn encrypted_endpoints_rotation_and_history() {
     for store in stores() {
         let ns = format!("es{:010x}", rand::random::<u64>() & 0xff_ffff_ffff);
         let result = futures_like_catch(scenario(store.clone(), ns.clone())).await;
-        cleanup(&store, &ns).await;
+        cli_support::cleanup(&store, &ns).await;
         if let Err(panic) = result {
             std::panic::resume_unwind(panic);
         }

@@ -43,35 +43,6 @@ fn namespace() -> String {
     format!("wk{:010x}", rand::random::<u64>() & 0xff_ffff_ffff)
 }
 
-/// Remove what a test wrote in `ns`.
-async fn cleanup(store: &str, ns: &str) {
-    if store.starts_with("postgres") {
-        let (client, conn) = tokio_postgres::connect(store, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        client
-            .batch_execute(&format!("DROP SCHEMA IF EXISTS {ns} CASCADE"))
-            .await
-            .unwrap();
-    } else {
-        let client = redis::Client::open(store).unwrap();
-        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{ns}:q:*"))
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        for key in keys {
-            let _: () = redis::cmd("DEL")
-                .arg(key)
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-        }
-    }
-}
-
 struct Proc {
     child: Child,
     stdout: mpsc::Receiver<String>,
@@ -313,7 +284,7 @@ async fn two_workers_deliver_every_enqueued_message_once_across_a_sigterm() {
         );
         assert!(w2.term().success());
         serve.term();
-        cleanup(&store, &ns).await;
+        cli_support::cleanup(&store, &ns).await;
     }
 }
 
@@ -400,7 +371,7 @@ async fn endpoints_are_managed_not_overwritten() {
         assert!(text(&run(&["endpoint", "list", "--json"]).stdout)
             .trim()
             .is_empty());
-        cleanup(&store, &ns).await;
+        cli_support::cleanup(&store, &ns).await;
     }
 }
 
@@ -658,7 +629,7 @@ fn a_replayed_dead_letter_is_delivered_by_a_running_worker() {
         assert_eq!(v["id"], "msg_dead");
         assert!(worker.term().success());
         drop(serve);
-        futures_block_on(cleanup(&store, &ns));
+        futures_block_on(cli_support::cleanup(&store, &ns));
     }
 }
 

@@ -89,3 +89,32 @@ impl Drop for PrivateRedis {
         self.stop();
     }
 }
+
+/// Remove what a test wrote in `ns`.
+pub async fn cleanup(store: &str, ns: &str) {
+    if store.starts_with("postgres") {
+        let (client, conn) = tokio_postgres::connect(store, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        client
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS {ns} CASCADE"))
+            .await
+            .unwrap();
+    } else {
+        let client = redis::Client::open(store).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{ns}:q:*"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        for key in keys {
+            let _: () = redis::cmd("DEL")
+                .arg(key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+    }
+}
