@@ -139,12 +139,12 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 /// A store and, for Postgres, the maintenance runner that sweeps it (stopped
 /// when the server stops).
-type Opened = (
+pub(crate) type Opened = (
     Arc<dyn DedupStore>,
     Option<hookgate_sender::maintenance::RunnerHandle>,
 );
 
-async fn open_store(
+pub(crate) async fn open_store(
     url: &str,
     namespace: Option<&str>,
     ca: Option<&std::path::Path>,

@@ -48,7 +48,7 @@ use hookgate_sender::{
 };
 use hookgate_tower::{
     store::{BoxFuture, Claim, ClaimToken, Digest, DoneRecord},
-    DedupStore, MemoryStore, VerifyWebhookLayer,
+    DedupStore, VerifyWebhookLayer,
 };
 use http_body_util::BodyExt as _;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -500,54 +500,35 @@ struct Stores {
 }
 
 async fn open_stores(store: &str, namespace: &str, dedup: bool) -> anyhow::Result<Stores> {
-    let forgetful = || -> Arc<dyn DedupStore> { Arc::new(Forgetful) };
+    // The same openers as `serve` (dedup store: Postgres table in schema
+    // `namespace`; Redis keys get the namespace from the layer's prefix)
+    // and `worker` (queue).
+    let (store_dedup, _sweep) = crate::cmd::serve::open_store(store, Some(namespace), None).await?;
+    let dedup: Arc<dyn DedupStore> = if dedup {
+        store_dedup
+    } else {
+        Arc::new(Forgetful)
+    };
     if store == "memory" {
         return Ok(Stores {
-            dedup: if dedup {
-                Arc::new(MemoryStore::default())
-            } else {
-                forgetful()
-            },
+            dedup,
             queue: Arc::new(MemoryQueue::new()),
             label: "memory (this process)".into(),
             namespace: None,
         });
     }
     let (queue, _lock) = crate::cmd::queue::open(store, Some(namespace), None).await?;
-    #[cfg(feature = "postgres")]
-    if store.starts_with("postgres://") || store.starts_with("postgresql://") {
-        let pg = hookgate_tower::store::PostgresStore::new(store)
-            .context("invalid Postgres store URL")?
-            .with_table(&format!(
-                "{namespace}.{}",
-                hookgate_tower::store::PostgresStore::DEFAULT_TABLE
-            ))?;
-        pg.migrate()
-            .await
-            .context("cannot prepare the Postgres dedup table")?;
-        return Ok(Stores {
-            dedup: if dedup { Arc::new(pg) } else { forgetful() },
-            queue,
-            label: format!("Postgres, schema {namespace}"),
-            namespace: Some(namespace.to_owned()),
-        });
-    }
-    #[cfg(feature = "redis")]
-    if store.starts_with("redis://") || store.starts_with("rediss://") {
-        let rs = hookgate_tower::store::RedisStore::connect(store)
-            .await
-            .context("cannot connect to the Redis store")?;
-        return Ok(Stores {
-            dedup: if dedup { Arc::new(rs) } else { forgetful() },
-            queue,
-            label: format!("Redis, keys {namespace}:*"),
-            namespace: Some(namespace.to_owned()),
-        });
-    }
-    anyhow::bail!(
-        "unsupported --store `{}` (expected memory, redis://.. or postgres://..)",
-        hookgate_sender::redact::dsn(store)
-    )
+    let label = if store.starts_with("redis") {
+        format!("Redis, keys {namespace}:*")
+    } else {
+        format!("Postgres, schema {namespace}")
+    };
+    Ok(Stores {
+        dedup,
+        queue,
+        label,
+        namespace: Some(namespace.to_owned()),
+    })
 }
 
 /// Remove what the run wrote to `--store`.
